@@ -1,0 +1,117 @@
+//! The `kairos` binary: `kairos server start-dev` runs every role in one process. Client
+//! commands (`kairos workflow ...`) come with the visibility issue.
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kairos_server::{Config, Database, Server};
+
+#[derive(Parser)]
+#[command(name = "kairos", version, about = "A durable-execution server that speaks Temporal's gRPC API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Start a development server: every role in one process, SQLite storage.
+    StartDev(StartDev),
+}
+
+#[derive(Parser)]
+struct StartDev {
+    /// IP address to bind the frontend to.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Port for the frontend gRPC service.
+    #[arg(short, long, default_value_t = 7233)]
+    port: u16,
+    /// SQLite file to keep data in (default: ~/.local/share/kairos/dev.db); `:memory:` keeps
+    /// nothing.
+    #[arg(short = 'f', long = "db-filename")]
+    db_filename: Option<String>,
+    /// Namespace to create at start (repeatable); `default` always exists.
+    #[arg(short = 'n', long = "namespace")]
+    namespaces: Vec<String>,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Accepted for compatibility with `temporal server start-dev`; the web UI is not built yet.
+    #[arg(long)]
+    headless: bool,
+    /// Accepted for compatibility with `temporal server start-dev`; the web UI is not built yet.
+    #[arg(long)]
+    ui_port: Option<u16>,
+}
+
+fn default_db_path() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/kairos/dev.db"),
+        None => PathBuf::from("kairos-dev.db"),
+    }
+}
+
+async fn start_dev(args: StartDev) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let level = match args.log_level.as_str() {
+        "debug" | "info" | "warn" | "error" | "trace" => args.log_level.clone(),
+        other => anyhow::bail!("invalid --log-level {other:?}: use debug, info, warn or error"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let database = match args.db_filename.as_deref() {
+        Some(":memory:") => Database::SqliteMemory,
+        Some(path) => Database::SqliteFile(PathBuf::from(path)),
+        None => Database::SqliteFile(default_db_path()),
+    };
+    let mut namespaces = vec!["default".to_string()];
+    for ns in args.namespaces {
+        if !namespaces.contains(&ns) {
+            namespaces.push(ns);
+        }
+    }
+    let config = Config {
+        listen: SocketAddr::new(args.ip, args.port),
+        database: database.clone(),
+        namespaces: namespaces.clone(),
+        ..Config::default()
+    };
+    let server = Server::start(config).await?;
+    let storage = match &database {
+        Database::SqliteFile(path) => format!("SQLite file {}", path.display()),
+        Database::SqliteMemory => "in memory (nothing is kept)".to_string(),
+    };
+    println!("Kairos server listening on {} (started in {} ms)", server.addr(), began.elapsed().as_millis());
+    println!("Data: {storage}");
+    println!("Namespaces: {}", namespaces.join(", "));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to listen for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+    }
+    eprintln!("shutting down");
+    server.shutdown().await
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Server { command: ServerCommand::StartDev(args) } => runtime.block_on(start_dev(args)),
+    }
+}

@@ -1,0 +1,11 @@
+//! Kairos's shared vocabulary: clock, limits, configuration types, id helpers and time
+//! conversions. This crate is a leaf: it does no IO and depends on no other Kairos crate.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod time;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Limits, ServerOptions};

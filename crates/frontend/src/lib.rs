@@ -1,0 +1,50 @@
+//! Kairos frontend: the public gRPC surface (WorkflowService, OperatorService, grpc health).
+//! It validates requests, resolves namespaces, composes matching and history, and is the only
+//! crate that knows tonic server types and maps errors to the wire.
+
+mod error;
+mod health;
+mod operator;
+mod validate;
+mod workflow;
+
+use std::sync::Arc;
+
+use kairos_core::ServerOptions;
+use kairos_history::Engine;
+use kairos_proto::health::health_server::HealthServer;
+use kairos_proto::operatorservice::operator_service_server::OperatorServiceServer;
+use kairos_proto::workflowservice::workflow_service_server::WorkflowServiceServer;
+use tonic::codec::CompressionEncoding;
+
+pub use workflow::Frontend;
+
+/// The three gRPC services, ready to be added to a tonic router.
+pub struct Services {
+    /// WorkflowService.
+    pub workflow: WorkflowServiceServer<Frontend>,
+    /// OperatorService.
+    pub operator: OperatorServiceServer<operator::Operator>,
+    /// grpc.health.v1.Health.
+    pub health: HealthServer<health::Health>,
+}
+
+/// Builds the services over an engine and the matching handle. Every service accepts gzip
+/// (the Python SDK compresses every request) and answers gzip to clients that ask for it.
+pub fn services(engine: Engine, matching: kairos_matching::Handle, options: ServerOptions) -> Services {
+    let frontend = Frontend::new(engine.clone(), matching, Arc::new(options));
+    let max = 128 * 1024 * 1024;
+    Services {
+        workflow: WorkflowServiceServer::new(frontend.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        operator: OperatorServiceServer::new(operator::Operator::new(frontend))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
+        health: HealthServer::new(health::Health)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
+    }
+}

@@ -1,0 +1,49 @@
+//! Request validation: ids, sizes and timeouts are checked before anything is stored.
+use kairos_core::Limits;
+use prost::Message;
+use temporalio_protos::temporal::api::common::v1::{Memo, Payloads};
+use tonic::Status;
+
+use crate::error::invalid;
+
+/// Checks a required id or name against the length limit.
+pub fn required_id(limits: &Limits, what: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(format!("{what} is not set on request.")));
+    }
+    optional_id(limits, what, value)
+}
+
+/// Checks an optional id against the length limit.
+pub fn optional_id(limits: &Limits, what: &str, value: &str) -> Result<(), Status> {
+    if value.len() > limits.max_id_length {
+        return Err(invalid(format!("{what} exceeds length limit. Length={} Limit={}", value.len(), limits.max_id_length)));
+    }
+    Ok(())
+}
+
+/// Checks a payload blob against the size limit.
+pub fn payloads(limits: &Limits, what: &str, value: Option<&Payloads>) -> Result<(), Status> {
+    let size = value.map_or(0, |p| p.encoded_len());
+    if size > limits.blob_size {
+        return Err(invalid(format!("{what} size exceeds limit. Size={size} Limit={}", limits.blob_size)));
+    }
+    Ok(())
+}
+
+/// Checks a memo against the size limit.
+pub fn memo(limits: &Limits, value: Option<&Memo>) -> Result<(), Status> {
+    let size = value.map_or(0, |m| m.encoded_len());
+    if size > limits.memo_size {
+        return Err(invalid(format!("Memo size exceeds limit. Size={size} Limit={}", limits.memo_size)));
+    }
+    Ok(())
+}
+
+/// Rejects negative durations.
+pub fn timeout(what: &str, value: Option<&prost_wkt_types::Duration>) -> Result<(), Status> {
+    if kairos_core::time::is_negative(value) {
+        return Err(invalid(format!("Invalid {what}.")));
+    }
+    Ok(())
+}

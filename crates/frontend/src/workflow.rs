@@ -1,0 +1,471 @@
+//! WorkflowService: the RPCs of the foundation issue; every other RPC answers UNIMPLEMENTED
+//! naming itself (generated default stubs).
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_core::ServerOptions;
+use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
+use kairos_core::ids::RunKey;
+use kairos_history::{Engine, Namespace};
+use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
+use temporalio_protos::temporal::api::common::v1::WorkflowExecution;
+use temporalio_protos::temporal::api::enums::v1::{HistoryEventFilterType, WorkflowExecutionStatus};
+use temporalio_protos::temporal::api::history::v1::History;
+use temporalio_protos::temporal::api::namespace::v1::{NamespaceConfig, NamespaceInfo, namespace_info};
+use temporalio_protos::temporal::api::workflowservice::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::error::{invalid, namespace_not_found, to_status};
+use crate::validate;
+
+/// The WorkflowService implementation (cheap clone).
+#[derive(Clone)]
+pub struct Frontend {
+    engine: Engine,
+    matching: kairos_matching::Handle,
+    options: Arc<ServerOptions>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Gives a task back to matching if the poll that took it ends before history recorded it.
+struct Redeliver<'a> {
+    matching: &'a kairos_matching::Handle,
+    task: Option<QueuedTask>,
+}
+
+impl Drop for Redeliver<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.matching.add_task(task);
+        }
+    }
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Frontend {
+    pub(crate) fn new(engine: Engine, matching: kairos_matching::Handle, options: Arc<ServerOptions>) -> Self {
+        Self { engine, matching, options }
+    }
+
+    fn namespace(&self, name: &str) -> Result<Arc<Namespace>, Status> {
+        if name.is_empty() {
+            return Err(invalid("Namespace is not set on request."));
+        }
+        self.engine.namespaces().get(name).map_err(|_| namespace_not_found(name))
+    }
+
+    fn execution(&self, execution: Option<&WorkflowExecution>) -> Result<(String, String), Status> {
+        let execution = execution.ok_or_else(|| invalid("Execution is not set on request."))?;
+        validate::required_id(&self.options.limits, "WorkflowId", &execution.workflow_id)?;
+        if !execution.run_id.is_empty() && uuid::Uuid::parse_str(&execution.run_id).is_err() {
+            return Err(invalid("Invalid RunId."));
+        }
+        Ok((execution.workflow_id.clone(), execution.run_id.clone()))
+    }
+
+    async fn run_key(&self, ns: &Namespace, execution: Option<&WorkflowExecution>) -> Result<RunKey, Status> {
+        let (workflow_id, run_id) = self.execution(execution)?;
+        self.engine.resolve_run(ns, &workflow_id, &run_id).await.map_err(to_status)
+    }
+
+    fn describe_namespace_response(&self, ns: &Namespace) -> DescribeNamespaceResponse {
+        let mut info = ns.info.clone();
+        info.capabilities = Some(namespace_info::Capabilities {
+            eager_workflow_start: false,
+            sync_update: false,
+            async_update: false,
+            ..Default::default()
+        });
+        info.limits = Some(namespace_info::Limits {
+            blob_size_limit_error: self.options.limits.blob_size as i64,
+            memo_size_limit_error: self.options.limits.memo_size as i64,
+            ..Default::default()
+        });
+        DescribeNamespaceResponse {
+            namespace_info: Some(info),
+            config: Some(ns.config.clone()),
+            is_global_namespace: false,
+            ..Default::default()
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        self.options.long_poll_timeout
+    }
+}
+
+#[tonic::async_trait]
+impl WorkflowService for Frontend {
+    async fn get_system_info(&self, _request: Request<GetSystemInfoRequest>) -> Reply<GetSystemInfoResponse> {
+        Ok(Response::new(GetSystemInfoResponse {
+            server_version: "1.29.0".into(),
+            capabilities: Some(get_system_info_response::Capabilities {
+                signal_and_query_header: true,
+                internal_error_differentiation: false,
+                activity_failure_include_heartbeat: true,
+                supports_schedules: false,
+                encoded_failure_attributes: true,
+                build_id_based_versioning: false,
+                upsert_memo: true,
+                eager_workflow_start: false,
+                sdk_metadata: true,
+                count_group_by_execution_status: false,
+                nexus: false,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn register_namespace(&self, request: Request<RegisterNamespaceRequest>) -> Reply<RegisterNamespaceResponse> {
+        let req = request.into_inner();
+        validate::required_id(&self.options.limits, "Namespace", &req.namespace)?;
+        validate::timeout("WorkflowExecutionRetentionPeriod", req.workflow_execution_retention_period.as_ref())?;
+        let retention = kairos_core::time::from_pb_duration(req.workflow_execution_retention_period.as_ref());
+        let retention = if retention.is_zero() { self.options.default_retention } else { retention };
+        self.engine
+            .namespaces()
+            .register(&req.namespace, &req.description, &req.owner_email, retention, req.data)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RegisterNamespaceResponse {}))
+    }
+
+    async fn describe_namespace(&self, request: Request<DescribeNamespaceRequest>) -> Reply<DescribeNamespaceResponse> {
+        let req = request.into_inner();
+        let ns = if !req.id.is_empty() {
+            self.engine.namespaces().get_by_id(&req.id).ok_or_else(|| namespace_not_found(&req.id))?
+        } else {
+            self.namespace(&req.namespace)?
+        };
+        Ok(Response::new(self.describe_namespace_response(&ns)))
+    }
+
+    async fn list_namespaces(&self, _request: Request<ListNamespacesRequest>) -> Reply<ListNamespacesResponse> {
+        let namespaces = self.engine.namespaces().list().iter().map(|ns| self.describe_namespace_response(ns)).collect();
+        Ok(Response::new(ListNamespacesResponse { namespaces, next_page_token: Vec::new() }))
+    }
+
+    async fn update_namespace(&self, request: Request<UpdateNamespaceRequest>) -> Reply<UpdateNamespaceResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let mut info: NamespaceInfo = ns.info.clone();
+        let mut config: NamespaceConfig = ns.config.clone();
+        if let Some(update) = &req.update_info {
+            if !update.description.is_empty() {
+                info.description = update.description.clone();
+            }
+            if !update.owner_email.is_empty() {
+                info.owner_email = update.owner_email.clone();
+            }
+            for (k, v) in &update.data {
+                info.data.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(update) = &req.config {
+            validate::timeout("WorkflowExecutionRetentionPeriod", update.workflow_execution_retention_ttl.as_ref())?;
+            if update.workflow_execution_retention_ttl.is_some() {
+                config.workflow_execution_retention_ttl = update.workflow_execution_retention_ttl;
+            }
+        }
+        let ns = self.engine.namespaces().update(info, config).await.map_err(to_status)?;
+        let described = self.describe_namespace_response(&ns);
+        Ok(Response::new(UpdateNamespaceResponse {
+            namespace_info: described.namespace_info,
+            config: described.config,
+            ..Default::default()
+        }))
+    }
+
+    async fn start_workflow_execution(&self, request: Request<StartWorkflowExecutionRequest>) -> Reply<StartWorkflowExecutionResponse> {
+        let mut req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let limits = &self.options.limits;
+        validate::required_id(limits, "WorkflowId", &req.workflow_id)?;
+        let workflow_type = req.workflow_type.as_ref().map(|t| t.name.as_str()).unwrap_or_default();
+        validate::required_id(limits, "WorkflowType", workflow_type)?;
+        let task_queue = req.task_queue.as_ref().map(|q| q.name.as_str()).unwrap_or_default();
+        validate::required_id(limits, "TaskQueue", task_queue)?;
+        validate::optional_id(limits, "RequestId", &req.request_id)?;
+        validate::timeout("WorkflowExecutionTimeout", req.workflow_execution_timeout.as_ref())?;
+        validate::timeout("WorkflowRunTimeout", req.workflow_run_timeout.as_ref())?;
+        validate::timeout("WorkflowTaskTimeout", req.workflow_task_timeout.as_ref())?;
+        validate::timeout("WorkflowStartDelay", req.workflow_start_delay.as_ref())?;
+        validate::payloads(limits, "Input", req.input.as_ref())?;
+        validate::memo(limits, req.memo.as_ref())?;
+        if !req.cron_schedule.is_empty() {
+            return Err(invalid("cron schedules are not supported by this server yet"));
+        }
+        if req.request_id.is_empty() {
+            req.request_id = request_id();
+        }
+        let outcome = self.engine.start_workflow(&ns, &req).await.map_err(to_status)?;
+        Ok(Response::new(StartWorkflowExecutionResponse {
+            run_id: outcome.run_id,
+            started: outcome.started,
+            status: WorkflowExecutionStatus::Running as i32,
+            ..Default::default()
+        }))
+    }
+
+    async fn poll_workflow_task_queue(&self, request: Request<PollWorkflowTaskQueueRequest>) -> Reply<PollWorkflowTaskQueueResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let queue = req.task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default();
+        validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
+        let deadline = tokio::time::Instant::now() + self.poll_timeout();
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
+            }
+            let Some(task) = self.matching.poll(&ns.id, &queue, TaskKind::Workflow, remaining).await else {
+                return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
+            };
+            let mut guard = Redeliver { matching: &self.matching, task: Some(task.clone()) };
+            let started = self.engine.record_workflow_task_started(&task, &req.identity, &request_id()).await;
+            match started {
+                Ok(Some(mut response)) => {
+                    guard.task = None;
+                    if let Some(tq) = response.workflow_execution_task_queue.as_mut() {
+                        tq.name = response_task_queue(tq.name.clone());
+                    }
+                    return Ok(Response::new(response));
+                }
+                Ok(None) => guard.task = None,
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+    }
+
+    async fn respond_workflow_task_completed(&self, request: Request<RespondWorkflowTaskCompletedRequest>) -> Reply<RespondWorkflowTaskCompletedResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let response = self.engine.respond_workflow_task_completed(&ns, &req).await.map_err(to_status)?;
+        Ok(Response::new(response))
+    }
+
+    async fn respond_workflow_task_failed(&self, request: Request<RespondWorkflowTaskFailedRequest>) -> Reply<RespondWorkflowTaskFailedResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        self.engine.respond_workflow_task_failed(&ns, &req).await.map_err(to_status)?;
+        Ok(Response::new(RespondWorkflowTaskFailedResponse {}))
+    }
+
+    async fn poll_activity_task_queue(&self, request: Request<PollActivityTaskQueueRequest>) -> Reply<PollActivityTaskQueueResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let queue = req.task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default();
+        validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
+        let deadline = tokio::time::Instant::now() + self.poll_timeout();
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Ok(Response::new(PollActivityTaskQueueResponse::default()));
+            }
+            let Some(task) = self.matching.poll(&ns.id, &queue, TaskKind::Activity, remaining).await else {
+                return Ok(Response::new(PollActivityTaskQueueResponse::default()));
+            };
+            let mut guard = Redeliver { matching: &self.matching, task: Some(task.clone()) };
+            match self.engine.record_activity_task_started(&task, &req.identity, &request_id()).await {
+                Ok(Some(response)) => {
+                    guard.task = None;
+                    return Ok(Response::new(response));
+                }
+                Ok(None) => guard.task = None,
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+    }
+
+    async fn record_activity_task_heartbeat(&self, request: Request<RecordActivityTaskHeartbeatRequest>) -> Reply<RecordActivityTaskHeartbeatResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
+        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        let cancel_requested = self
+            .engine
+            .update_activity(&key, |t| t.heartbeat_activity(scheduled, attempt, req.details.clone()))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RecordActivityTaskHeartbeatResponse { cancel_requested, ..Default::default() }))
+    }
+
+    async fn record_activity_task_heartbeat_by_id(&self, request: Request<RecordActivityTaskHeartbeatByIdRequest>) -> Reply<RecordActivityTaskHeartbeatByIdResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
+        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
+        let cancel_requested = self
+            .engine
+            .update_activity(&key, |t| t.heartbeat_activity(scheduled, attempt, req.details.clone()))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RecordActivityTaskHeartbeatByIdResponse { cancel_requested, ..Default::default() }))
+    }
+
+    async fn respond_activity_task_completed(&self, request: Request<RespondActivityTaskCompletedRequest>) -> Reply<RespondActivityTaskCompletedResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
+        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        self.engine
+            .update_activity(&key, |t| t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RespondActivityTaskCompletedResponse::default()))
+    }
+
+    async fn respond_activity_task_completed_by_id(&self, request: Request<RespondActivityTaskCompletedByIdRequest>) -> Reply<RespondActivityTaskCompletedByIdResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
+        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
+        self.engine
+            .update_activity(&key, |t| t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RespondActivityTaskCompletedByIdResponse::default()))
+    }
+
+    async fn respond_activity_task_failed(&self, request: Request<RespondActivityTaskFailedRequest>) -> Reply<RespondActivityTaskFailedResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let failure = req.failure.clone().ok_or_else(|| invalid("Failure is not set on request."))?;
+        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        self.engine
+            .update_activity(&key, |t| t.fail_activity(scheduled, attempt, failure, req.last_heartbeat_details.clone(), &req.identity))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RespondActivityTaskFailedResponse::default()))
+    }
+
+    async fn respond_activity_task_failed_by_id(&self, request: Request<RespondActivityTaskFailedByIdRequest>) -> Reply<RespondActivityTaskFailedByIdResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let failure = req.failure.clone().ok_or_else(|| invalid("Failure is not set on request."))?;
+        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
+        self.engine
+            .update_activity(&key, |t| t.fail_activity(scheduled, attempt, failure, req.last_heartbeat_details.clone(), &req.identity))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RespondActivityTaskFailedByIdResponse::default()))
+    }
+
+    async fn respond_activity_task_canceled(&self, request: Request<RespondActivityTaskCanceledRequest>) -> Reply<RespondActivityTaskCanceledResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        self.engine
+            .update_activity(&key, |t| t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RespondActivityTaskCanceledResponse::default()))
+    }
+
+    async fn respond_activity_task_canceled_by_id(&self, request: Request<RespondActivityTaskCanceledByIdRequest>) -> Reply<RespondActivityTaskCanceledByIdResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
+        self.engine
+            .update_activity(&key, |t| t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RespondActivityTaskCanceledByIdResponse::default()))
+    }
+
+    async fn get_workflow_execution_history(&self, request: Request<GetWorkflowExecutionHistoryRequest>) -> Reply<GetWorkflowExecutionHistoryResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.execution.as_ref()).await?;
+        let close_only = req.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
+        let page = self
+            .engine
+            .history_page(&key, req.maximum_page_size, &req.next_page_token, req.wait_new_event, close_only)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(GetWorkflowExecutionHistoryResponse {
+            history: Some(History { events: page.events }),
+            next_page_token: page.next_page_token,
+            archived: false,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_workflow_execution_history_reverse(&self, request: Request<GetWorkflowExecutionHistoryReverseRequest>) -> Reply<GetWorkflowExecutionHistoryReverseResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.execution.as_ref()).await?;
+        let page = self
+            .engine
+            .history_page_reverse(&key, req.maximum_page_size, &req.next_page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(GetWorkflowExecutionHistoryReverseResponse {
+            history: Some(History { events: page.events }),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn describe_workflow_execution(&self, request: Request<DescribeWorkflowExecutionRequest>) -> Reply<DescribeWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.execution.as_ref()).await?;
+        let response = self.engine.describe(&ns, &key).await.map_err(to_status)?;
+        Ok(Response::new(response))
+    }
+
+    async fn request_cancel_workflow_execution(&self, request: Request<RequestCancelWorkflowExecutionRequest>) -> Reply<RequestCancelWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
+        self.engine.request_cancel(&key, &req.reason, &req.identity, &req.request_id).await.map_err(to_status)?;
+        Ok(Response::new(RequestCancelWorkflowExecutionResponse {}))
+    }
+
+    async fn terminate_workflow_execution(&self, request: Request<TerminateWorkflowExecutionRequest>) -> Reply<TerminateWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
+        let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
+        self.engine.terminate(&key, &req.reason, req.details.clone(), &req.identity).await.map_err(to_status)?;
+        Ok(Response::new(TerminateWorkflowExecutionResponse {}))
+    }
+
+    async fn delete_workflow_execution(&self, request: Request<DeleteWorkflowExecutionRequest>) -> Reply<DeleteWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
+        let state = self.engine.read_state(&key).await.map_err(to_status)?;
+        if state.status == WorkflowExecutionStatus::Running as i32 {
+            self.engine.terminate(&key, "Delete workflow execution", None, "kairos").await.map_err(to_status)?;
+        }
+        self.engine.delete(&key, None).await.map_err(to_status)?;
+        Ok(Response::new(DeleteWorkflowExecutionResponse {}))
+    }
+
+    async fn reset_sticky_task_queue(&self, request: Request<ResetStickyTaskQueueRequest>) -> Reply<ResetStickyTaskQueueResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.execution.as_ref()).await?;
+        self.engine.reset_sticky(&key).await.map_err(to_status)?;
+        Ok(Response::new(ResetStickyTaskQueueResponse {}))
+    }
+
+    async fn shutdown_worker(&self, request: Request<ShutdownWorkerRequest>) -> Reply<ShutdownWorkerResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        if !req.sticky_task_queue.is_empty() {
+            let stranded = self.matching.close_queue(&ns.id, &req.sticky_task_queue, TaskKind::Workflow);
+            self.engine.sticky_worker_gone(stranded).await;
+        }
+        Ok(Response::new(ShutdownWorkerResponse::default()))
+    }
+}
+
+fn response_task_queue(name: String) -> String {
+    name
+}

@@ -1,0 +1,964 @@
+//! The history engine: runs the state machine against the store. Each input locks its run,
+//! applies one [`Transition`] to a copy of the cached mutable state, commits everything the
+//! transition produced in one fenced, version-conditioned transaction, and only then updates
+//! the cache, hands transfer tasks to matching, arms timers and answers the caller.
+
+mod timers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
+use kairos_core::ids::{RunKey, shard_for};
+use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
+use kairos_core::{Clock, Limits};
+use kairos_persistence::{CurrentWrite, ExecutionWrite, Store, TimerTask, TransferTask, WriteBatch};
+use parking_lot::Mutex;
+use prost::Message;
+use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+use temporalio_protos::temporal::api::enums::v1::{
+    EventType, PendingActivityState, TaskQueueKind, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy,
+};
+use temporalio_protos::temporal::api::history::v1::{HistoryEvent, WorkflowExecutionStartedEventAttributes};
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::workflow::v1::{PendingActivityInfo, WorkflowExecutionConfig, WorkflowExecutionInfo};
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::namespace::{Namespace, Namespaces};
+use crate::state::{
+    CounterIds, CurrentData, Env, MutableState, StateError, TaskIds, TaskTokenData, TransferData,
+    TransferKind, Transition,
+};
+use crate::token;
+
+/// Options of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Number of history shards.
+    pub shard_count: i32,
+    /// Request limits.
+    pub limits: Limits,
+    /// How long history long polls wait.
+    pub history_long_poll_timeout: Duration,
+}
+
+struct Shard {
+    range_id: i64,
+    ids: Mutex<CounterIds>,
+}
+
+struct Cached {
+    ms: MutableState,
+    version: i64,
+}
+
+type RunSlot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+/// The history engine (cheap clone).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    options: EngineOptions,
+    namespaces: Namespaces,
+    matching: Arc<dyn TaskSink>,
+    shards: Vec<Shard>,
+    runs: Mutex<HashMap<RunKey, RunSlot>>,
+    workflow_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    watchers: Mutex<HashMap<RunKey, watch::Sender<i64>>>,
+    timers: timers::Queue,
+}
+
+/// What a start request did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOutcome {
+    /// The run that holds the workflow id now.
+    pub run_id: String,
+    /// False when an existing run was returned (dedup or USE_EXISTING).
+    pub started: bool,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    /// The events.
+    pub events: Vec<HistoryEvent>,
+    /// Where the next page starts; empty when done.
+    pub next_page_token: Vec<u8>,
+}
+
+/// Position stored in history page tokens.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PageToken {
+    #[prost(string, tag = "1")]
+    run_id: String,
+    #[prost(int64, tag = "2")]
+    next_event_id: i64,
+}
+
+struct TaskIdsRef<'a>(&'a Mutex<CounterIds>);
+
+impl TaskIds for TaskIdsRef<'_> {
+    fn next_task_id(&mut self) -> i64 {
+        self.0.lock().next_task_id()
+    }
+}
+
+fn status_closed(status: i32) -> bool {
+    status != WorkflowExecutionStatus::Running as i32
+}
+
+fn decode_state(bytes: &[u8]) -> Result<MutableState> {
+    MutableState::decode(bytes).map_err(|e| Error::Unavailable(format!("failed to decode mutable state: {e}")))
+}
+
+impl Engine {
+    /// Takes every shard (bumping its lease), loads pending transfer tasks into matching and
+    /// timers into the timer queue, and starts the timer loop.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+        namespaces: Namespaces,
+        matching: Arc<dyn TaskSink>,
+    ) -> Result<Self> {
+        let mut shards = Vec::new();
+        for shard_id in 0..options.shard_count {
+            let range_id = store.acquire_shard(shard_id).await?;
+            let max = store.max_task_id(shard_id).await?;
+            // Task ids grow monotonically per shard: past anything stored and unique per lease.
+            let base = max.max(range_id << 40);
+            shards.push(Shard { range_id, ids: Mutex::new(CounterIds(base)) });
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                clock,
+                options,
+                namespaces,
+                matching,
+                shards,
+                runs: Mutex::new(HashMap::new()),
+                workflow_locks: Mutex::new(HashMap::new()),
+                watchers: Mutex::new(HashMap::new()),
+                timers: timers::Queue::default(),
+            }),
+        };
+        for shard_id in 0..engine.inner.options.shard_count {
+            for task in store.load_transfers(shard_id).await? {
+                engine.dispatch_row(&task);
+            }
+            for timer in store.load_timers(shard_id).await? {
+                engine.inner.timers.push(timer);
+            }
+        }
+        tokio::spawn(timers::run(engine.clone()));
+        Ok(engine)
+    }
+
+    /// The namespace registry.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.inner.namespaces
+    }
+
+    /// The clock the engine runs on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    fn shard_of(&self, namespace_id: &str, workflow_id: &str) -> i32 {
+        shard_for(namespace_id, workflow_id, self.inner.options.shard_count)
+    }
+
+    fn dispatch_row(&self, task: &TransferTask) {
+        let Ok(data) = TransferData::decode(task.data.as_slice()) else {
+            tracing::error!(task_id = task.task_id, "failed to decode a transfer task; skipped");
+            return;
+        };
+        let kind = if data.kind == TransferKind::ActivityTask as i32 { TaskKind::Activity } else { TaskKind::Workflow };
+        self.inner.matching.add_task(QueuedTask {
+            namespace_id: task.namespace_id.clone(),
+            task_queue: data.task_queue,
+            kind,
+            task_id: task.task_id,
+            shard_id: task.shard_id,
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+            scheduled_event_id: data.scheduled_event_id,
+            attempt: data.attempt,
+        });
+    }
+
+    fn slot(&self, key: &RunKey) -> RunSlot {
+        self.inner.runs.lock().entry(key.clone()).or_default().clone()
+    }
+
+    fn workflow_lock(&self, namespace_id: &str, workflow_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .workflow_locks
+            .lock()
+            .entry((namespace_id.to_string(), workflow_id.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    async fn load(&self, key: &RunKey, slot: &mut Option<Cached>) -> Result<()> {
+        if slot.is_none() {
+            let row = self
+                .inner
+                .store
+                .get_execution(&key.namespace_id, &key.workflow_id, &key.run_id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("workflow execution not found for run {}", key.run_id)))?;
+            *slot = Some(Cached { ms: decode_state(&row.state)?, version: row.db_version });
+        }
+        Ok(())
+    }
+
+    /// Reads a run's mutable state (from cache when possible).
+    pub async fn read_state(&self, key: &RunKey) -> Result<MutableState> {
+        let slot = self.slot(key);
+        let mut guard = slot.lock().await;
+        self.load(key, &mut guard).await?;
+        Ok(guard.as_ref().expect("loaded").ms.clone())
+    }
+
+    /// Resolves an empty run id to the current run of the workflow id.
+    pub async fn resolve_run(&self, ns: &Namespace, workflow_id: &str, run_id: &str) -> Result<RunKey> {
+        if !run_id.is_empty() {
+            return Ok(RunKey { namespace_id: ns.id.clone(), workflow_id: workflow_id.to_string(), run_id: run_id.to_string() });
+        }
+        let current = self
+            .inner
+            .store
+            .get_current(&ns.id, workflow_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("workflow not found for ID: {workflow_id}")))?;
+        Ok(RunKey { namespace_id: ns.id.clone(), workflow_id: workflow_id.to_string(), run_id: current.run_id })
+    }
+
+    fn env_for(&self, ms: &MutableState) -> Env {
+        let sticky_alive = !ms.sticky_task_queue.is_empty()
+            && self.inner.matching.has_recent_poller(&ms.namespace_id, &ms.sticky_task_queue, TaskKind::Workflow);
+        let retention = self
+            .inner
+            .namespaces
+            .get_by_id(&ms.namespace_id)
+            .map(|n| n.retention())
+            .unwrap_or(Duration::from_secs(30 * 86400));
+        Env { sticky_alive, retention, max_pending_activities: self.inner.options.limits.pending_activities }
+    }
+
+    /// Applies `f` to the run as one transition and commits it. `extra_timer_delete` removes a
+    /// fired timer in the same transaction.
+    pub(crate) async fn transact<T>(
+        &self,
+        key: &RunKey,
+        extra_timer_delete: Option<i64>,
+        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+    ) -> Result<T> {
+        let slot = self.slot(key);
+        let mut guard = slot.lock().await;
+        self.load(key, &mut guard).await?;
+        let cached = guard.as_mut().expect("loaded");
+        let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
+        let shard = &self.inner.shards[shard_id as usize];
+        let mut ms = cached.ms.clone();
+        let now = self.inner.clock.now();
+        let env = self.env_for(&ms);
+        let mut ids = TaskIdsRef(&shard.ids);
+        let mut t = Transition::new(&mut ms, now, env, &mut ids);
+        let out = f(&mut t)?;
+        let Transition { events, timers, transfers, transfers_done, .. } = t;
+        let unchanged = ms == cached.ms;
+        if unchanged && events.is_empty() && timers.is_empty() && transfers.is_empty() && transfers_done.is_empty() {
+            if let Some(timer_id) = extra_timer_delete {
+                self.commit_timer_delete(key, shard_id, timer_id).await?;
+            }
+            return Ok(out);
+        }
+        ms.state_transition_count += 1;
+        ms.last_update_ms = to_millis(now);
+        let status_changed = ms.status != cached.ms.status;
+        let mut batch = self.batch_for(key, shard_id, shard.range_id);
+        batch.executions.push((
+            key.run_id.clone(),
+            ExecutionWrite::Update { state: ms.encode_to_vec(), expected_version: cached.version },
+        ));
+        if status_changed {
+            batch.current = Some(CurrentWrite::Set {
+                run_id: key.run_id.clone(),
+                expected_run_id: Some(key.run_id.clone()),
+                data: CurrentData { status: ms.status, start_request_id: ms.start_request_id.clone() }.encode_to_vec(),
+            });
+        }
+        self.fill_batch(&mut batch, key, &events, &timers, &transfers, &transfers_done);
+        if let Some(timer_id) = extra_timer_delete {
+            batch.timers_delete.push(timer_id);
+        }
+        let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
+        match self.inner.store.commit(batch).await {
+            Ok(()) => {
+                cached.ms = ms;
+                cached.version += 1;
+                let next_event_id = cached.ms.next_event_id;
+                drop(guard);
+                self.after_commit(key, next_event_id, timer_rows, transfer_rows);
+                Ok(out)
+            }
+            Err(e) => {
+                *guard = None;
+                tracing::warn!(run = %key, error = %e, "failed to commit a transition");
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn commit_timer_delete(&self, key: &RunKey, shard_id: i32, timer_id: i64) -> Result<()> {
+        let mut batch = self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        batch.timers_delete.push(timer_id);
+        self.inner.store.commit(batch).await?;
+        Ok(())
+    }
+
+    fn batch_for(&self, key: &RunKey, shard_id: i32, range_id: i64) -> WriteBatch {
+        WriteBatch {
+            shard_id,
+            range_id,
+            namespace_id: key.namespace_id.clone(),
+            workflow_id: key.workflow_id.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn fill_batch(
+        &self,
+        batch: &mut WriteBatch,
+        key: &RunKey,
+        events: &[HistoryEvent],
+        timers: &[(i64, crate::state::NewTimer)],
+        transfers: &[(i64, TransferData)],
+        transfers_done: &[i64],
+    ) {
+        for ev in events {
+            batch.events.push((key.run_id.clone(), ev.event_id, ev.encode_to_vec()));
+        }
+        for (task_id, timer) in timers {
+            batch.timers_add.push(TimerTask {
+                task_id: *task_id,
+                shard_id: batch.shard_id,
+                fire_at_ms: to_millis(timer.fire_at),
+                namespace_id: key.namespace_id.clone(),
+                workflow_id: key.workflow_id.clone(),
+                run_id: key.run_id.clone(),
+                data: timer.data.encode_to_vec(),
+            });
+        }
+        for (task_id, data) in transfers {
+            batch.transfers_add.push(TransferTask {
+                task_id: *task_id,
+                shard_id: batch.shard_id,
+                namespace_id: key.namespace_id.clone(),
+                workflow_id: key.workflow_id.clone(),
+                run_id: key.run_id.clone(),
+                data: data.encode_to_vec(),
+            });
+        }
+        batch.transfers_delete.extend(transfers_done.iter().copied().filter(|id| *id != 0));
+    }
+
+    fn after_commit(&self, key: &RunKey, next_event_id: i64, timers: Vec<TimerTask>, transfers: Vec<TransferTask>) {
+        for task in &transfers {
+            self.dispatch_row(task);
+        }
+        for timer in timers {
+            self.inner.timers.push(timer);
+        }
+        if let Some(tx) = self.inner.watchers.lock().get(key) {
+            tx.send_replace(next_event_id);
+        }
+    }
+
+    // ----- start -----
+
+    /// `StartWorkflowExecution`, after the frontend validated the request.
+    pub async fn start_workflow(&self, ns: &Namespace, req: &ws::StartWorkflowExecutionRequest) -> Result<StartOutcome> {
+        let lock = self.workflow_lock(&ns.id, &req.workflow_id);
+        let _held = lock.lock().await;
+        let current = self.inner.store.get_current(&ns.id, &req.workflow_id).await?;
+        let mut expected_run_id = None;
+        if let Some(current) = &current {
+            let data = CurrentData::decode(current.data.as_slice()).unwrap_or_default();
+            expected_run_id = Some(current.run_id.clone());
+            let running = !status_closed(data.status);
+            if !req.request_id.is_empty() && data.start_request_id == req.request_id {
+                return Ok(StartOutcome { run_id: current.run_id.clone(), started: false });
+            }
+            let already = |what: &str| Error::AlreadyStarted {
+                message: what.to_string(),
+                start_request_id: data.start_request_id.clone(),
+                run_id: current.run_id.clone(),
+            };
+            if running {
+                let conflict = WorkflowIdConflictPolicy::try_from(req.workflow_id_conflict_policy)
+                    .unwrap_or(WorkflowIdConflictPolicy::Unspecified);
+                let reuse = WorkflowIdReusePolicy::try_from(req.workflow_id_reuse_policy)
+                    .unwrap_or(WorkflowIdReusePolicy::Unspecified);
+                match conflict {
+                    WorkflowIdConflictPolicy::UseExisting => {
+                        return Ok(StartOutcome { run_id: current.run_id.clone(), started: false });
+                    }
+                    WorkflowIdConflictPolicy::TerminateExisting => {
+                        self.terminate_locked(ns, &req.workflow_id, &current.run_id, "terminated by a start with TERMINATE_EXISTING", &req.identity).await?;
+                    }
+                    _ if reuse == WorkflowIdReusePolicy::TerminateIfRunning => {
+                        self.terminate_locked(ns, &req.workflow_id, &current.run_id, "terminated by a start with TERMINATE_IF_RUNNING", &req.identity).await?;
+                    }
+                    _ => return Err(already("Workflow execution is already running")),
+                }
+            } else {
+                let reuse = WorkflowIdReusePolicy::try_from(req.workflow_id_reuse_policy)
+                    .unwrap_or(WorkflowIdReusePolicy::Unspecified);
+                match reuse {
+                    WorkflowIdReusePolicy::RejectDuplicate => {
+                        return Err(already("Workflow execution already finished and WorkflowIdReusePolicy is REJECT_DUPLICATE"));
+                    }
+                    WorkflowIdReusePolicy::AllowDuplicateFailedOnly
+                        if data.status == WorkflowExecutionStatus::Completed as i32 =>
+                    {
+                        return Err(already("Workflow execution already finished successfully and WorkflowIdReusePolicy is ALLOW_DUPLICATE_FAILED_ONLY"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let key = RunKey { namespace_id: ns.id.clone(), workflow_id: req.workflow_id.clone(), run_id: run_id.clone() };
+        let now = self.inner.clock.now();
+        let (run_timeout, execution_timeout, wft_timeout) = normalize_workflow_timeouts(req);
+        let mut ms = MutableState {
+            namespace_id: ns.id.clone(),
+            namespace: ns.name.clone(),
+            workflow_id: req.workflow_id.clone(),
+            run_id: run_id.clone(),
+            first_execution_run_id: run_id.clone(),
+            workflow_type: req.workflow_type.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+            task_queue: req.task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default(),
+            next_event_id: 1,
+            run_timeout: to_pb_duration(run_timeout),
+            execution_timeout: to_pb_duration(execution_timeout),
+            wft_timeout: to_pb_duration(wft_timeout),
+            start_request_id: req.request_id.clone(),
+            memo: req.memo.clone(),
+            search_attributes: req.search_attributes.clone(),
+            attempt: 1,
+            retry_policy: req.retry_policy.clone(),
+            execution_expiration_ms: if execution_timeout.is_zero() { 0 } else { to_millis(now + execution_timeout) },
+            ..Default::default()
+        };
+        let started = WorkflowExecutionStartedEventAttributes {
+            workflow_type: req.workflow_type.clone(),
+            task_queue: Some(TaskQueue { name: ms.task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+            input: req.input.clone(),
+            workflow_execution_timeout: ms.execution_timeout,
+            workflow_run_timeout: ms.run_timeout,
+            workflow_task_timeout: ms.wft_timeout,
+            identity: req.identity.clone(),
+            first_execution_run_id: run_id.clone(),
+            original_execution_run_id: run_id.clone(),
+            retry_policy: req.retry_policy.clone(),
+            attempt: 1,
+            cron_schedule: req.cron_schedule.clone(),
+            workflow_execution_expiration_time: if execution_timeout.is_zero() { None } else { Some(to_timestamp(now + execution_timeout)) },
+            first_workflow_task_backoff: req.workflow_start_delay,
+            memo: req.memo.clone(),
+            search_attributes: req.search_attributes.clone(),
+            header: req.header.clone(),
+            priority: req.priority.clone(),
+            ..Default::default()
+        };
+        let shard_id = self.shard_of(&ns.id, &req.workflow_id);
+        let shard = &self.inner.shards[shard_id as usize];
+        let mut ids = TaskIdsRef(&shard.ids);
+        let env = Env { sticky_alive: false, retention: ns.retention(), max_pending_activities: self.inner.options.limits.pending_activities };
+        let mut t = Transition::new(&mut ms, now, env, &mut ids);
+        t.start_workflow(started);
+        let Transition { events, timers, transfers, transfers_done, .. } = t;
+        ms.state_transition_count = 1;
+        let mut batch = self.batch_for(&key, shard_id, shard.range_id);
+        batch.executions.push((run_id.clone(), ExecutionWrite::Insert { state: ms.encode_to_vec() }));
+        batch.current = Some(CurrentWrite::Set {
+            run_id: run_id.clone(),
+            expected_run_id,
+            data: CurrentData { status: ms.status, start_request_id: req.request_id.clone() }.encode_to_vec(),
+        });
+        self.fill_batch(&mut batch, &key, &events, &timers, &transfers, &transfers_done);
+        let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
+        self.inner.store.commit(batch).await?;
+        let next_event_id = ms.next_event_id;
+        *self.slot(&key).lock().await = Some(Cached { ms, version: 1 });
+        self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
+        Ok(StartOutcome { run_id, started: true })
+    }
+
+    async fn terminate_locked(&self, ns: &Namespace, workflow_id: &str, run_id: &str, reason: &str, identity: &str) -> Result<()> {
+        let key = RunKey { namespace_id: ns.id.clone(), workflow_id: workflow_id.to_string(), run_id: run_id.to_string() };
+        self.transact(&key, None, |t| t.terminate(reason, None, identity)).await
+    }
+
+    // ----- workflow tasks -----
+
+    /// Records that a poller took a workflow task and builds the poll response. `Ok(None)`
+    /// means the task was stale and the poller should keep waiting.
+    pub async fn record_workflow_task_started(
+        &self,
+        task: &QueuedTask,
+        identity: &str,
+        request_id: &str,
+    ) -> Result<Option<ws::PollWorkflowTaskQueueResponse>> {
+        let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
+        let started = self
+            .transact(&key, None, |t| {
+                let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
+                Ok((wft, t.ms.clone()))
+            })
+            .await;
+        let (wft, ms) = match started {
+            Ok(v) => v,
+            Err(Error::NotFound(_)) => {
+                self.drop_stale_transfer(task).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let ns_name = self.inner.namespaces.get_by_id(&ms.namespace_id).map(|n| n.name.clone()).unwrap_or_default();
+        let first = if wft.sticky { ms.last_completed_wft_started_id + 1 } else { 1 };
+        let events = self.read_events(&key.run_id, first, wft.started_event_id).await?;
+        let token = token::encode(&TaskTokenData {
+            namespace_id: ms.namespace_id.clone(),
+            workflow_id: ms.workflow_id.clone(),
+            run_id: ms.run_id.clone(),
+            scheduled_event_id: wft.scheduled_event_id,
+            started_event_id: wft.started_event_id,
+            attempt: wft.attempt,
+            kind: token::WORKFLOW_TASK,
+            started_time_ms: wft.started_time_ms,
+            ..Default::default()
+        });
+        let _ = ns_name;
+        Ok(Some(ws::PollWorkflowTaskQueueResponse {
+            task_token: token,
+            workflow_execution: Some(WorkflowExecution { workflow_id: ms.workflow_id.clone(), run_id: ms.run_id.clone() }),
+            workflow_type: Some(WorkflowType { name: ms.workflow_type.clone() }),
+            previous_started_event_id: ms.last_completed_wft_started_id,
+            started_event_id: wft.started_event_id,
+            attempt: wft.attempt,
+            backlog_count_hint: 0,
+            history: Some(temporalio_protos::temporal::api::history::v1::History { events }),
+            next_page_token: Vec::new(),
+            workflow_execution_task_queue: Some(TaskQueue {
+                name: ms.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
+            scheduled_time: Some(to_timestamp(from_millis(wft.scheduled_time_ms))),
+            started_time: Some(to_timestamp(from_millis(wft.started_time_ms))),
+            ..Default::default()
+        }))
+    }
+
+    async fn drop_stale_transfer(&self, task: &QueuedTask) {
+        let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
+        let mut batch = self.batch_for(&key, task.shard_id, self.inner.shards[task.shard_id as usize].range_id);
+        batch.transfers_delete.push(task.task_id);
+        if let Err(e) = self.inner.store.commit(batch).await {
+            tracing::warn!(error = %e, "failed to delete a stale transfer task");
+        }
+    }
+
+    async fn read_events(&self, run_id: &str, first: i64, last: i64) -> Result<Vec<HistoryEvent>> {
+        let rows = self.inner.store.read_events(run_id, first, (last - first + 1).max(0) as usize).await?;
+        rows.iter()
+            .map(|(_, bytes)| HistoryEvent::decode(bytes.as_slice()).map_err(|e| Error::Unavailable(format!("failed to decode a history event: {e}"))))
+            .collect()
+    }
+
+    fn token_key(data: &TaskTokenData) -> RunKey {
+        RunKey { namespace_id: data.namespace_id.clone(), workflow_id: data.workflow_id.clone(), run_id: data.run_id.clone() }
+    }
+
+    /// `RespondWorkflowTaskCompleted`.
+    pub async fn respond_workflow_task_completed(
+        &self,
+        namespace: &Namespace,
+        req: &ws::RespondWorkflowTaskCompletedRequest,
+    ) -> Result<ws::RespondWorkflowTaskCompletedResponse> {
+        let data = token::decode(&req.task_token, token::WORKFLOW_TASK)?;
+        if data.namespace_id != namespace.id {
+            return Err(Error::Invalid("task token does not belong to this namespace".into()));
+        }
+        let key = Self::token_key(&data);
+        let outcome = self.transact(&key, None, |t| t.complete_wft(data.scheduled_event_id, data.attempt, req)).await?;
+        match outcome {
+            crate::state::CompletionOutcome::Applied => Ok(ws::RespondWorkflowTaskCompletedResponse::default()),
+            crate::state::CompletionOutcome::Failed { message, .. } => Err(Error::Invalid(message)),
+        }
+    }
+
+    /// `RespondWorkflowTaskFailed`.
+    pub async fn respond_workflow_task_failed(&self, namespace: &Namespace, req: &ws::RespondWorkflowTaskFailedRequest) -> Result<()> {
+        let data = token::decode(&req.task_token, token::WORKFLOW_TASK)?;
+        if data.namespace_id != namespace.id {
+            return Err(Error::Invalid("task token does not belong to this namespace".into()));
+        }
+        let key = Self::token_key(&data);
+        let cause = temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::try_from(req.cause)
+            .unwrap_or(temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::Unspecified);
+        self.transact(&key, None, |t| t.fail_wft(data.scheduled_event_id, data.attempt, cause, req.failure.clone(), &req.identity)).await
+    }
+
+    /// `ResetStickyTaskQueue`: later tasks of the run go to its normal queue.
+    pub async fn reset_sticky(&self, key: &RunKey) -> Result<()> {
+        self.transact(key, None, |t| {
+            t.ms.sticky_task_queue.clear();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves workflow tasks that waited on a vanished sticky queue to their normal queues.
+    pub async fn sticky_worker_gone(&self, tasks: Vec<QueuedTask>) {
+        for task in tasks {
+            let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
+            if let Err(e) = self.transact(&key, None, |t| {
+                t.sticky_worker_gone(task.scheduled_event_id);
+                Ok(())
+            }).await {
+                tracing::warn!(error = %e, run = %key, "failed to move a sticky workflow task to its normal queue");
+            }
+        }
+    }
+
+    // ----- activities -----
+
+    /// Records that a poller took an activity attempt and builds the poll response; `Ok(None)`
+    /// when the task was stale.
+    pub async fn record_activity_task_started(
+        &self,
+        task: &QueuedTask,
+        identity: &str,
+        request_id: &str,
+    ) -> Result<Option<ws::PollActivityTaskQueueResponse>> {
+        let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
+        let started = self
+            .transact(&key, None, |t| {
+                let act = t.start_activity(task.scheduled_event_id, task.attempt, identity, request_id)?;
+                Ok((act, t.ms.workflow_type.clone(), t.ms.namespace.clone()))
+            })
+            .await;
+        let (act, workflow_type, namespace) = match started {
+            Ok(v) => v,
+            Err(Error::NotFound(_)) => {
+                self.drop_stale_transfer(task).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let token = token::encode(&TaskTokenData {
+            namespace_id: key.namespace_id.clone(),
+            workflow_id: key.workflow_id.clone(),
+            run_id: key.run_id.clone(),
+            scheduled_event_id: act.scheduled_event_id,
+            attempt: act.attempt,
+            activity_id: act.activity_id.clone(),
+            kind: token::ACTIVITY_TASK,
+            started_time_ms: act.started_time_ms,
+            ..Default::default()
+        });
+        Ok(Some(ws::PollActivityTaskQueueResponse {
+            task_token: token,
+            workflow_namespace: namespace,
+            workflow_type: Some(WorkflowType { name: workflow_type }),
+            workflow_execution: Some(WorkflowExecution { workflow_id: key.workflow_id.clone(), run_id: key.run_id.clone() }),
+            activity_type: act.activity_type.clone(),
+            activity_id: act.activity_id.clone(),
+            header: act.header.clone(),
+            input: act.input.clone(),
+            heartbeat_details: act.heartbeat_details.clone(),
+            scheduled_time: Some(to_timestamp(from_millis(act.scheduled_time_ms))),
+            current_attempt_scheduled_time: Some(to_timestamp(from_millis(act.current_attempt_scheduled_time_ms))),
+            started_time: Some(to_timestamp(from_millis(act.started_time_ms))),
+            attempt: act.attempt,
+            schedule_to_close_timeout: act.schedule_to_close,
+            start_to_close_timeout: act.start_to_close,
+            heartbeat_timeout: act.heartbeat,
+            retry_policy: act.retry_policy.clone(),
+            priority: act.priority.clone(),
+            ..Default::default()
+        }))
+    }
+
+    /// Finds the activity a by-id request names: (run key, scheduled event id, attempt).
+    pub async fn activity_by_id(&self, ns: &Namespace, workflow_id: &str, run_id: &str, activity_id: &str) -> Result<(RunKey, i64, i32)> {
+        let key = self.resolve_run(ns, workflow_id, run_id).await?;
+        let ms = self.read_state(&key).await?;
+        if status_closed(ms.status) {
+            return Err(Error::NotFound("workflow execution already completed".into()));
+        }
+        let act = ms
+            .activities
+            .iter()
+            .find(|a| a.activity_id == activity_id)
+            .ok_or_else(|| Error::NotFound(format!("activity {activity_id} not found")))?;
+        if !act.started {
+            return Err(Error::NotFound(format!("activity {activity_id} is not started")));
+        }
+        Ok((key, act.scheduled_event_id, act.attempt))
+    }
+
+    /// Resolves an activity task token to (run key, scheduled event id, attempt).
+    pub fn activity_token(&self, ns: &Namespace, token_bytes: &[u8]) -> Result<(RunKey, i64, i32)> {
+        let data = token::decode(token_bytes, token::ACTIVITY_TASK)?;
+        if data.namespace_id != ns.id {
+            return Err(Error::Invalid("task token does not belong to this namespace".into()));
+        }
+        Ok((Self::token_key(&data), data.scheduled_event_id, data.attempt))
+    }
+
+    /// Runs an activity input against a run.
+    pub async fn update_activity<T>(
+        &self,
+        key: &RunKey,
+        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+    ) -> Result<T> {
+        self.transact(key, None, f).await
+    }
+
+    // ----- whole-run operations -----
+
+    /// `RequestCancelWorkflowExecution`.
+    pub async fn request_cancel(&self, key: &RunKey, reason: &str, identity: &str, request_id: &str) -> Result<()> {
+        self.transact(key, None, |t| t.request_cancel(reason, identity, request_id)).await
+    }
+
+    /// `TerminateWorkflowExecution`.
+    pub async fn terminate(&self, key: &RunKey, reason: &str, details: Option<temporalio_protos::temporal::api::common::v1::Payloads>, identity: &str) -> Result<()> {
+        let lock = self.workflow_lock(&key.namespace_id, &key.workflow_id);
+        let _held = lock.lock().await;
+        self.transact(key, None, |t| t.terminate(reason, details, identity)).await
+    }
+
+    /// Deletes a run and its history (terminating it first if it runs).
+    pub async fn delete(&self, key: &RunKey, timer_id: Option<i64>) -> Result<()> {
+        let lock = self.workflow_lock(&key.namespace_id, &key.workflow_id);
+        let _held = lock.lock().await;
+        let slot = self.slot(key);
+        let mut guard = slot.lock().await;
+        let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
+        let mut batch = self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        batch.executions.push((key.run_id.clone(), ExecutionWrite::Delete));
+        batch.current = Some(CurrentWrite::DeleteIf { run_id: key.run_id.clone() });
+        batch.timers_delete.extend(timer_id);
+        self.inner.store.commit(batch).await?;
+        *guard = None;
+        drop(guard);
+        self.inner.runs.lock().remove(key);
+        if let Some(tx) = self.inner.watchers.lock().remove(key) {
+            tx.send_replace(i64::MAX);
+        }
+        Ok(())
+    }
+
+    // ----- reads -----
+
+    /// A page of a run's history. With `wait_new_event`, waits (up to the history long-poll
+    /// timeout) for events past the token; with `close_only`, returns only the close event once
+    /// the run has closed.
+    pub async fn history_page(
+        &self,
+        key: &RunKey,
+        page_size: i32,
+        token_bytes: &[u8],
+        wait_new_event: bool,
+        close_only: bool,
+    ) -> Result<HistoryPage> {
+        let mut from = 1;
+        if !token_bytes.is_empty() {
+            let token = PageToken::decode(token_bytes).map_err(|_| Error::Invalid("invalid next page token".into()))?;
+            if token.run_id != key.run_id {
+                return Err(Error::Invalid("next page token belongs to another run".into()));
+            }
+            from = token.next_event_id;
+        }
+        let ms = self.read_state(key).await?;
+        let (mut next_event_id, mut closed) = (ms.next_event_id, status_closed(ms.status));
+        let mut close_event_id = ms.close_event_id;
+        if wait_new_event && ((close_only && !closed) || (!close_only && from >= next_event_id && !closed)) {
+            let mut rx = self.watch(key);
+            let deadline = tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
+            loop {
+                let ms = self.read_state(key).await?;
+                next_event_id = ms.next_event_id;
+                closed = status_closed(ms.status);
+                close_event_id = ms.close_event_id;
+                if (close_only && closed) || (!close_only && (from < next_event_id || closed)) {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => {
+                        // Still waiting: no events, and a token to poll again with.
+                        let token = PageToken { run_id: key.run_id.clone(), next_event_id: from };
+                        return Ok(HistoryPage { events: Vec::new(), next_page_token: token.encode_to_vec() });
+                    }
+                }
+            }
+        }
+        if close_only {
+            if !closed {
+                return Ok(HistoryPage::default());
+            }
+            let events = self.read_events(&key.run_id, close_event_id, close_event_id).await?;
+            return Ok(HistoryPage { events, next_page_token: Vec::new() });
+        }
+        let max = self.inner.options.limits.history_page_size.max(1);
+        let size = if page_size <= 0 { max } else { page_size.min(max * 4) };
+        let last = (from + size as i64 - 1).min(next_event_id - 1);
+        let events = if last >= from { self.read_events(&key.run_id, from, last).await? } else { Vec::new() };
+        let after = from + events.len() as i64;
+        let next_page_token = if after < next_event_id || (wait_new_event && !closed) {
+            PageToken { run_id: key.run_id.clone(), next_event_id: after }.encode_to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(HistoryPage { events, next_page_token })
+    }
+
+    /// A page of a run's history, newest first.
+    pub async fn history_page_reverse(&self, key: &RunKey, page_size: i32, token_bytes: &[u8]) -> Result<HistoryPage> {
+        let ms = self.read_state(key).await?;
+        let mut last = ms.next_event_id - 1;
+        if !token_bytes.is_empty() {
+            let token = PageToken::decode(token_bytes).map_err(|_| Error::Invalid("invalid next page token".into()))?;
+            if token.run_id != key.run_id {
+                return Err(Error::Invalid("next page token belongs to another run".into()));
+            }
+            last = token.next_event_id;
+        }
+        let max = self.inner.options.limits.history_page_size.max(1);
+        let size = if page_size <= 0 { max } else { page_size.min(max * 4) } as i64;
+        let first = (last - size + 1).max(1);
+        let mut events = if last >= first { self.read_events(&key.run_id, first, last).await? } else { Vec::new() };
+        events.reverse();
+        let next_page_token =
+            if first > 1 { PageToken { run_id: key.run_id.clone(), next_event_id: first - 1 }.encode_to_vec() } else { Vec::new() };
+        Ok(HistoryPage { events, next_page_token })
+    }
+
+    fn watch(&self, key: &RunKey) -> watch::Receiver<i64> {
+        let mut watchers = self.inner.watchers.lock();
+        watchers.retain(|_, tx| tx.receiver_count() > 0);
+        watchers.entry(key.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// `DescribeWorkflowExecution`.
+    pub async fn describe(&self, ns: &Namespace, key: &RunKey) -> Result<ws::DescribeWorkflowExecutionResponse> {
+        let ms = self.read_state(key).await?;
+        let info = execution_info(&ms);
+        let pending_activities = ms
+            .activities
+            .iter()
+            .map(|a| PendingActivityInfo {
+                activity_id: a.activity_id.clone(),
+                activity_type: a.activity_type.clone(),
+                state: if a.cancel_requested {
+                    PendingActivityState::CancelRequested as i32
+                } else if a.started {
+                    PendingActivityState::Started as i32
+                } else {
+                    PendingActivityState::Scheduled as i32
+                },
+                heartbeat_details: a.heartbeat_details.clone(),
+                last_heartbeat_time: (a.last_heartbeat_ms > 0).then(|| to_timestamp(from_millis(a.last_heartbeat_ms))),
+                last_started_time: (a.started_time_ms > 0).then(|| to_timestamp(from_millis(a.started_time_ms))),
+                attempt: a.attempt,
+                maximum_attempts: a.retry_policy.as_ref().map_or(0, |p| p.maximum_attempts),
+                scheduled_time: Some(to_timestamp(from_millis(a.current_attempt_scheduled_time_ms))),
+                expiration_time: (!from_pb_duration(a.schedule_to_close.as_ref()).is_zero()).then(|| {
+                    to_timestamp(from_millis(a.scheduled_time_ms) + from_pb_duration(a.schedule_to_close.as_ref()))
+                }),
+                last_failure: a.last_failure.clone(),
+                last_worker_identity: if a.started { a.started_identity.clone() } else { a.last_worker_identity.clone() },
+                ..Default::default()
+            })
+            .collect();
+        let _ = ns;
+        Ok(ws::DescribeWorkflowExecutionResponse {
+            execution_config: Some(WorkflowExecutionConfig {
+                task_queue: Some(TaskQueue { name: ms.task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+                workflow_execution_timeout: ms.execution_timeout,
+                workflow_run_timeout: ms.run_timeout,
+                default_workflow_task_timeout: ms.wft_timeout,
+                user_metadata: None,
+            }),
+            workflow_execution_info: Some(info),
+            pending_activities,
+            ..Default::default()
+        })
+    }
+}
+
+/// The `WorkflowExecutionInfo` of a run, as describe and list return it.
+pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
+    WorkflowExecutionInfo {
+        execution: Some(WorkflowExecution { workflow_id: ms.workflow_id.clone(), run_id: ms.run_id.clone() }),
+        r#type: Some(WorkflowType { name: ms.workflow_type.clone() }),
+        start_time: Some(to_timestamp(from_millis(ms.start_time_ms))),
+        close_time: (ms.close_time_ms > 0).then(|| to_timestamp(from_millis(ms.close_time_ms))),
+        status: ms.status,
+        history_length: ms.next_event_id - 1,
+        execution_time: Some(to_timestamp(from_millis(ms.execution_time_ms))),
+        memo: ms.memo.clone(),
+        search_attributes: ms.search_attributes.clone(),
+        task_queue: ms.task_queue.clone(),
+        state_transition_count: ms.state_transition_count,
+        history_size_bytes: ms.history_size_bytes,
+        first_run_id: ms.first_execution_run_id.clone(),
+        execution_duration: (ms.close_time_ms > 0)
+            .then(|| to_pb_duration(Duration::from_millis((ms.close_time_ms - ms.execution_time_ms).max(0) as u64)))
+            .flatten(),
+        ..Default::default()
+    }
+}
+
+/// Applies Temporal's defaults and caps to a start request's timeouts:
+/// (run, execution, workflow task).
+fn normalize_workflow_timeouts(req: &ws::StartWorkflowExecutionRequest) -> (Duration, Duration, Duration) {
+    let execution = from_pb_duration(req.workflow_execution_timeout.as_ref());
+    let mut run = from_pb_duration(req.workflow_run_timeout.as_ref());
+    if run.is_zero() || (!execution.is_zero() && run > execution) {
+        run = execution;
+    }
+    let mut task = from_pb_duration(req.workflow_task_timeout.as_ref());
+    if task.is_zero() {
+        task = Duration::from_secs(10);
+    }
+    task = task.min(Duration::from_secs(120));
+    if !run.is_zero() {
+        task = task.min(run);
+    }
+    (run, execution, task)
+}
+
+#[allow(dead_code)]
+fn event_type_name(t: i32) -> &'static str {
+    EventType::try_from(t).map(|e| e.as_str_name()).unwrap_or("Unknown")
+}

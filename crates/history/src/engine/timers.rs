@@ -1,0 +1,122 @@
+//! The durable timer queue: every timer row of the owned shards is held in memory in fire
+//! order; a loop fires what is due on the engine's clock, each firing one transition that also
+//! deletes the timer row, so a timer fires at least once and its effect is applied once.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kairos_core::ids::RunKey;
+use kairos_core::time::to_millis;
+use kairos_persistence::TimerTask;
+use parking_lot::Mutex;
+use prost::Message;
+use temporalio_protos::temporal::api::enums::v1::TimeoutType;
+use tokio::sync::Notify;
+
+use super::Engine;
+use crate::state::{TimerData, TimerKind};
+
+/// Timers waiting to fire, by (fire time, task id).
+#[derive(Default)]
+pub(super) struct Queue {
+    pending: Mutex<BTreeMap<(i64, i64), TimerTask>>,
+    wake: Notify,
+}
+
+impl Queue {
+    pub(super) fn push(&self, timer: TimerTask) {
+        let earliest = {
+            let mut pending = self.pending.lock();
+            let key = (timer.fire_at_ms, timer.task_id);
+            pending.insert(key, timer);
+            pending.keys().next() == Some(&key)
+        };
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    fn pop_due(&self, now_ms: i64) -> Vec<TimerTask> {
+        let mut pending = self.pending.lock();
+        let later = pending.split_off(&(now_ms + 1, i64::MIN));
+        let due = std::mem::replace(&mut *pending, later);
+        due.into_values().collect()
+    }
+
+    fn next_fire_ms(&self) -> Option<i64> {
+        self.pending.lock().keys().next().map(|k| k.0)
+    }
+}
+
+/// Fires due timers until the process ends.
+pub(super) async fn run(engine: Engine) {
+    let mut jumps = engine.inner.clock.jumps();
+    loop {
+        let now_ms = to_millis(engine.inner.clock.now());
+        let due = engine.inner.timers.pop_due(now_ms);
+        for timer in due {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = fire(&engine, &timer).await {
+                    tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
+                    let mut retry = timer;
+                    retry.fire_at_ms = to_millis(engine.inner.clock.now()) + 1000;
+                    engine.inner.timers.push(retry);
+                }
+            });
+        }
+        let wait = match engine.inner.timers.next_fire_ms() {
+            Some(at) => Duration::from_millis((at - to_millis(engine.inner.clock.now())).clamp(0, 60_000) as u64),
+            None => Duration::from_secs(60),
+        };
+        let jumped = async {
+            match jumps.as_mut() {
+                Some(rx) => {
+                    let _ = rx.changed().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = engine.inner.timers.wake.notified() => {}
+            _ = jumped => {}
+        }
+    }
+}
+
+async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
+    let data = TimerData::decode(timer.data.as_slice())
+        .map_err(|e| crate::Error::Unavailable(format!("failed to decode a timer: {e}")))?;
+    let key = RunKey {
+        namespace_id: timer.namespace_id.clone(),
+        workflow_id: timer.workflow_id.clone(),
+        run_id: timer.run_id.clone(),
+    };
+    let kind = TimerKind::try_from(data.kind).unwrap_or(TimerKind::Unspecified);
+    if kind == TimerKind::DeleteExecution {
+        return engine.delete(&key, Some(timer.task_id)).await;
+    }
+    let timeout_type = TimeoutType::try_from(data.timeout_type).unwrap_or(TimeoutType::Unspecified);
+    let result = engine
+        .transact(&key, Some(timer.task_id), |t| {
+            match kind {
+                TimerKind::UserTimer => t.user_timer_fired(data.event_id),
+                TimerKind::ActivityTimeout => t.activity_timeout(data.event_id, data.attempt, timeout_type),
+                TimerKind::ActivityRetry => t.activity_retry_fired(data.event_id, data.attempt),
+                TimerKind::WorkflowTaskTimeout => t.wft_timeout(data.event_id, data.attempt, timeout_type),
+                TimerKind::WorkflowRunTimeout | TimerKind::WorkflowExecutionTimeout => t.run_timeout_fired(),
+                TimerKind::WorkflowStartBackoff => t.start_backoff_fired(),
+                TimerKind::DeleteExecution | TimerKind::Unspecified => {}
+            }
+            Ok(())
+        })
+        .await;
+    match result {
+        // The run was deleted: the timer has nothing left to do.
+        Err(crate::Error::NotFound(_)) => {
+            let shard_id = kairos_core::ids::shard_for(&key.namespace_id, &key.workflow_id, engine.inner.options.shard_count);
+            engine.commit_timer_delete(&key, shard_id, timer.task_id).await
+        }
+        other => other,
+    }
+}

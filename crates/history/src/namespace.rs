@@ -1,0 +1,134 @@
+//! The namespace registry: stored in the `namespaces` table, cached in memory.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_persistence::{NamespaceRow, Store};
+use parking_lot::RwLock;
+use prost::Message;
+use temporalio_protos::temporal::api::enums::v1::{ArchivalState, NamespaceState};
+use temporalio_protos::temporal::api::namespace::v1::{NamespaceConfig, NamespaceInfo};
+
+use crate::error::{Error, Result};
+use crate::state::NamespaceData;
+
+/// A namespace as the server uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Namespace {
+    /// Stable id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Info as returned by DescribeNamespace.
+    pub info: NamespaceInfo,
+    /// Config as returned by DescribeNamespace.
+    pub config: NamespaceConfig,
+}
+
+impl Namespace {
+    /// How long closed runs are kept.
+    pub fn retention(&self) -> Duration {
+        kairos_core::time::from_pb_duration(self.config.workflow_execution_retention_ttl.as_ref())
+    }
+}
+
+/// Cached access to namespaces (cheap clone).
+#[derive(Clone)]
+pub struct Namespaces {
+    store: Arc<dyn Store>,
+    by_name: Arc<RwLock<HashMap<String, Arc<Namespace>>>>,
+}
+
+fn decode(row: &NamespaceRow) -> Result<Namespace> {
+    let data = NamespaceData::decode(row.data.as_slice())
+        .map_err(|e| Error::Unavailable(format!("failed to decode namespace {}: {e}", row.name)))?;
+    Ok(Namespace {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        info: data.info.unwrap_or_default(),
+        config: data.config.unwrap_or_default(),
+    })
+}
+
+impl Namespaces {
+    /// Loads every namespace into the cache.
+    pub async fn load(store: Arc<dyn Store>) -> Result<Self> {
+        let rows = store.list_namespaces().await?;
+        let mut by_name = HashMap::new();
+        for row in &rows {
+            let ns = decode(row)?;
+            by_name.insert(ns.name.clone(), Arc::new(ns));
+        }
+        Ok(Self { store, by_name: Arc::new(RwLock::new(by_name)) })
+    }
+
+    /// Looks a namespace up by name.
+    pub fn get(&self, name: &str) -> Result<Arc<Namespace>> {
+        self.by_name.read().get(name).cloned().ok_or_else(|| Error::NamespaceNotFound(name.to_string()))
+    }
+
+    /// Looks a namespace up by id.
+    pub fn get_by_id(&self, id: &str) -> Option<Arc<Namespace>> {
+        self.by_name.read().values().find(|n| n.id == id).cloned()
+    }
+
+    /// Every namespace, by name.
+    pub fn list(&self) -> Vec<Arc<Namespace>> {
+        let mut all: Vec<_> = self.by_name.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Creates a namespace; `NamespaceAlreadyExists` if the name is taken.
+    pub async fn register(
+        &self,
+        name: &str,
+        description: &str,
+        owner_email: &str,
+        retention: Duration,
+        data: HashMap<String, String>,
+    ) -> Result<Arc<Namespace>> {
+        if self.by_name.read().contains_key(name) {
+            return Err(Error::NamespaceAlreadyExists(name.to_string()));
+        }
+        let info = NamespaceInfo {
+            name: name.to_string(),
+            state: NamespaceState::Registered as i32,
+            description: description.to_string(),
+            owner_email: owner_email.to_string(),
+            data,
+            id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        let config = NamespaceConfig {
+            workflow_execution_retention_ttl: kairos_core::time::to_pb_duration(retention),
+            history_archival_state: ArchivalState::Disabled as i32,
+            visibility_archival_state: ArchivalState::Disabled as i32,
+            ..Default::default()
+        };
+        self.write(info, config, false).await
+    }
+
+    /// Replaces a namespace's info and config (name and id stay).
+    pub async fn update(&self, info: NamespaceInfo, config: NamespaceConfig) -> Result<Arc<Namespace>> {
+        self.write(info, config, true).await
+    }
+
+    async fn write(&self, info: NamespaceInfo, config: NamespaceConfig, replace: bool) -> Result<Arc<Namespace>> {
+        let row = NamespaceRow {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            data: NamespaceData { info: Some(info.clone()), config: Some(config.clone()) }.encode_to_vec(),
+        };
+        match self.store.put_namespace(row, replace).await {
+            Ok(()) => {}
+            Err(kairos_persistence::Error::AlreadyExists(_)) => {
+                return Err(Error::NamespaceAlreadyExists(info.name.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let ns = Arc::new(Namespace { id: info.id.clone(), name: info.name.clone(), info, config });
+        self.by_name.write().insert(ns.name.clone(), ns.clone());
+        Ok(ns)
+    }
+}

@@ -1,0 +1,1458 @@
+//! The pure workflow state machine: given a run's mutable state, an input (a command batch, an
+//! activity result, a fired timer...) and `now`, it appends history events and asks for timers
+//! and transfer tasks. It does no IO, reads no clock and knows nothing of storage or gRPC.
+#![allow(missing_docs)]
+
+pub mod model;
+mod retry;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use kairos_core::time::{
+    from_millis, from_pb_duration, is_negative, to_millis, to_pb_duration, to_timestamp,
+};
+use temporalio_protos::temporal::api::command::v1::{Command, command};
+use temporalio_protos::temporal::api::common::v1::{Memo, Payloads, SearchAttributes};
+use temporalio_protos::temporal::api::enums::v1::{
+    CommandType, EventType, RetryState, TaskQueueKind, TimeoutType, WorkflowExecutionStatus,
+    WorkflowTaskFailedCause,
+};
+use temporalio_protos::temporal::api::failure::v1::{Failure, TimeoutFailureInfo, failure};
+use temporalio_protos::temporal::api::history::v1::{self as hist, HistoryEvent, history_event};
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest;
+
+pub use model::*;
+pub use retry::{RetryDecision, normalize_retry_policy};
+
+/// Placeholder for the started event id of a close event whose started event is still buffered.
+const BUFFERED_EVENT_ID: i64 = -123;
+
+/// Why an input was refused. Nothing was changed when this is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    /// The task, activity or run the input names is not (or no longer) there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The input is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A timer the transition asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTimer {
+    pub fire_at: SystemTime,
+    pub data: TimerData,
+}
+
+/// How a workflow task completion ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionOutcome {
+    /// The commands were applied.
+    Applied,
+    /// The commands were refused and the task failed with this cause; answer the worker with
+    /// `INVALID_ARGUMENT` and this message.
+    Failed { cause: WorkflowTaskFailedCause, message: String },
+}
+
+/// Allocates task ids for the transfer tasks and timers a transition creates.
+pub trait TaskIds {
+    fn next_task_id(&mut self) -> i64;
+}
+
+/// A simple counter, for tests and single-owner shards.
+#[derive(Debug, Clone, Default)]
+pub struct CounterIds(pub i64);
+
+impl TaskIds for CounterIds {
+    fn next_task_id(&mut self) -> i64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// Facts from outside the run that a transition may need.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// Whether the run's sticky queue has a live poller (else tasks go to the normal queue).
+    pub sticky_alive: bool,
+    /// Retention of the run's namespace, for the deletion timer.
+    pub retention: Duration,
+    /// Pending activities a run may have.
+    pub max_pending_activities: usize,
+}
+
+/// One state transition in progress: the state being changed and everything it produced.
+pub struct Transition<'a> {
+    pub ms: &'a mut MutableState,
+    pub now: SystemTime,
+    pub env: Env,
+    /// New events, with ids, in order.
+    pub events: Vec<HistoryEvent>,
+    pub timers: Vec<(i64, NewTimer)>,
+    pub transfers: Vec<(i64, TransferData)>,
+    /// Transfer tasks that are done with (their work started or became moot).
+    pub transfers_done: Vec<i64>,
+    ids: &'a mut (dyn TaskIds + Send),
+}
+
+fn dur(d: Option<&prost_wkt_types::Duration>) -> Duration {
+    from_pb_duration(d)
+}
+
+fn closed(status: i32) -> bool {
+    status != WorkflowExecutionStatus::Running as i32
+}
+
+fn is_close_event(event_type: i32) -> bool {
+    matches!(
+        EventType::try_from(event_type),
+        Ok(EventType::ActivityTaskCompleted
+            | EventType::ActivityTaskFailed
+            | EventType::ActivityTaskTimedOut
+            | EventType::ActivityTaskCanceled
+            | EventType::ChildWorkflowExecutionCompleted
+            | EventType::ChildWorkflowExecutionFailed
+            | EventType::ChildWorkflowExecutionCanceled
+            | EventType::ChildWorkflowExecutionTimedOut
+            | EventType::ChildWorkflowExecutionTerminated)
+    )
+}
+
+/// Builds an event without id or time (both are set when it is appended).
+pub fn event(event_type: EventType, attributes: impl Into<history_event::Attributes>) -> HistoryEvent {
+    HistoryEvent {
+        event_type: event_type as i32,
+        attributes: Some(attributes.into()),
+        ..Default::default()
+    }
+}
+
+
+/// A timeout failure as the Go server writes it.
+pub fn timeout_failure(
+    timeout_type: TimeoutType,
+    details: Option<Payloads>,
+    cause: Option<Failure>,
+) -> Failure {
+    let what = match timeout_type {
+        TimeoutType::StartToClose => "activity StartToClose timeout",
+        TimeoutType::ScheduleToStart => "activity ScheduleToStart timeout",
+        TimeoutType::ScheduleToClose => "activity ScheduleToClose timeout",
+        TimeoutType::Heartbeat => "activity Heartbeat timeout",
+        TimeoutType::Unspecified => "activity timeout",
+    };
+    Failure {
+        message: what.to_string(),
+        source: "Server".to_string(),
+        cause: cause.map(Box::new),
+        failure_info: Some(failure::FailureInfo::TimeoutFailureInfo(TimeoutFailureInfo {
+            timeout_type: timeout_type as i32,
+            last_heartbeat_details: details,
+        })),
+        ..Default::default()
+    }
+}
+
+impl<'a> Transition<'a> {
+    pub fn new(ms: &'a mut MutableState, now: SystemTime, env: Env, ids: &'a mut (dyn TaskIds + Send)) -> Self {
+        Self {
+            ms,
+            now,
+            env,
+            events: Vec::new(),
+            timers: Vec::new(),
+            transfers: Vec::new(),
+            transfers_done: Vec::new(),
+            ids,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_millis(self.now)
+    }
+
+    fn timer(&mut self, fire_at: SystemTime, data: TimerData) {
+        let id = self.ids.next_task_id();
+        self.timers.push((id, NewTimer { fire_at, data }));
+    }
+
+    fn transfer(&mut self, data: TransferData) -> i64 {
+        let id = self.ids.next_task_id();
+        self.transfers.push((id, data));
+        id
+    }
+
+    /// Appends an event with the next id; returns the id.
+    pub fn append(&mut self, mut ev: HistoryEvent) -> i64 {
+        ev.event_id = self.ms.next_event_id;
+        ev.event_time = Some(to_timestamp(self.now));
+        self.ms.next_event_id += 1;
+        self.ms.history_size_bytes += prost::Message::encoded_len(&ev) as i64;
+        let id = ev.event_id;
+        self.events.push(ev);
+        id
+    }
+
+    fn wft_started(&self) -> bool {
+        self.ms.wft.as_ref().is_some_and(|w| w.started_event_id > 0)
+    }
+
+    /// Adds an event that did not come from a command: buffered while a workflow task is
+    /// started, otherwise appended with a workflow task scheduled to deliver it.
+    /// Returns the event id, or `None` when buffered.
+    pub fn add_external(&mut self, mut ev: HistoryEvent) -> Option<i64> {
+        if self.wft_started() {
+            ev.event_time = Some(to_timestamp(self.now));
+            self.ms.buffered.push(ev);
+            None
+        } else {
+            let id = self.append(ev);
+            self.schedule_wft();
+            Some(id)
+        }
+    }
+
+    /// Writes the buffered events: everything else first, then the close events, giving close
+    /// events the ids their buffered started events just received.
+    pub fn flush_buffer(&mut self) {
+        if self.ms.buffered.is_empty() {
+            return;
+        }
+        let buffered = std::mem::take(&mut self.ms.buffered);
+        let (close, other): (Vec<_>, Vec<_>) =
+            buffered.into_iter().partition(|e| is_close_event(e.event_type));
+        let mut started_ids: HashMap<i64, i64> = HashMap::new();
+        for ev in other {
+            let scheduled = match &ev.attributes {
+                Some(history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => {
+                    Some(a.scheduled_event_id)
+                }
+                _ => None,
+            };
+            let id = self.append(ev);
+            if let Some(scheduled) = scheduled {
+                started_ids.insert(scheduled, id);
+            }
+        }
+        for mut ev in close {
+            let patch = |scheduled: i64, started: &mut i64| {
+                if *started == BUFFERED_EVENT_ID {
+                    *started = started_ids.get(&scheduled).copied().unwrap_or(0);
+                }
+            };
+            match &mut ev.attributes {
+                Some(history_event::Attributes::ActivityTaskCompletedEventAttributes(a)) => {
+                    patch(a.scheduled_event_id, &mut a.started_event_id)
+                }
+                Some(history_event::Attributes::ActivityTaskFailedEventAttributes(a)) => {
+                    patch(a.scheduled_event_id, &mut a.started_event_id)
+                }
+                Some(history_event::Attributes::ActivityTaskTimedOutEventAttributes(a)) => {
+                    patch(a.scheduled_event_id, &mut a.started_event_id)
+                }
+                Some(history_event::Attributes::ActivityTaskCanceledEventAttributes(a)) => {
+                    patch(a.scheduled_event_id, &mut a.started_event_id)
+                }
+                _ => {}
+            }
+            self.append(ev);
+        }
+    }
+
+    // ----- workflow start -----
+
+    /// Creates the first events of a new run. `ms` must be freshly filled by the caller with
+    /// ids, type, queue, timeouts and `next_event_id = 1`.
+    pub fn start_workflow(&mut self, mut started: hist::WorkflowExecutionStartedEventAttributes) {
+        let start_delay = dur(started.first_workflow_task_backoff.as_ref());
+        self.ms.status = WorkflowExecutionStatus::Running as i32;
+        self.ms.start_time_ms = self.now_ms();
+        self.ms.execution_time_ms = to_millis(self.now + start_delay);
+        self.ms.wft_attempt = 1;
+        started.original_execution_run_id = self.ms.run_id.clone();
+        self.append(event(EventType::WorkflowExecutionStarted, started));
+        let run_timeout = dur(self.ms.run_timeout.as_ref());
+        if !run_timeout.is_zero() {
+            self.timer(
+                self.now + start_delay + run_timeout,
+                TimerData { kind: TimerKind::WorkflowRunTimeout as i32, ..Default::default() },
+            );
+        }
+        if start_delay.is_zero() {
+            self.schedule_wft();
+        } else {
+            self.timer(
+                self.now + start_delay,
+                TimerData { kind: TimerKind::WorkflowStartBackoff as i32, ..Default::default() },
+            );
+        }
+    }
+
+    /// The start backoff (start delay) passed: deliver the first workflow task.
+    pub fn start_backoff_fired(&mut self) {
+        if !closed(self.ms.status) && self.ms.wft.is_none() && self.ms.last_completed_wft_started_id == 0 {
+            self.schedule_wft();
+        }
+    }
+
+    // ----- workflow tasks -----
+
+    /// Schedules a workflow task unless one is already scheduled or started.
+    pub fn schedule_wft(&mut self) {
+        if self.ms.wft.is_some() || closed(self.ms.status) {
+            return;
+        }
+        let attempt = self.ms.wft_attempt.max(1);
+        let sticky = !self.ms.sticky_task_queue.is_empty() && self.env.sticky_alive;
+        let (queue, kind, normal_name) = if sticky {
+            (self.ms.sticky_task_queue.clone(), TaskQueueKind::Sticky, self.ms.task_queue.clone())
+        } else {
+            (self.ms.task_queue.clone(), TaskQueueKind::Normal, String::new())
+        };
+        let id = self.append(event(
+            EventType::WorkflowTaskScheduled,
+            hist::WorkflowTaskScheduledEventAttributes {
+                task_queue: Some(TaskQueue { name: queue.clone(), kind: kind as i32, normal_name }),
+                start_to_close_timeout: self.ms.wft_timeout,
+                attempt,
+            },
+        ));
+        let transfer_task_id = self.transfer(TransferData {
+            kind: TransferKind::WorkflowTask as i32,
+            task_queue: queue.clone(),
+            scheduled_event_id: id,
+            attempt,
+            sticky,
+        });
+        self.ms.wft = Some(WorkflowTaskInfo {
+            scheduled_event_id: id,
+            attempt,
+            task_queue: queue,
+            sticky,
+            scheduled_time_ms: self.now_ms(),
+            transfer_task_id,
+            ..Default::default()
+        });
+        if sticky {
+            let s2s = dur(self.ms.sticky_schedule_to_start.as_ref());
+            if !s2s.is_zero() {
+                self.timer(
+                    self.now + s2s,
+                    TimerData {
+                        kind: TimerKind::WorkflowTaskTimeout as i32,
+                        event_id: id,
+                        attempt,
+                        timeout_type: TimeoutType::ScheduleToStart as i32,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// The sticky worker went away: clear stickiness and, if the scheduled task still waits on
+    /// the sticky queue, move it to the normal queue (it will carry the full history).
+    pub fn sticky_worker_gone(&mut self, scheduled_event_id: i64) {
+        self.ms.sticky_task_queue.clear();
+        let Some(mut wft) = self.ms.wft.clone() else { return };
+        if wft.scheduled_event_id != scheduled_event_id || wft.started_event_id > 0 || !wft.sticky {
+            return;
+        }
+        self.transfers_done.push(wft.transfer_task_id);
+        wft.sticky = false;
+        wft.task_queue = self.ms.task_queue.clone();
+        wft.transfer_task_id = self.transfer(TransferData {
+            kind: TransferKind::WorkflowTask as i32,
+            task_queue: wft.task_queue.clone(),
+            scheduled_event_id,
+            attempt: wft.attempt,
+            sticky: false,
+        });
+        self.ms.wft = Some(wft);
+    }
+
+    /// A poller took the workflow task scheduled at `scheduled_event_id`.
+    pub fn start_wft(
+        &mut self,
+        scheduled_event_id: i64,
+        identity: &str,
+        request_id: &str,
+    ) -> Result<WorkflowTaskInfo, StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound("workflow execution already completed".into()));
+        }
+        let wft = self.ms.wft.clone().filter(|w| w.scheduled_event_id == scheduled_event_id);
+        let Some(mut wft) = wft else {
+            return Err(StateError::NotFound("workflow task not found".into()));
+        };
+        if wft.started_event_id > 0 {
+            if wft.request_id == request_id && !request_id.is_empty() {
+                return Ok(wft);
+            }
+            return Err(StateError::NotFound("workflow task already started".into()));
+        }
+        let started = self.append(event(
+            EventType::WorkflowTaskStarted,
+            hist::WorkflowTaskStartedEventAttributes {
+                scheduled_event_id,
+                identity: identity.to_string(),
+                request_id: request_id.to_string(),
+                history_size_bytes: self.ms.history_size_bytes,
+                ..Default::default()
+            },
+        ));
+        wft.started_event_id = started;
+        wft.started_time_ms = self.now_ms();
+        wft.identity = identity.to_string();
+        wft.request_id = request_id.to_string();
+        self.transfers_done.push(wft.transfer_task_id);
+        let timeout = dur(self.ms.wft_timeout.as_ref()).max(Duration::from_secs(1));
+        self.timer(
+            self.now + timeout,
+            TimerData {
+                kind: TimerKind::WorkflowTaskTimeout as i32,
+                event_id: scheduled_event_id,
+                attempt: wft.attempt,
+                timeout_type: TimeoutType::StartToClose as i32,
+                ..Default::default()
+            },
+        );
+        self.ms.wft = Some(wft.clone());
+        Ok(wft)
+    }
+
+    fn current_started_wft(
+        &self,
+        scheduled_event_id: i64,
+        attempt: i32,
+    ) -> Result<WorkflowTaskInfo, StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound("workflow execution already completed".into()));
+        }
+        match &self.ms.wft {
+            Some(w)
+                if w.scheduled_event_id == scheduled_event_id
+                    && w.started_event_id > 0
+                    && w.attempt == attempt =>
+            {
+                Ok(w.clone())
+            }
+            _ => Err(StateError::NotFound("workflow task not found".into())),
+        }
+    }
+
+    /// Ends the started workflow task as failed (by the worker, a timeout, or a refused
+    /// completion): records why, flushes the buffer and schedules the next attempt on the normal
+    /// queue.
+    fn fail_started_wft(
+        &mut self,
+        wft: &WorkflowTaskInfo,
+        cause: WorkflowTaskFailedCause,
+        failure: Option<Failure>,
+        identity: &str,
+    ) {
+        self.append(event(
+            EventType::WorkflowTaskFailed,
+            hist::WorkflowTaskFailedEventAttributes {
+                scheduled_event_id: wft.scheduled_event_id,
+                started_event_id: wft.started_event_id,
+                cause: cause as i32,
+                failure,
+                identity: identity.to_string(),
+                ..Default::default()
+            },
+        ));
+        self.ms.wft = None;
+        self.ms.sticky_task_queue.clear();
+        // Core waits for the server to retry; an unhandled-command failure is not the worker's
+        // fault, so it does not count as a failed attempt.
+        if cause != WorkflowTaskFailedCause::UnhandledCommand {
+            self.ms.wft_attempt = wft.attempt + 1;
+        }
+        self.flush_buffer();
+        self.schedule_wft();
+    }
+
+    /// `RespondWorkflowTaskFailed`.
+    pub fn fail_wft(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        cause: WorkflowTaskFailedCause,
+        failure: Option<Failure>,
+        identity: &str,
+    ) -> Result<(), StateError> {
+        let wft = self.current_started_wft(scheduled_event_id, attempt)?;
+        self.fail_started_wft(&wft, cause, failure, identity);
+        Ok(())
+    }
+
+    /// A workflow task timer fired.
+    pub fn wft_timeout(&mut self, scheduled_event_id: i64, attempt: i32, timeout_type: TimeoutType) {
+        if closed(self.ms.status) {
+            return;
+        }
+        let Some(wft) = self.ms.wft.clone() else { return };
+        if wft.scheduled_event_id != scheduled_event_id || wft.attempt != attempt {
+            return;
+        }
+        match timeout_type {
+            TimeoutType::ScheduleToStart if wft.started_event_id == 0 && wft.sticky => {
+                self.append(event(
+                    EventType::WorkflowTaskTimedOut,
+                    hist::WorkflowTaskTimedOutEventAttributes {
+                        scheduled_event_id,
+                        started_event_id: 0,
+                        timeout_type: TimeoutType::ScheduleToStart as i32,
+                    },
+                ));
+                self.transfers_done.push(wft.transfer_task_id);
+                self.ms.wft = None;
+                self.ms.sticky_task_queue.clear();
+                self.schedule_wft();
+            }
+            TimeoutType::StartToClose if wft.started_event_id > 0 => {
+                self.append(event(
+                    EventType::WorkflowTaskTimedOut,
+                    hist::WorkflowTaskTimedOutEventAttributes {
+                        scheduled_event_id,
+                        started_event_id: wft.started_event_id,
+                        timeout_type: TimeoutType::StartToClose as i32,
+                    },
+                ));
+                self.ms.wft = None;
+                self.ms.sticky_task_queue.clear();
+                self.ms.wft_attempt = wft.attempt + 1;
+                self.flush_buffer();
+                self.schedule_wft();
+            }
+            _ => {}
+        }
+    }
+
+    /// `RespondWorkflowTaskCompleted`: applies the commands (B.1), or fails the task when they
+    /// cannot be applied.
+    pub fn complete_wft(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        req: &RespondWorkflowTaskCompletedRequest,
+    ) -> Result<CompletionOutcome, StateError> {
+        let wft = self.current_started_wft(scheduled_event_id, attempt)?;
+        let terminal = req.commands.iter().any(|c| {
+            matches!(
+                CommandType::try_from(c.command_type),
+                Ok(CommandType::CompleteWorkflowExecution
+                    | CommandType::FailWorkflowExecution
+                    | CommandType::CancelWorkflowExecution
+                    | CommandType::ContinueAsNewWorkflowExecution)
+            )
+        });
+        if terminal && !self.ms.buffered.is_empty() {
+            self.fail_started_wft(&wft, WorkflowTaskFailedCause::UnhandledCommand, None, &req.identity);
+            return Ok(CompletionOutcome::Failed {
+                cause: WorkflowTaskFailedCause::UnhandledCommand,
+                message: "UnhandledCommand".into(),
+            });
+        }
+        if let Err((cause, message)) = self.validate_commands(&req.commands) {
+            let failure = Failure { message: message.clone(), ..Default::default() };
+            self.fail_started_wft(&wft, cause, Some(failure), &req.identity);
+            return Ok(CompletionOutcome::Failed { cause, message });
+        }
+        let completed_id = self.append(event(
+            EventType::WorkflowTaskCompleted,
+            hist::WorkflowTaskCompletedEventAttributes {
+                scheduled_event_id,
+                started_event_id: wft.started_event_id,
+                identity: req.identity.clone(),
+                binary_checksum: req.binary_checksum.clone(),
+                worker_version: req.worker_version_stamp.clone(),
+                sdk_metadata: req.sdk_metadata.clone(),
+                metering_metadata: req.metering_metadata.clone(),
+                ..Default::default()
+            },
+        ));
+        self.ms.wft = None;
+        self.ms.wft_attempt = 1;
+        self.ms.last_completed_wft_started_id = wft.started_event_id;
+        match &req.sticky_attributes {
+            Some(sticky) => {
+                self.ms.sticky_task_queue =
+                    sticky.worker_task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default();
+                self.ms.sticky_schedule_to_start = sticky.schedule_to_start_timeout;
+            }
+            None => self.ms.sticky_task_queue.clear(),
+        }
+        let mut need_wft = req.force_create_new_workflow_task;
+        for cmd in &req.commands {
+            if closed(self.ms.status) {
+                break; // a second terminal command, or anything after one, is ignored
+            }
+            need_wft |= self.apply_command(cmd, completed_id, &req.identity);
+        }
+        if !closed(self.ms.status) {
+            if !self.ms.buffered.is_empty() {
+                need_wft = true;
+                self.flush_buffer();
+            }
+            if need_wft {
+                self.schedule_wft();
+            }
+        }
+        Ok(CompletionOutcome::Applied)
+    }
+
+    fn validate_commands(&self, commands: &[Command]) -> Result<(), (WorkflowTaskFailedCause, String)> {
+        use WorkflowTaskFailedCause as C;
+        let mut new_activity_ids = Vec::new();
+        let mut new_timer_ids = Vec::new();
+        let mut pending = self.ms.activities.len();
+        for cmd in commands {
+            let Some(attrs) = &cmd.attributes else {
+                return Err((C::BadBinary, "command has no attributes".into()));
+            };
+            match attrs {
+                command::Attributes::ScheduleActivityTaskCommandAttributes(a) => {
+                    let bad = |m: &str| Err((C::BadScheduleActivityAttributes, m.to_string()));
+                    if a.activity_id.is_empty() {
+                        return bad("ActivityId is not set on command.");
+                    }
+                    if a.activity_type.as_ref().is_none_or(|t| t.name.is_empty()) {
+                        return bad("ActivityType is not set on command.");
+                    }
+                    if is_negative(a.schedule_to_close_timeout.as_ref())
+                        || is_negative(a.schedule_to_start_timeout.as_ref())
+                        || is_negative(a.start_to_close_timeout.as_ref())
+                        || is_negative(a.heartbeat_timeout.as_ref())
+                    {
+                        return bad("A valid timeout may not be negative.");
+                    }
+                    if dur(a.schedule_to_close_timeout.as_ref()).is_zero()
+                        && dur(a.start_to_close_timeout.as_ref()).is_zero()
+                    {
+                        return bad("A valid StartToClose or ScheduleToCloseTimeout is not set on command.");
+                    }
+                    if let Some(policy) = &a.retry_policy {
+                        if let Err(m) = retry::validate(policy) {
+                            return bad(&m);
+                        }
+                    }
+                    if self.ms.activities.iter().any(|x| x.activity_id == a.activity_id)
+                        || new_activity_ids.contains(&&a.activity_id)
+                    {
+                        return Err((
+                            C::ScheduleActivityDuplicateId,
+                            format!("Activity with id {} already exists", a.activity_id),
+                        ));
+                    }
+                    new_activity_ids.push(&a.activity_id);
+                    pending += 1;
+                    if pending > self.env.max_pending_activities.max(1) {
+                        return Err((
+                            C::PendingActivitiesLimitExceeded,
+                            "the number of pending activities exceeds the limit".into(),
+                        ));
+                    }
+                }
+                command::Attributes::StartTimerCommandAttributes(a) => {
+                    if a.timer_id.is_empty() {
+                        return Err((C::BadStartTimerAttributes, "TimerId is not set on command.".into()));
+                    }
+                    if dur(a.start_to_fire_timeout.as_ref()).is_zero() {
+                        return Err((
+                            C::BadStartTimerAttributes,
+                            "A valid StartToFireTimeout is not set on command.".into(),
+                        ));
+                    }
+                    if self.ms.timers.iter().any(|t| t.timer_id == a.timer_id)
+                        || new_timer_ids.contains(&&a.timer_id)
+                    {
+                        return Err((
+                            C::StartTimerDuplicateId,
+                            format!("Timer with id {} already exists", a.timer_id),
+                        ));
+                    }
+                    new_timer_ids.push(&a.timer_id);
+                }
+                command::Attributes::CancelTimerCommandAttributes(a) => {
+                    let known = self.ms.timers.iter().any(|t| t.timer_id == a.timer_id)
+                        || new_timer_ids.contains(&&a.timer_id);
+                    if !known {
+                        return Err((
+                            C::BadCancelTimerAttributes,
+                            format!("Timer with id {} is not pending", a.timer_id),
+                        ));
+                    }
+                }
+                command::Attributes::RequestCancelActivityTaskCommandAttributes(a) => {
+                    if a.scheduled_event_id <= 0 || a.scheduled_event_id >= self.ms.next_event_id {
+                        return Err((
+                            C::BadRequestCancelActivityAttributes,
+                            format!("invalid scheduled event id {}", a.scheduled_event_id),
+                        ));
+                    }
+                }
+                command::Attributes::RecordMarkerCommandAttributes(a) => {
+                    if a.marker_name.is_empty() {
+                        return Err((C::BadRecordMarkerAttributes, "MarkerName is not set on command.".into()));
+                    }
+                }
+                command::Attributes::CompleteWorkflowExecutionCommandAttributes(_)
+                | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
+                | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
+                | command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(_)
+                | command::Attributes::ModifyWorkflowPropertiesCommandAttributes(_) => {}
+                command::Attributes::ProtocolMessageCommandAttributes(_) => {}
+                other => {
+                    let cause = match other {
+                        command::Attributes::StartChildWorkflowExecutionCommandAttributes(_) => {
+                            C::BadStartChildExecutionAttributes
+                        }
+                        command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(_) => {
+                            C::BadSignalWorkflowExecutionAttributes
+                        }
+                        command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
+                            C::BadRequestCancelExternalWorkflowExecutionAttributes
+                        }
+                        command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_) => {
+                            C::BadContinueAsNewAttributes
+                        }
+                        _ => C::BadBinary,
+                    };
+                    return Err((cause, format!("command {:?} is not supported by this server yet", cmd.command_type())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one validated command; returns true when it requires a new workflow task.
+    fn apply_command(&mut self, cmd: &Command, completed_id: i64, identity: &str) -> bool {
+        let Some(attrs) = &cmd.attributes else { return false };
+        match attrs {
+            command::Attributes::ScheduleActivityTaskCommandAttributes(a) => {
+                self.schedule_activity(a, completed_id);
+                false
+            }
+            command::Attributes::StartTimerCommandAttributes(a) => {
+                let id = self.append(event(
+                    EventType::TimerStarted,
+                    hist::TimerStartedEventAttributes {
+                        timer_id: a.timer_id.clone(),
+                        start_to_fire_timeout: a.start_to_fire_timeout,
+                        workflow_task_completed_event_id: completed_id,
+                    },
+                ));
+                let fire_at = self.now + dur(a.start_to_fire_timeout.as_ref());
+                self.ms.timers.push(TimerInfo {
+                    timer_id: a.timer_id.clone(),
+                    started_event_id: id,
+                    fire_time_ms: to_millis(fire_at),
+                });
+                self.timer(
+                    fire_at,
+                    TimerData {
+                        kind: TimerKind::UserTimer as i32,
+                        event_id: id,
+                        timer_id: a.timer_id.clone(),
+                        ..Default::default()
+                    },
+                );
+                false
+            }
+            command::Attributes::CancelTimerCommandAttributes(a) => {
+                let Some(pos) = self.ms.timers.iter().position(|t| t.timer_id == a.timer_id) else {
+                    return false;
+                };
+                let timer = self.ms.timers.remove(pos);
+                self.append(event(
+                    EventType::TimerCanceled,
+                    hist::TimerCanceledEventAttributes {
+                        timer_id: timer.timer_id,
+                        started_event_id: timer.started_event_id,
+                        workflow_task_completed_event_id: completed_id,
+                        identity: identity.to_string(),
+                    },
+                ));
+                false
+            }
+            command::Attributes::RequestCancelActivityTaskCommandAttributes(a) => {
+                let requested = self.append(event(
+                    EventType::ActivityTaskCancelRequested,
+                    hist::ActivityTaskCancelRequestedEventAttributes {
+                        scheduled_event_id: a.scheduled_event_id,
+                        workflow_task_completed_event_id: completed_id,
+                    },
+                ));
+                let Some(pos) =
+                    self.ms.activities.iter().position(|x| x.scheduled_event_id == a.scheduled_event_id)
+                else {
+                    return false;
+                };
+                if self.ms.activities[pos].started {
+                    self.ms.activities[pos].cancel_requested = true;
+                    self.ms.activities[pos].cancel_requested_event_id = requested;
+                    false
+                } else {
+                    let act = self.ms.activities.remove(pos);
+                    self.transfers_done.push(act.transfer_task_id);
+                    self.append(event(
+                        EventType::ActivityTaskCanceled,
+                        hist::ActivityTaskCanceledEventAttributes {
+                            scheduled_event_id: act.scheduled_event_id,
+                            latest_cancel_requested_event_id: requested,
+                            identity: identity.to_string(),
+                            ..Default::default()
+                        },
+                    ));
+                    true
+                }
+            }
+            command::Attributes::RecordMarkerCommandAttributes(a) => {
+                self.append(event(
+                    EventType::MarkerRecorded,
+                    hist::MarkerRecordedEventAttributes {
+                        marker_name: a.marker_name.clone(),
+                        details: a.details.clone(),
+                        workflow_task_completed_event_id: completed_id,
+                        header: a.header.clone(),
+                        failure: a.failure.clone(),
+                    },
+                ));
+                false
+            }
+            command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
+                let upsert = a.search_attributes.clone().unwrap_or_default();
+                let merged = self.ms.search_attributes.get_or_insert_with(SearchAttributes::default);
+                for (k, v) in &upsert.indexed_fields {
+                    merged.indexed_fields.insert(k.clone(), v.clone());
+                }
+                self.append(event(
+                    EventType::UpsertWorkflowSearchAttributes,
+                    hist::UpsertWorkflowSearchAttributesEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        search_attributes: Some(upsert),
+                    },
+                ));
+                false
+            }
+            command::Attributes::ModifyWorkflowPropertiesCommandAttributes(a) => {
+                let upsert = a.upserted_memo.clone().unwrap_or_default();
+                let merged = self.ms.memo.get_or_insert_with(Memo::default);
+                for (k, v) in &upsert.fields {
+                    merged.fields.insert(k.clone(), v.clone());
+                }
+                self.append(event(
+                    EventType::WorkflowPropertiesModified,
+                    hist::WorkflowPropertiesModifiedEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        upserted_memo: Some(upsert),
+                    },
+                ));
+                false
+            }
+            command::Attributes::CompleteWorkflowExecutionCommandAttributes(a) => {
+                let id = self.append(event(
+                    EventType::WorkflowExecutionCompleted,
+                    hist::WorkflowExecutionCompletedEventAttributes {
+                        result: a.result.clone(),
+                        workflow_task_completed_event_id: completed_id,
+                        new_execution_run_id: String::new(),
+                    },
+                ));
+                self.close(WorkflowExecutionStatus::Completed, id);
+                false
+            }
+            command::Attributes::FailWorkflowExecutionCommandAttributes(a) => {
+                let id = self.append(event(
+                    EventType::WorkflowExecutionFailed,
+                    hist::WorkflowExecutionFailedEventAttributes {
+                        failure: a.failure.clone(),
+                        retry_state: RetryState::RetryPolicyNotSet as i32,
+                        workflow_task_completed_event_id: completed_id,
+                        new_execution_run_id: String::new(),
+                    },
+                ));
+                self.close(WorkflowExecutionStatus::Failed, id);
+                false
+            }
+            command::Attributes::CancelWorkflowExecutionCommandAttributes(a) => {
+                let id = self.append(event(
+                    EventType::WorkflowExecutionCanceled,
+                    hist::WorkflowExecutionCanceledEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        details: a.details.clone(),
+                    },
+                ));
+                self.close(WorkflowExecutionStatus::Canceled, id);
+                false
+            }
+            // ProtocolMessage commands position update messages; updates come with the next
+            // issue, so there is nothing to position yet.
+            _ => false,
+        }
+    }
+
+    // ----- activities -----
+
+    fn schedule_activity(
+        &mut self,
+        a: &temporalio_protos::temporal::api::command::v1::ScheduleActivityTaskCommandAttributes,
+        completed_id: i64,
+    ) {
+        let run_timeout = dur(self.ms.run_timeout.as_ref());
+        let cap = |d: Duration| if !run_timeout.is_zero() && (d.is_zero() || d > run_timeout) { run_timeout } else { d };
+        let mut s2c = dur(a.schedule_to_close_timeout.as_ref());
+        let mut s2s = dur(a.schedule_to_start_timeout.as_ref());
+        let mut stc = dur(a.start_to_close_timeout.as_ref());
+        let mut hb = dur(a.heartbeat_timeout.as_ref());
+        if !s2c.is_zero() {
+            if s2s.is_zero() || s2s > s2c {
+                s2s = s2c;
+            }
+            if stc.is_zero() || stc > s2c {
+                stc = s2c;
+            }
+        }
+        s2c = cap(s2c);
+        s2s = cap(s2s);
+        stc = cap(stc);
+        if hb > stc {
+            hb = stc;
+        }
+        let task_queue = a
+            .task_queue
+            .as_ref()
+            .map(|q| q.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.ms.task_queue.clone());
+        let retry_policy = normalize_retry_policy(a.retry_policy.clone());
+        let id = self.append(event(
+            EventType::ActivityTaskScheduled,
+            hist::ActivityTaskScheduledEventAttributes {
+                activity_id: a.activity_id.clone(),
+                activity_type: a.activity_type.clone(),
+                task_queue: Some(TaskQueue {
+                    name: task_queue.clone(),
+                    kind: TaskQueueKind::Normal as i32,
+                    normal_name: String::new(),
+                }),
+                header: a.header.clone(),
+                input: a.input.clone(),
+                schedule_to_close_timeout: to_pb_duration(s2c),
+                schedule_to_start_timeout: to_pb_duration(s2s),
+                start_to_close_timeout: to_pb_duration(stc),
+                heartbeat_timeout: to_pb_duration(hb),
+                workflow_task_completed_event_id: completed_id,
+                retry_policy: Some(retry_policy.clone()),
+                priority: a.priority.clone(),
+                ..Default::default()
+            },
+        ));
+        let mut info = ActivityInfo {
+            scheduled_event_id: id,
+            activity_id: a.activity_id.clone(),
+            activity_type: a.activity_type.clone(),
+            task_queue,
+            header: a.header.clone(),
+            input: a.input.clone(),
+            schedule_to_close: to_pb_duration(s2c),
+            schedule_to_start: to_pb_duration(s2s),
+            start_to_close: to_pb_duration(stc),
+            heartbeat: to_pb_duration(hb),
+            retry_policy: Some(retry_policy),
+            scheduled_time_ms: self.now_ms(),
+            attempt: 1,
+            current_attempt_scheduled_time_ms: self.now_ms(),
+            priority: a.priority.clone(),
+            ..Default::default()
+        };
+        if !s2c.is_zero() {
+            self.timer(
+                self.now + s2c,
+                TimerData {
+                    kind: TimerKind::ActivityTimeout as i32,
+                    event_id: id,
+                    attempt: 0,
+                    timeout_type: TimeoutType::ScheduleToClose as i32,
+                    ..Default::default()
+                },
+            );
+        }
+        self.dispatch_activity_attempt(&mut info);
+        self.ms.activities.push(info);
+    }
+
+    /// Hands the current attempt to matching, guarded by its schedule-to-start timeout.
+    fn dispatch_activity_attempt(&mut self, info: &mut ActivityInfo) {
+        info.backing_off = false;
+        info.current_attempt_scheduled_time_ms = self.now_ms();
+        info.transfer_task_id = self.transfer(TransferData {
+            kind: TransferKind::ActivityTask as i32,
+            task_queue: info.task_queue.clone(),
+            scheduled_event_id: info.scheduled_event_id,
+            attempt: info.attempt,
+            sticky: false,
+        });
+        let s2s = dur(info.schedule_to_start.as_ref());
+        if !s2s.is_zero() {
+            self.timer(
+                self.now + s2s,
+                TimerData {
+                    kind: TimerKind::ActivityTimeout as i32,
+                    event_id: info.scheduled_event_id,
+                    attempt: info.attempt,
+                    timeout_type: TimeoutType::ScheduleToStart as i32,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    fn activity_index(&self, scheduled_event_id: i64) -> Option<usize> {
+        self.ms.activities.iter().position(|a| a.scheduled_event_id == scheduled_event_id)
+    }
+
+    /// Finds the started attempt a worker's token names.
+    pub fn started_activity(&self, scheduled_event_id: i64, attempt: i32) -> Result<&ActivityInfo, StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound("workflow execution already completed".into()));
+        }
+        self.ms
+            .activities
+            .iter()
+            .find(|a| a.scheduled_event_id == scheduled_event_id && a.started && (attempt == 0 || a.attempt == attempt))
+            .ok_or_else(|| StateError::NotFound("activity task not found".into()))
+    }
+
+    /// A poller took an activity attempt.
+    pub fn start_activity(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        identity: &str,
+        request_id: &str,
+    ) -> Result<ActivityInfo, StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound("workflow execution already completed".into()));
+        }
+        let idx = self
+            .activity_index(scheduled_event_id)
+            .filter(|&i| self.ms.activities[i].attempt == attempt && !self.ms.activities[i].backing_off)
+            .ok_or_else(|| StateError::NotFound("activity task not found".into()))?;
+        if self.ms.activities[idx].started {
+            let act = &self.ms.activities[idx];
+            if act.request_id == request_id && !request_id.is_empty() {
+                return Ok(act.clone());
+            }
+            return Err(StateError::NotFound("activity task already started".into()));
+        }
+        let now_ms = self.now_ms();
+        let act = &mut self.ms.activities[idx];
+        act.started = true;
+        act.started_time_ms = now_ms;
+        act.last_heartbeat_ms = 0;
+        act.started_identity = identity.to_string();
+        act.request_id = request_id.to_string();
+        let act = act.clone();
+        self.transfers_done.push(act.transfer_task_id);
+        let stc = dur(act.start_to_close.as_ref());
+        if !stc.is_zero() {
+            self.timer(
+                self.now + stc,
+                TimerData {
+                    kind: TimerKind::ActivityTimeout as i32,
+                    event_id: scheduled_event_id,
+                    attempt,
+                    timeout_type: TimeoutType::StartToClose as i32,
+                    ..Default::default()
+                },
+            );
+        }
+        let hb = dur(act.heartbeat.as_ref());
+        if !hb.is_zero() {
+            self.timer(
+                self.now + hb,
+                TimerData {
+                    kind: TimerKind::ActivityTimeout as i32,
+                    event_id: scheduled_event_id,
+                    attempt,
+                    timeout_type: TimeoutType::Heartbeat as i32,
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(act)
+    }
+
+    /// Records a heartbeat; returns whether cancellation was requested.
+    pub fn heartbeat_activity(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        details: Option<Payloads>,
+    ) -> Result<bool, StateError> {
+        self.started_activity(scheduled_event_id, attempt)?;
+        let now_ms = self.now_ms();
+        let idx = self.activity_index(scheduled_event_id).expect("checked above");
+        let act = &mut self.ms.activities[idx];
+        if details.is_some() {
+            act.heartbeat_details = details;
+        }
+        act.last_heartbeat_ms = now_ms;
+        Ok(act.cancel_requested)
+    }
+
+    /// Writes the lazily recorded started event of a closing attempt and returns its id
+    /// (or the buffered placeholder).
+    fn write_activity_started(&mut self, act: &ActivityInfo) -> i64 {
+        let ev = event(
+            EventType::ActivityTaskStarted,
+            hist::ActivityTaskStartedEventAttributes {
+                scheduled_event_id: act.scheduled_event_id,
+                identity: act.started_identity.clone(),
+                request_id: act.request_id.clone(),
+                attempt: act.attempt,
+                last_failure: act.last_failure.clone(),
+                ..Default::default()
+            },
+        );
+        self.add_external(ev).unwrap_or(BUFFERED_EVENT_ID)
+    }
+
+    fn remove_activity(&mut self, scheduled_event_id: i64) -> Option<ActivityInfo> {
+        let idx = self.activity_index(scheduled_event_id)?;
+        Some(self.ms.activities.remove(idx))
+    }
+
+    /// `RespondActivityTaskCompleted`.
+    pub fn complete_activity(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        result: Option<Payloads>,
+        identity: &str,
+    ) -> Result<(), StateError> {
+        self.started_activity(scheduled_event_id, attempt)?;
+        let act = self.remove_activity(scheduled_event_id).expect("checked above");
+        let started = self.write_activity_started(&act);
+        self.add_external(event(
+            EventType::ActivityTaskCompleted,
+            hist::ActivityTaskCompletedEventAttributes {
+                result,
+                scheduled_event_id,
+                started_event_id: started,
+                identity: identity.to_string(),
+                ..Default::default()
+            },
+        ));
+        Ok(())
+    }
+
+    /// `RespondActivityTaskCanceled`; legal only after a cancel request.
+    pub fn cancel_activity(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        details: Option<Payloads>,
+        identity: &str,
+    ) -> Result<(), StateError> {
+        let act = self.started_activity(scheduled_event_id, attempt)?;
+        if !act.cancel_requested {
+            return Err(StateError::Invalid(
+                "activity cancellation was not requested; it cannot be reported as canceled".into(),
+            ));
+        }
+        let act = self.remove_activity(scheduled_event_id).expect("checked above");
+        let started = self.write_activity_started(&act);
+        self.add_external(event(
+            EventType::ActivityTaskCanceled,
+            hist::ActivityTaskCanceledEventAttributes {
+                details,
+                latest_cancel_requested_event_id: act.cancel_requested_event_id,
+                scheduled_event_id,
+                started_event_id: started,
+                identity: identity.to_string(),
+                ..Default::default()
+            },
+        ));
+        Ok(())
+    }
+
+    /// `RespondActivityTaskFailed`: retries per the policy, or records the failure.
+    pub fn fail_activity(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        failure: Failure,
+        last_heartbeat_details: Option<Payloads>,
+        identity: &str,
+    ) -> Result<(), StateError> {
+        self.started_activity(scheduled_event_id, attempt)?;
+        let idx = self.activity_index(scheduled_event_id).expect("checked above");
+        if last_heartbeat_details.is_some() {
+            self.ms.activities[idx].heartbeat_details = last_heartbeat_details;
+        }
+        let decision = retry::decide(&self.ms.activities[idx], &failure, None, self.now);
+        match decision {
+            RetryDecision::Retry(delay) => {
+                self.retry_activity(idx, failure, delay);
+            }
+            RetryDecision::Stop(retry_state) => {
+                let mut act = self.remove_activity(scheduled_event_id).expect("checked above");
+                act.started_identity = identity.to_string();
+                let started = self.write_activity_started(&act);
+                self.add_external(event(
+                    EventType::ActivityTaskFailed,
+                    hist::ActivityTaskFailedEventAttributes {
+                        failure: Some(failure),
+                        scheduled_event_id,
+                        started_event_id: started,
+                        identity: identity.to_string(),
+                        retry_state: retry_state as i32,
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn retry_activity(&mut self, idx: usize, failure: Failure, delay: Duration) {
+        let now = self.now;
+        let act = &mut self.ms.activities[idx];
+        act.attempt += 1;
+        act.started = false;
+        act.started_time_ms = 0;
+        act.last_failure = Some(failure);
+        act.request_id.clear();
+        act.last_worker_identity = std::mem::take(&mut act.started_identity);
+        if delay.is_zero() {
+            let mut act = act.clone();
+            self.dispatch_activity_attempt(&mut act);
+            self.ms.activities[idx] = act;
+        } else {
+            act.backing_off = true;
+            act.current_attempt_scheduled_time_ms = to_millis(now + delay);
+            let data = TimerData {
+                kind: TimerKind::ActivityRetry as i32,
+                event_id: act.scheduled_event_id,
+                attempt: act.attempt,
+                ..Default::default()
+            };
+            self.timer(now + delay, data);
+        }
+    }
+
+    /// The retry backoff of an activity passed.
+    pub fn activity_retry_fired(&mut self, scheduled_event_id: i64, attempt: i32) {
+        if closed(self.ms.status) {
+            return;
+        }
+        let Some(idx) = self.activity_index(scheduled_event_id) else { return };
+        let act = &self.ms.activities[idx];
+        if act.attempt != attempt || !act.backing_off {
+            return;
+        }
+        let mut act = act.clone();
+        self.dispatch_activity_attempt(&mut act);
+        self.ms.activities[idx] = act;
+    }
+
+    /// An activity timeout timer fired. Returns true when it re-armed itself (heartbeat seen).
+    pub fn activity_timeout(&mut self, scheduled_event_id: i64, attempt: i32, timeout_type: TimeoutType) {
+        if closed(self.ms.status) {
+            return;
+        }
+        let Some(idx) = self.activity_index(scheduled_event_id) else { return };
+        let act = self.ms.activities[idx].clone();
+        let applies = match timeout_type {
+            TimeoutType::ScheduleToClose => true,
+            TimeoutType::ScheduleToStart => act.attempt == attempt && !act.started && !act.backing_off,
+            TimeoutType::StartToClose | TimeoutType::Heartbeat => act.attempt == attempt && act.started,
+            TimeoutType::Unspecified => false,
+        };
+        if !applies {
+            return;
+        }
+        if timeout_type == TimeoutType::Heartbeat {
+            let hb = dur(act.heartbeat.as_ref());
+            let last = if act.last_heartbeat_ms > 0 { act.last_heartbeat_ms } else { act.started_time_ms };
+            let deadline = from_millis(last) + hb;
+            if deadline > self.now {
+                self.timer(
+                    deadline,
+                    TimerData {
+                        kind: TimerKind::ActivityTimeout as i32,
+                        event_id: scheduled_event_id,
+                        attempt,
+                        timeout_type: TimeoutType::Heartbeat as i32,
+                        ..Default::default()
+                    },
+                );
+                return;
+            }
+        }
+        let failure = timeout_failure(timeout_type, act.heartbeat_details.clone(), None);
+        if matches!(timeout_type, TimeoutType::StartToClose | TimeoutType::Heartbeat) {
+            if let RetryDecision::Retry(delay) = retry::decide(&act, &failure, Some(timeout_type), self.now) {
+                self.retry_activity(idx, failure, delay);
+                return;
+            }
+        }
+        let retry_state = match timeout_type {
+            TimeoutType::StartToClose | TimeoutType::Heartbeat => {
+                match retry::decide(&act, &failure, Some(timeout_type), self.now) {
+                    RetryDecision::Stop(state) => state,
+                    RetryDecision::Retry(_) => RetryState::Timeout,
+                }
+            }
+            _ => RetryState::Timeout,
+        };
+        let act = self.remove_activity(scheduled_event_id).expect("found above");
+        self.transfers_done.push(act.transfer_task_id);
+        // A schedule-to-close timeout carries the last attempt's failure as its cause.
+        let failure = if timeout_type == TimeoutType::ScheduleToClose {
+            timeout_failure(timeout_type, act.heartbeat_details.clone(), act.last_failure.clone())
+        } else {
+            failure
+        };
+        let started = if act.started { self.write_activity_started(&act) } else { 0 };
+        self.add_external(event(
+            EventType::ActivityTaskTimedOut,
+            hist::ActivityTaskTimedOutEventAttributes {
+                failure: Some(failure),
+                scheduled_event_id,
+                started_event_id: started,
+                retry_state: retry_state as i32,
+            },
+        ));
+    }
+
+    // ----- timers -----
+
+    /// A user timer fired.
+    pub fn user_timer_fired(&mut self, started_event_id: i64) {
+        if closed(self.ms.status) {
+            return;
+        }
+        let Some(pos) = self.ms.timers.iter().position(|t| t.started_event_id == started_event_id) else {
+            return;
+        };
+        let timer = self.ms.timers.remove(pos);
+        self.add_external(event(
+            EventType::TimerFired,
+            hist::TimerFiredEventAttributes { timer_id: timer.timer_id, started_event_id },
+        ));
+    }
+
+    // ----- whole-run operations -----
+
+    /// Asks the workflow to cancel itself (idempotent).
+    pub fn request_cancel(&mut self, reason: &str, identity: &str, request_id: &str) -> Result<(), StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound("workflow execution already completed".into()));
+        }
+        if self.ms.cancel_requested {
+            return Ok(());
+        }
+        self.ms.cancel_requested = true;
+        self.ms.cancel_request_id = request_id.to_string();
+        self.add_external(event(
+            EventType::WorkflowExecutionCancelRequested,
+            hist::WorkflowExecutionCancelRequestedEventAttributes {
+                cause: reason.to_string(),
+                identity: identity.to_string(),
+                ..Default::default()
+            },
+        ));
+        Ok(())
+    }
+
+    /// Ends an in-flight workflow task because the run is being closed from outside.
+    fn force_close_wft(&mut self) {
+        if let Some(wft) = self.ms.wft.clone() {
+            if wft.started_event_id > 0 {
+                self.append(event(
+                    EventType::WorkflowTaskFailed,
+                    hist::WorkflowTaskFailedEventAttributes {
+                        scheduled_event_id: wft.scheduled_event_id,
+                        started_event_id: wft.started_event_id,
+                        cause: WorkflowTaskFailedCause::ForceCloseCommand as i32,
+                        ..Default::default()
+                    },
+                ));
+                self.ms.wft = None;
+            }
+        }
+        self.flush_buffer();
+    }
+
+    /// Terminates the run.
+    pub fn terminate(&mut self, reason: &str, details: Option<Payloads>, identity: &str) -> Result<(), StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound("workflow execution already completed".into()));
+        }
+        self.force_close_wft();
+        let id = self.append(event(
+            EventType::WorkflowExecutionTerminated,
+            hist::WorkflowExecutionTerminatedEventAttributes {
+                reason: reason.to_string(),
+                details,
+                identity: identity.to_string(),
+            },
+        ));
+        self.close(WorkflowExecutionStatus::Terminated, id);
+        Ok(())
+    }
+
+    /// The run (or execution) timeout passed.
+    pub fn run_timeout_fired(&mut self) {
+        if closed(self.ms.status) {
+            return;
+        }
+        self.force_close_wft();
+        let id = self.append(event(
+            EventType::WorkflowExecutionTimedOut,
+            hist::WorkflowExecutionTimedOutEventAttributes {
+                retry_state: RetryState::RetryPolicyNotSet as i32,
+                new_execution_run_id: String::new(),
+            },
+        ));
+        self.close(WorkflowExecutionStatus::TimedOut, id);
+    }
+
+    /// Marks the run closed: nothing pending remains, and a deletion timer is armed for when
+    /// the namespace retention has passed.
+    fn close(&mut self, status: WorkflowExecutionStatus, close_event_id: i64) {
+        self.ms.status = status as i32;
+        self.ms.close_time_ms = self.now_ms();
+        self.ms.close_event_id = close_event_id;
+        if let Some(wft) = self.ms.wft.take() {
+            if wft.started_event_id == 0 {
+                self.transfers_done.push(wft.transfer_task_id);
+            }
+        }
+        for act in std::mem::take(&mut self.ms.activities) {
+            if !act.started && !act.backing_off {
+                self.transfers_done.push(act.transfer_task_id);
+            }
+        }
+        self.ms.timers.clear();
+        self.ms.buffered.clear();
+        self.ms.retention = to_pb_duration(self.env.retention);
+        if !self.env.retention.is_zero() {
+            self.timer(
+                self.now + self.env.retention,
+                TimerData { kind: TimerKind::DeleteExecution as i32, ..Default::default() },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

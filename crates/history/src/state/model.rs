@@ -1,0 +1,294 @@
+//! The persisted shape of one run's mutable state, and of the tasks the state machine asks for.
+//! These are protobuf messages written by hand with `prost` derives: compact, fast, and new
+//! fields can be added without breaking rows already stored.
+use prost_wkt_types::Duration as PbDuration;
+use temporalio_protos::temporal::api::common::v1::{
+    ActivityType, Header, Memo, Payloads, Priority, RetryPolicy, SearchAttributes,
+};
+use temporalio_protos::temporal::api::failure::v1::Failure;
+use temporalio_protos::temporal::api::history::v1::HistoryEvent;
+
+/// Everything the server must remember about a run between transitions.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MutableState {
+    #[prost(string, tag = "1")]
+    pub namespace_id: String,
+    #[prost(string, tag = "2")]
+    pub namespace: String,
+    #[prost(string, tag = "3")]
+    pub workflow_id: String,
+    #[prost(string, tag = "4")]
+    pub run_id: String,
+    #[prost(string, tag = "5")]
+    pub first_execution_run_id: String,
+    #[prost(string, tag = "6")]
+    pub workflow_type: String,
+    #[prost(string, tag = "7")]
+    pub task_queue: String,
+    /// `WorkflowExecutionStatus` as an int.
+    #[prost(int32, tag = "8")]
+    pub status: i32,
+    #[prost(int64, tag = "9")]
+    pub next_event_id: i64,
+    /// Started event id of the last completed workflow task (the poll's
+    /// `previous_started_event_id`).
+    #[prost(int64, tag = "10")]
+    pub last_completed_wft_started_id: i64,
+    #[prost(int64, tag = "11")]
+    pub start_time_ms: i64,
+    #[prost(int64, tag = "12")]
+    pub close_time_ms: i64,
+    #[prost(int64, tag = "13")]
+    pub execution_time_ms: i64,
+    #[prost(message, optional, tag = "14")]
+    pub run_timeout: Option<PbDuration>,
+    #[prost(message, optional, tag = "15")]
+    pub execution_timeout: Option<PbDuration>,
+    #[prost(message, optional, tag = "16")]
+    pub wft_timeout: Option<PbDuration>,
+    #[prost(string, tag = "17")]
+    pub start_request_id: String,
+    /// The worker's sticky queue; empty when not sticky.
+    #[prost(string, tag = "18")]
+    pub sticky_task_queue: String,
+    #[prost(message, optional, tag = "19")]
+    pub sticky_schedule_to_start: Option<PbDuration>,
+    /// The one scheduled or started workflow task.
+    #[prost(message, optional, tag = "20")]
+    pub wft: Option<WorkflowTaskInfo>,
+    #[prost(message, repeated, tag = "21")]
+    pub activities: Vec<ActivityInfo>,
+    #[prost(message, repeated, tag = "22")]
+    pub timers: Vec<TimerInfo>,
+    /// Events that arrived while a workflow task was started; they get ids when flushed.
+    #[prost(message, repeated, tag = "23")]
+    pub buffered: Vec<HistoryEvent>,
+    #[prost(bool, tag = "24")]
+    pub cancel_requested: bool,
+    #[prost(int64, tag = "25")]
+    pub history_size_bytes: i64,
+    /// Attempt number the next workflow task gets (grows with failures and timeouts).
+    #[prost(int32, tag = "26")]
+    pub wft_attempt: i32,
+    #[prost(message, optional, tag = "27")]
+    pub memo: Option<Memo>,
+    #[prost(message, optional, tag = "28")]
+    pub search_attributes: Option<SearchAttributes>,
+    #[prost(int64, tag = "29")]
+    pub state_transition_count: i64,
+    /// Event id of the close event, 0 while running.
+    #[prost(int64, tag = "30")]
+    pub close_event_id: i64,
+    #[prost(int64, tag = "31")]
+    pub execution_expiration_ms: i64,
+    #[prost(string, tag = "32")]
+    pub cancel_request_id: String,
+    #[prost(int32, tag = "33")]
+    pub attempt: i32,
+    #[prost(message, optional, tag = "34")]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Retention of the namespace when the run closed, for the deletion timer.
+    #[prost(message, optional, tag = "35")]
+    pub retention: Option<PbDuration>,
+    #[prost(int64, tag = "36")]
+    pub last_update_ms: i64,
+    /// Request ids of terminate/signal style requests already applied (dedup).
+    #[prost(string, repeated, tag = "37")]
+    pub applied_request_ids: Vec<String>,
+}
+
+/// The one scheduled or started workflow task of a run.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WorkflowTaskInfo {
+    #[prost(int64, tag = "1")]
+    pub scheduled_event_id: i64,
+    /// 0 while not started.
+    #[prost(int64, tag = "2")]
+    pub started_event_id: i64,
+    #[prost(int32, tag = "3")]
+    pub attempt: i32,
+    #[prost(string, tag = "4")]
+    pub task_queue: String,
+    #[prost(bool, tag = "5")]
+    pub sticky: bool,
+    #[prost(int64, tag = "6")]
+    pub scheduled_time_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub started_time_ms: i64,
+    #[prost(string, tag = "8")]
+    pub request_id: String,
+    #[prost(string, tag = "9")]
+    pub identity: String,
+    /// The transfer task that dispatches it, deleted when it starts.
+    #[prost(int64, tag = "10")]
+    pub transfer_task_id: i64,
+}
+
+/// A pending activity.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ActivityInfo {
+    #[prost(int64, tag = "1")]
+    pub scheduled_event_id: i64,
+    #[prost(string, tag = "2")]
+    pub activity_id: String,
+    #[prost(message, optional, tag = "3")]
+    pub activity_type: Option<ActivityType>,
+    #[prost(string, tag = "4")]
+    pub task_queue: String,
+    #[prost(message, optional, tag = "5")]
+    pub header: Option<Header>,
+    #[prost(message, optional, tag = "6")]
+    pub input: Option<Payloads>,
+    #[prost(message, optional, tag = "7")]
+    pub schedule_to_close: Option<PbDuration>,
+    #[prost(message, optional, tag = "8")]
+    pub schedule_to_start: Option<PbDuration>,
+    #[prost(message, optional, tag = "9")]
+    pub start_to_close: Option<PbDuration>,
+    #[prost(message, optional, tag = "10")]
+    pub heartbeat: Option<PbDuration>,
+    #[prost(message, optional, tag = "11")]
+    pub retry_policy: Option<RetryPolicy>,
+    #[prost(int64, tag = "12")]
+    pub scheduled_time_ms: i64,
+    #[prost(int32, tag = "13")]
+    pub attempt: i32,
+    #[prost(int64, tag = "14")]
+    pub current_attempt_scheduled_time_ms: i64,
+    #[prost(bool, tag = "15")]
+    pub started: bool,
+    #[prost(int64, tag = "16")]
+    pub started_time_ms: i64,
+    #[prost(string, tag = "17")]
+    pub started_identity: String,
+    #[prost(string, tag = "18")]
+    pub request_id: String,
+    #[prost(message, optional, tag = "19")]
+    pub last_failure: Option<Failure>,
+    #[prost(message, optional, tag = "20")]
+    pub heartbeat_details: Option<Payloads>,
+    #[prost(int64, tag = "21")]
+    pub last_heartbeat_ms: i64,
+    #[prost(bool, tag = "22")]
+    pub cancel_requested: bool,
+    #[prost(int64, tag = "23")]
+    pub cancel_requested_event_id: i64,
+    #[prost(int64, tag = "24")]
+    pub transfer_task_id: i64,
+    #[prost(string, tag = "25")]
+    pub last_worker_identity: String,
+    #[prost(message, optional, tag = "26")]
+    pub priority: Option<Priority>,
+    /// The attempt is waiting for its retry backoff to pass.
+    #[prost(bool, tag = "27")]
+    pub backing_off: bool,
+}
+
+/// A pending user timer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimerInfo {
+    #[prost(string, tag = "1")]
+    pub timer_id: String,
+    #[prost(int64, tag = "2")]
+    pub started_event_id: i64,
+    #[prost(int64, tag = "3")]
+    pub fire_time_ms: i64,
+}
+
+/// What a durable timer does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum TimerKind {
+    Unspecified = 0,
+    UserTimer = 1,
+    ActivityTimeout = 2,
+    ActivityRetry = 3,
+    WorkflowTaskTimeout = 4,
+    WorkflowRunTimeout = 5,
+    WorkflowStartBackoff = 6,
+    DeleteExecution = 7,
+    WorkflowExecutionTimeout = 8,
+}
+
+/// The payload of a durable timer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimerData {
+    #[prost(enumeration = "TimerKind", tag = "1")]
+    pub kind: i32,
+    /// Scheduled event id (activity, workflow task) or started event id (user timer).
+    #[prost(int64, tag = "2")]
+    pub event_id: i64,
+    #[prost(int32, tag = "3")]
+    pub attempt: i32,
+    /// `TimeoutType` for activity and workflow task timeouts.
+    #[prost(int32, tag = "4")]
+    pub timeout_type: i32,
+    #[prost(string, tag = "5")]
+    pub timer_id: String,
+}
+
+/// What a transfer task hands to matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum TransferKind {
+    Unspecified = 0,
+    WorkflowTask = 1,
+    ActivityTask = 2,
+}
+
+/// The payload of a transfer task.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransferData {
+    #[prost(enumeration = "TransferKind", tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub task_queue: String,
+    #[prost(int64, tag = "3")]
+    pub scheduled_event_id: i64,
+    #[prost(int32, tag = "4")]
+    pub attempt: i32,
+    #[prost(bool, tag = "5")]
+    pub sticky: bool,
+}
+
+/// What the current-run pointer remembers about the run it points at.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CurrentData {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    #[prost(string, tag = "2")]
+    pub start_request_id: String,
+}
+
+/// The content of an opaque task token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TaskTokenData {
+    #[prost(string, tag = "1")]
+    pub namespace_id: String,
+    #[prost(string, tag = "2")]
+    pub workflow_id: String,
+    #[prost(string, tag = "3")]
+    pub run_id: String,
+    #[prost(int64, tag = "4")]
+    pub scheduled_event_id: i64,
+    #[prost(int64, tag = "5")]
+    pub started_event_id: i64,
+    #[prost(int32, tag = "6")]
+    pub attempt: i32,
+    #[prost(string, tag = "7")]
+    pub activity_id: String,
+    /// 1 = workflow task, 2 = activity task.
+    #[prost(int32, tag = "8")]
+    pub kind: i32,
+    #[prost(int64, tag = "9")]
+    pub started_time_ms: i64,
+}
+
+/// A namespace as stored in its row's blob.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NamespaceData {
+    #[prost(message, optional, tag = "1")]
+    pub info: Option<temporalio_protos::temporal::api::namespace::v1::NamespaceInfo>,
+    #[prost(message, optional, tag = "2")]
+    pub config: Option<temporalio_protos::temporal::api::namespace::v1::NamespaceConfig>,
+}

@@ -1,0 +1,180 @@
+//! Kairos persistence: the store trait every backend implements, the row types that cross it,
+//! and the SQLite backend. Callers hand the store one [`WriteBatch`] per state transition; a
+//! backend commits it atomically (all rows or none) or reports why not.
+
+mod error;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use error::{Error, Result};
+
+/// A namespace as stored: its id and name as columns, everything else in an opaque blob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceRow {
+    /// Stable id (a UUID).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Encoded namespace record, owned by the caller.
+    pub data: Vec<u8>,
+}
+
+/// The mutable state of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRow {
+    /// Owning shard.
+    pub shard_id: i32,
+    /// Version counter every update is conditioned on.
+    pub db_version: i64,
+    /// Encoded mutable state, owned by the caller.
+    pub state: Vec<u8>,
+}
+
+/// The pointer from a workflow id to its latest run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentRow {
+    /// The latest run.
+    pub run_id: String,
+    /// Encoded facts about that run the start path needs (status, start request id).
+    pub data: Vec<u8>,
+}
+
+/// A durable timer: fires at `fire_at_ms`, identified by `task_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerTask {
+    /// Unique id (allocated by the shard owner).
+    pub task_id: i64,
+    /// Owning shard.
+    pub shard_id: i32,
+    /// When it fires, in milliseconds since the epoch.
+    pub fire_at_ms: i64,
+    /// The run it belongs to.
+    pub namespace_id: String,
+    /// The workflow it belongs to.
+    pub workflow_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Encoded timer kind, owned by the caller.
+    pub data: Vec<u8>,
+}
+
+/// A durable task waiting to be handed to a worker (the transactional outbox and the matching
+/// backlog in one row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferTask {
+    /// Unique id (allocated by the shard owner).
+    pub task_id: i64,
+    /// Owning shard.
+    pub shard_id: i32,
+    /// The run it belongs to.
+    pub namespace_id: String,
+    /// The workflow it belongs to.
+    pub workflow_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Encoded task, owned by the caller.
+    pub data: Vec<u8>,
+}
+
+/// How one transaction changes a run's mutable state.
+#[derive(Debug, Clone)]
+pub enum ExecutionWrite {
+    /// Create the run; fails with `AlreadyExists` if it exists.
+    Insert {
+        /// The state.
+        state: Vec<u8>,
+    },
+    /// Replace the state if the stored version is still `expected_version`; the new version is
+    /// `expected_version + 1`.
+    Update {
+        /// The state.
+        state: Vec<u8>,
+        /// The version read before the change.
+        expected_version: i64,
+    },
+    /// Remove the run and its history.
+    Delete,
+}
+
+/// How one transaction moves the current-run pointer of a workflow id.
+#[derive(Debug, Clone)]
+pub enum CurrentWrite {
+    /// Point at `run_id`, if the pointer is still `expected_run_id` (`None`: must not exist).
+    Set {
+        /// The new current run.
+        run_id: String,
+        /// What the pointer must hold now.
+        expected_run_id: Option<String>,
+        /// Encoded facts of the run.
+        data: Vec<u8>,
+    },
+    /// Remove the pointer if it still points at `run_id`.
+    DeleteIf {
+        /// The run that must be current.
+        run_id: String,
+    },
+}
+
+/// Everything one state transition writes, committed atomically and fenced by the shard lease.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// The shard all rows belong to.
+    pub shard_id: i32,
+    /// The lease the writer holds; the commit fails with `ShardOwnershipLost` if it moved on.
+    pub range_id: i64,
+    /// Namespace of the workflow.
+    pub namespace_id: String,
+    /// The workflow id.
+    pub workflow_id: String,
+    /// Mutable-state changes, by run id.
+    pub executions: Vec<(String, ExecutionWrite)>,
+    /// Current-run pointer change.
+    pub current: Option<CurrentWrite>,
+    /// New history events: (run id, event id, encoded event).
+    pub events: Vec<(String, i64, Vec<u8>)>,
+    /// Timers to add.
+    pub timers_add: Vec<TimerTask>,
+    /// Timers to remove, by task id.
+    pub timers_delete: Vec<i64>,
+    /// Transfer tasks to add.
+    pub transfers_add: Vec<TransferTask>,
+    /// Transfer tasks to remove, by task id.
+    pub transfers_delete: Vec<i64>,
+}
+
+/// A persistence backend. Every method is one atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits one state transition.
+    async fn commit(&self, batch: WriteBatch) -> Result<()>;
+    /// Takes ownership of a shard by bumping its lease; returns the new `range_id`.
+    async fn acquire_shard(&self, shard_id: i32) -> Result<i64>;
+    /// The highest task id ever stored for a shard (0 if none).
+    async fn max_task_id(&self, shard_id: i32) -> Result<i64>;
+    /// Reads one run's mutable state.
+    async fn get_execution(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<ExecutionRow>>;
+    /// Reads the current-run pointer of a workflow id.
+    async fn get_current(&self, namespace_id: &str, workflow_id: &str)
+    -> Result<Option<CurrentRow>>;
+    /// Reads events `first..` of a run in order, at most `limit` of them.
+    async fn read_events(&self, run_id: &str, first: i64, limit: usize)
+    -> Result<Vec<(i64, Vec<u8>)>>;
+    /// All timers of a shard, in fire order.
+    async fn load_timers(&self, shard_id: i32) -> Result<Vec<TimerTask>>;
+    /// All transfer tasks of a shard, in id order.
+    async fn load_transfers(&self, shard_id: i32) -> Result<Vec<TransferTask>>;
+    /// Creates a namespace (`AlreadyExists` on a taken name) or, with `replace`, overwrites it.
+    async fn put_namespace(&self, row: NamespaceRow, replace: bool) -> Result<()>;
+    /// Reads every namespace.
+    async fn list_namespaces(&self) -> Result<Vec<NamespaceRow>>;
+    /// Reads a cluster metadata value.
+    async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes a cluster metadata value.
+    async fn put_metadata(&self, key: &str, value: Vec<u8>) -> Result<()>;
+}

@@ -1,0 +1,604 @@
+//! The SQLite backend: WAL, `synchronous=FULL`, one writer thread that group-commits every batch
+//! waiting in its queue into a single transaction (each batch inside its own savepoint, so one
+//! failed condition does not undo the others), and a small pool of reader connections.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::{
+    CurrentRow, CurrentWrite, Error, ExecutionRow, ExecutionWrite, NamespaceRow, Result, Store,
+    TimerTask, TransferTask, WriteBatch,
+};
+
+/// Schema migrations, applied in order at open; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE namespaces (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, data BLOB NOT NULL);
+CREATE TABLE cluster_metadata (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE shards (shard_id INTEGER PRIMARY KEY, range_id INTEGER NOT NULL);
+CREATE TABLE executions (
+    namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    shard_id INTEGER NOT NULL, db_version INTEGER NOT NULL, state BLOB NOT NULL,
+    PRIMARY KEY (namespace_id, workflow_id, run_id));
+CREATE TABLE current_executions (
+    namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, shard_id INTEGER NOT NULL,
+    run_id TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (namespace_id, workflow_id));
+CREATE TABLE history_events (
+    run_id TEXT NOT NULL, event_id INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run_id, event_id)) WITHOUT ROWID;
+CREATE TABLE timer_tasks (
+    shard_id INTEGER NOT NULL, task_id INTEGER NOT NULL, fire_at_ms INTEGER NOT NULL,
+    namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (shard_id, task_id));
+CREATE INDEX timer_tasks_by_time ON timer_tasks (shard_id, fire_at_ms, task_id);
+CREATE TABLE transfer_tasks (
+    shard_id INTEGER NOT NULL, task_id INTEGER NOT NULL,
+    namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (shard_id, task_id));
+"#];
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A file, created if missing.
+    File(PathBuf),
+    /// A private in-memory database that lives as long as the store.
+    Memory,
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteRequest>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+enum WriteRequest {
+    Batch(WriteBatch, oneshot::Sender<Result<()>>),
+    Job(Job),
+}
+
+fn sql_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+    move |e| Error::unavailable(what.to_string(), e)
+}
+
+fn open_connection(uri: &str, flags: rusqlite::OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(uri, flags).map_err(sql_err("failed to open sqlite"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql_err("failed to set busy timeout"))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database.
+    pub fn open(location: &Location) -> Result<Self> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let uri = match location {
+            Location::File(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        Error::unavailable(format!("failed to create {}", parent.display()), e)
+                    })?;
+                }
+                path_uri(path)
+            }
+            Location::Memory => {
+                format!("file:kairos-{}?mode=memory&cache=shared", unique_suffix())
+            }
+        };
+        let mut writer = open_connection(&uri, flags)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;",
+            )
+            .map_err(sql_err("failed to configure sqlite"))?;
+        migrate(&mut writer)?;
+        let readers = (0..4)
+            .map(|_| {
+                let conn = open_connection(&uri, flags)?;
+                if matches!(location, Location::Memory) {
+                    conn.execute_batch("PRAGMA read_uncommitted=OFF;").ok();
+                }
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel::<WriteRequest>();
+        std::thread::Builder::new()
+            .name("kairos-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| Error::unavailable("failed to start the sqlite writer", e))?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(readers),
+            next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let index = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[index % readers.len()].lock();
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::unavailable("sqlite reader task failed", e))?
+    }
+
+    async fn write_job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.writer.send(WriteRequest::Job(job)).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+fn closed() -> Error {
+    Error::Unavailable { message: "the sqlite writer has stopped".into(), source: None }
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn path_uri(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let escaped = text.replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+    format!("file:{escaped}")
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err("failed to read the schema version"))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(sql_err("failed to begin a migration"))?;
+        tx.execute_batch(migration).map_err(sql_err("failed to apply a migration"))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))
+            .map_err(sql_err("failed to record the schema version"))?;
+        tx.commit().map_err(sql_err("failed to commit a migration"))?;
+    }
+    Ok(())
+}
+
+/// Takes every request waiting in the queue and commits all batches among them in one
+/// transaction: one fsync for many transitions.
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
+    const MAX_GROUP: usize = 256;
+    while let Ok(first) = rx.recv() {
+        let mut batches = Vec::new();
+        let mut pending = Some(first);
+        loop {
+            match pending.take() {
+                Some(WriteRequest::Job(job)) => {
+                    if !batches.is_empty() {
+                        commit_group(&mut conn, std::mem::take(&mut batches));
+                    }
+                    job(&mut conn);
+                }
+                Some(WriteRequest::Batch(batch, reply)) => batches.push((batch, reply)),
+                None => break,
+            }
+            if batches.len() >= MAX_GROUP {
+                break;
+            }
+            pending = rx.try_recv().ok();
+        }
+        if !batches.is_empty() {
+            commit_group(&mut conn, batches);
+        }
+    }
+}
+
+fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender<Result<()>>)>) {
+    let mut results: Vec<Result<()>> = Vec::with_capacity(batches.len());
+    let outcome = (|| -> Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err("failed to begin"))?;
+        for (batch, _) in &batches {
+            conn.execute_batch("SAVEPOINT b").map_err(sql_err("failed to set a savepoint"))?;
+            let applied = apply_batch(conn, batch);
+            if applied.is_err() {
+                conn.execute_batch("ROLLBACK TO b").map_err(sql_err("failed to roll back"))?;
+            }
+            conn.execute_batch("RELEASE b").map_err(sql_err("failed to release"))?;
+            results.push(applied);
+        }
+        conn.execute_batch("COMMIT").map_err(sql_err("failed to commit"))
+    })();
+    match outcome {
+        Ok(()) => {
+            for ((_, reply), result) in batches.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(%error, "failed to commit a group of transitions");
+            let message = error.to_string();
+            for (_, reply) in batches {
+                let _ = reply.send(Err(Error::Unavailable { message: message.clone(), source: None }));
+            }
+        }
+    }
+}
+
+fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
+    let range: Option<i64> = conn
+        .query_row("SELECT range_id FROM shards WHERE shard_id = ?1", [batch.shard_id], |r| r.get(0))
+        .optional()
+        .map_err(sql_err("failed to read the shard lease"))?;
+    if range != Some(batch.range_id) {
+        return Err(Error::ShardOwnershipLost { shard_id: batch.shard_id });
+    }
+    let ns = &batch.namespace_id;
+    let wf = &batch.workflow_id;
+    if let Some(current) = &batch.current {
+        let existing: Option<String> = conn
+            .query_row(
+                "SELECT run_id FROM current_executions WHERE namespace_id = ?1 AND workflow_id = ?2",
+                params![ns, wf],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err("failed to read the current run"))?;
+        match current {
+            CurrentWrite::Set { run_id, expected_run_id, data } => {
+                if existing != *expected_run_id {
+                    return Err(Error::ConditionFailed(format!(
+                        "current run of {wf} is {existing:?}, expected {expected_run_id:?}"
+                    )));
+                }
+                conn.execute(
+                    "INSERT INTO current_executions (namespace_id, workflow_id, shard_id, run_id, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (namespace_id, workflow_id) DO UPDATE SET run_id = ?4, data = ?5",
+                    params![ns, wf, batch.shard_id, run_id, data],
+                )
+                .map_err(sql_err("failed to write the current run"))?;
+            }
+            CurrentWrite::DeleteIf { run_id } => {
+                if existing.as_deref() == Some(run_id.as_str()) {
+                    conn.execute(
+                        "DELETE FROM current_executions WHERE namespace_id = ?1 AND workflow_id = ?2",
+                        params![ns, wf],
+                    )
+                    .map_err(sql_err("failed to delete the current run"))?;
+                }
+            }
+        }
+    }
+    for (run_id, write) in &batch.executions {
+        match write {
+            ExecutionWrite::Insert { state } => {
+                let inserted = conn
+                    .execute(
+                        "INSERT OR IGNORE INTO executions
+                         (namespace_id, workflow_id, run_id, shard_id, db_version, state)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                        params![ns, wf, run_id, batch.shard_id, state],
+                    )
+                    .map_err(sql_err("failed to insert an execution"))?;
+                if inserted == 0 {
+                    return Err(Error::AlreadyExists(format!("run {run_id}")));
+                }
+            }
+            ExecutionWrite::Update { state, expected_version } => {
+                let updated = conn
+                    .execute(
+                        "UPDATE executions SET state = ?1, db_version = db_version + 1
+                         WHERE namespace_id = ?2 AND workflow_id = ?3 AND run_id = ?4
+                           AND db_version = ?5",
+                        params![state, ns, wf, run_id, expected_version],
+                    )
+                    .map_err(sql_err("failed to update an execution"))?;
+                if updated == 0 {
+                    return Err(Error::ConditionFailed(format!(
+                        "run {run_id} is not at version {expected_version}"
+                    )));
+                }
+            }
+            ExecutionWrite::Delete => {
+                conn.execute(
+                    "DELETE FROM executions WHERE namespace_id = ?1 AND workflow_id = ?2 AND run_id = ?3",
+                    params![ns, wf, run_id],
+                )
+                .map_err(sql_err("failed to delete an execution"))?;
+                conn.execute("DELETE FROM history_events WHERE run_id = ?1", [run_id])
+                    .map_err(sql_err("failed to delete history"))?;
+            }
+        }
+    }
+    if !batch.events.is_empty() {
+        let mut stmt = conn
+            .prepare_cached("INSERT INTO history_events (run_id, event_id, data) VALUES (?1, ?2, ?3)")
+            .map_err(sql_err("failed to prepare an event insert"))?;
+        for (run_id, event_id, data) in &batch.events {
+            stmt.execute(params![run_id, event_id, data]).map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Error::ConditionFailed(format!("event {event_id} of run {run_id} exists"))
+                }
+                other => Error::unavailable("failed to append history events", other),
+            })?;
+        }
+    }
+    if !batch.timers_add.is_empty() {
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO timer_tasks (shard_id, task_id, fire_at_ms, namespace_id, workflow_id, run_id, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(sql_err("failed to prepare a timer insert"))?;
+        for t in &batch.timers_add {
+            stmt.execute(params![
+                t.shard_id,
+                t.task_id,
+                t.fire_at_ms,
+                t.namespace_id,
+                t.workflow_id,
+                t.run_id,
+                t.data
+            ])
+            .map_err(sql_err("failed to insert a timer"))?;
+        }
+    }
+    for id in &batch.timers_delete {
+        conn.prepare_cached("DELETE FROM timer_tasks WHERE shard_id = ?1 AND task_id = ?2")
+            .and_then(|mut s| s.execute(params![batch.shard_id, id]))
+            .map_err(sql_err("failed to delete a timer"))?;
+    }
+    if !batch.transfers_add.is_empty() {
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO transfer_tasks (shard_id, task_id, namespace_id, workflow_id, run_id, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql_err("failed to prepare a transfer insert"))?;
+        for t in &batch.transfers_add {
+            stmt.execute(params![t.shard_id, t.task_id, t.namespace_id, t.workflow_id, t.run_id, t.data])
+                .map_err(sql_err("failed to insert a transfer task"))?;
+        }
+    }
+    for id in &batch.transfers_delete {
+        conn.prepare_cached("DELETE FROM transfer_tasks WHERE shard_id = ?1 AND task_id = ?2")
+            .and_then(|mut s| s.execute(params![batch.shard_id, id]))
+            .map_err(sql_err("failed to delete a transfer task"))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriteRequest::Batch(batch, tx)).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn acquire_shard(&self, shard_id: i32) -> Result<i64> {
+        self.write_job(move |conn| {
+            let tx = conn.transaction().map_err(sql_err("failed to begin"))?;
+            tx.execute(
+                "INSERT INTO shards (shard_id, range_id) VALUES (?1, 1)
+                 ON CONFLICT (shard_id) DO UPDATE SET range_id = range_id + 1",
+                [shard_id],
+            )
+            .map_err(sql_err("failed to take the shard lease"))?;
+            let range: i64 = tx
+                .query_row("SELECT range_id FROM shards WHERE shard_id = ?1", [shard_id], |r| r.get(0))
+                .map_err(sql_err("failed to read the shard lease"))?;
+            tx.commit().map_err(sql_err("failed to commit the shard lease"))?;
+            Ok(range)
+        })
+        .await
+    }
+
+    async fn max_task_id(&self, shard_id: i32) -> Result<i64> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT MAX(m) FROM (SELECT MAX(task_id) AS m FROM timer_tasks WHERE shard_id = ?1
+                 UNION ALL SELECT MAX(task_id) FROM transfer_tasks WHERE shard_id = ?1)",
+                [shard_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.unwrap_or(0))
+            .map_err(sql_err("failed to read task ids"))
+        })
+        .await
+    }
+
+    async fn get_execution(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<ExecutionRow>> {
+        let key = (namespace_id.to_string(), workflow_id.to_string(), run_id.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT shard_id, db_version, state FROM executions
+                 WHERE namespace_id = ?1 AND workflow_id = ?2 AND run_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key.0, key.1, key.2], |r| {
+                    Ok(ExecutionRow { shard_id: r.get(0)?, db_version: r.get(1)?, state: r.get(2)? })
+                })
+                .optional()
+            })
+            .map_err(sql_err("failed to read an execution"))
+        })
+        .await
+    }
+
+    async fn get_current(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<CurrentRow>> {
+        let key = (namespace_id.to_string(), workflow_id.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT run_id, data FROM current_executions WHERE namespace_id = ?1 AND workflow_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key.0, key.1], |r| {
+                    Ok(CurrentRow { run_id: r.get(0)?, data: r.get(1)? })
+                })
+                .optional()
+            })
+            .map_err(sql_err("failed to read the current run"))
+        })
+        .await
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        first: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
+        let run_id = run_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT event_id, data FROM history_events WHERE run_id = ?1 AND event_id >= ?2
+                     ORDER BY event_id LIMIT ?3",
+                )
+                .map_err(sql_err("failed to prepare a history read"))?;
+            let rows = stmt
+                .query_map(params![run_id, first, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err("failed to read history"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err("failed to read history"))
+        })
+        .await
+    }
+
+    async fn load_timers(&self, shard_id: i32) -> Result<Vec<TimerTask>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT task_id, fire_at_ms, namespace_id, workflow_id, run_id, data FROM timer_tasks
+                     WHERE shard_id = ?1 ORDER BY fire_at_ms, task_id",
+                )
+                .map_err(sql_err("failed to prepare a timer scan"))?;
+            let rows = stmt
+                .query_map([shard_id], |r| {
+                    Ok(TimerTask {
+                        task_id: r.get(0)?,
+                        shard_id,
+                        fire_at_ms: r.get(1)?,
+                        namespace_id: r.get(2)?,
+                        workflow_id: r.get(3)?,
+                        run_id: r.get(4)?,
+                        data: r.get(5)?,
+                    })
+                })
+                .map_err(sql_err("failed to scan timers"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err("failed to scan timers"))
+        })
+        .await
+    }
+
+    async fn load_transfers(&self, shard_id: i32) -> Result<Vec<TransferTask>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT task_id, namespace_id, workflow_id, run_id, data FROM transfer_tasks
+                     WHERE shard_id = ?1 ORDER BY task_id",
+                )
+                .map_err(sql_err("failed to prepare a transfer scan"))?;
+            let rows = stmt
+                .query_map([shard_id], |r| {
+                    Ok(TransferTask {
+                        task_id: r.get(0)?,
+                        shard_id,
+                        namespace_id: r.get(1)?,
+                        workflow_id: r.get(2)?,
+                        run_id: r.get(3)?,
+                        data: r.get(4)?,
+                    })
+                })
+                .map_err(sql_err("failed to scan transfer tasks"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err("failed to scan transfer tasks"))
+        })
+        .await
+    }
+
+    async fn put_namespace(&self, row: NamespaceRow, replace: bool) -> Result<()> {
+        self.write_job(move |conn| {
+            let sql = if replace {
+                "INSERT INTO namespaces (id, name, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET data = ?3"
+            } else {
+                "INSERT OR IGNORE INTO namespaces (id, name, data) VALUES (?1, ?2, ?3)"
+            };
+            let changed = conn
+                .execute(sql, params![row.id, row.name, row.data])
+                .map_err(sql_err("failed to write a namespace"))?;
+            if changed == 0 {
+                return Err(Error::AlreadyExists(format!("namespace {}", row.name)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_namespaces(&self) -> Result<Vec<NamespaceRow>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, name, data FROM namespaces ORDER BY name")
+                .map_err(sql_err("failed to prepare a namespace scan"))?;
+            let rows = stmt
+                .query_map([], |r| Ok(NamespaceRow { id: r.get(0)?, name: r.get(1)?, data: r.get(2)? }))
+                .map_err(sql_err("failed to list namespaces"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err("failed to list namespaces"))
+        })
+        .await
+    }
+
+    async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            conn.query_row("SELECT value FROM cluster_metadata WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(sql_err("failed to read cluster metadata"))
+        })
+        .await
+    }
+
+    async fn put_metadata(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let key = key.to_string();
+        self.write_job(move |conn| {
+            conn.execute(
+                "INSERT INTO cluster_metadata (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(sql_err("failed to write cluster metadata"))
+        })
+        .await
+    }
+}

@@ -1,0 +1,143 @@
+//! Kairos composition root: opens the store, starts matching and the history engine, creates
+//! the configured namespaces and serves the gRPC services until shutdown.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kairos_core::{Clock, ServerOptions, SystemClock};
+use kairos_history::{Engine, EngineOptions, Namespaces};
+use kairos_persistence::Store;
+use kairos_persistence::sqlite::{Location, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Where the server keeps its data.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    SqliteFile(PathBuf),
+    /// A SQLite database in memory, gone at exit.
+    SqliteMemory,
+}
+
+/// Everything needed to start a server.
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The database.
+    pub database: Database,
+    /// Namespaces to create at start if missing.
+    pub namespaces: Vec<String>,
+    /// Timing knobs and limits.
+    pub options: ServerOptions,
+    /// The clock (a manual one in tests).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7233)),
+            database: Database::SqliteMemory,
+            namespaces: vec!["default".to_string()],
+            options: ServerOptions::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Server {
+    /// Opens the store, starts every role and begins serving. Returns once the port accepts
+    /// connections.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let location = match &config.database {
+            Database::SqliteFile(path) => Location::File(path.clone()),
+            Database::SqliteMemory => Location::Memory,
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&location))
+                .await
+                .context("failed to open the database")??,
+        );
+        let namespaces = Namespaces::load(store.clone()).await?;
+        for name in &config.namespaces {
+            if namespaces.get(name).is_err() {
+                namespaces
+                    .register(name, "", "", config.options.default_retention, Default::default())
+                    .await
+                    .with_context(|| format!("failed to create namespace {name}"))?;
+            }
+        }
+        let matching = kairos_matching::Handle::new(kairos_matching::Options {
+            long_poll_timeout: config.options.long_poll_timeout,
+            poller_idle: config.options.sticky_poller_idle,
+        });
+        let engine = Engine::start(
+            store,
+            config.clock.clone(),
+            EngineOptions {
+                shard_count: config.options.shard_count,
+                limits: config.options.limits.clone(),
+                history_long_poll_timeout: config.options.history_long_poll_timeout,
+            },
+            namespaces,
+            Arc::new(matching.clone()),
+        )
+        .await?;
+        let services = kairos_frontend::services(engine, matching, config.options.clone());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let serving = tokio::spawn(
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(services.workflow)
+                .add_service(services.operator)
+                .add_service(services.health)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                }),
+        );
+        Ok(Server { addr, shutdown: Some(tx), serving })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests and waits for in-flight ones to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.serving).await.context("server task failed")??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.serving).await.context("server task failed")??;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

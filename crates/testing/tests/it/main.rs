@@ -1,0 +1,3 @@
+//! End-to-end tests: official Rust SDK workers and clients against an in-process Kairos.
+mod support;
+mod workflows;
