@@ -16,7 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "grpc/health/v1/health.proto",
     ];
     set.file.retain(|f| wanted.contains(&f.name()));
-    assert!(set.file.len() >= 3, "service descriptors not found in {path}");
+    assert!(
+        set.file.len() >= 3,
+        "service descriptors not found in {path}"
+    );
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
@@ -34,7 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// client sees which call this server does not have yet.
 fn name_unimplemented_rpcs() -> std::io::Result<()> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for file in ["temporal.api.workflowservice.v1.rs", "temporal.api.operatorservice.v1.rs"] {
+    for file in [
+        "temporal.api.workflowservice.v1.rs",
+        "temporal.api.operatorservice.v1.rs",
+    ] {
         let path = out.join(file);
         let text = std::fs::read_to_string(&path)?;
         let mut result = String::with_capacity(text.len());
@@ -48,7 +54,9 @@ fn name_unimplemented_rpcs() -> std::io::Result<()> {
                     .split('_')
                     .map(|w| {
                         let mut c = w.chars();
-                        c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+                        c.next()
+                            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                            .unwrap_or_default()
                     })
                     .collect();
                 result.push_str(&line.replace(

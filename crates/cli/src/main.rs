@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use kairos_server::{Config, Database, Server};
 
 #[derive(Parser)]
-#[command(name = "kairos", version, about = "A durable-execution server that speaks Temporal's gRPC API")]
+#[command(
+    name = "kairos",
+    version,
+    about = "A durable-execution server that speaks Temporal's gRPC API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,9 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
         other => anyhow::bail!("invalid --log-level {other:?}: use debug, info, warn or error"),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let database = match args.db_filename.as_deref() {
@@ -95,7 +101,11 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
         Database::SqliteFile(path) => format!("SQLite file {}", path.display()),
         Database::SqliteMemory => "in memory (nothing is kept)".to_string(),
     };
-    println!("Kairos server listening on {} (started in {} ms)", server.addr(), began.elapsed().as_millis());
+    println!(
+        "Kairos server listening on {} (started in {} ms)",
+        server.addr(),
+        began.elapsed().as_millis()
+    );
     println!("Data: {storage}");
     println!("Namespaces: {}", namespaces.join(", "));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -110,8 +120,12 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
-        Command::Server { command: ServerCommand::StartDev(args) } => runtime.block_on(start_dev(args)),
+        Command::Server {
+            command: ServerCommand::StartDev(args),
+        } => runtime.block_on(start_dev(args)),
     }
 }

@@ -51,7 +51,12 @@ impl ManualClock {
     /// A clock that starts at real time and only differs once advanced.
     pub fn new() -> Self {
         let (tx, _) = watch::channel(SystemTime::now());
-        Self { inner: Arc::new(Mutex::new(ManualInner { offset: Duration::ZERO })), tx: Arc::new(tx) }
+        Self {
+            inner: Arc::new(Mutex::new(ManualInner {
+                offset: Duration::ZERO,
+            })),
+            tx: Arc::new(tx),
+        }
     }
 
     /// Moves the clock forward; timer loops waiting on this clock wake up and fire what is due.

@@ -14,7 +14,11 @@ pub struct RunKey {
 
 impl fmt::Display for RunKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.namespace_id, self.workflow_id, self.run_id)
+        write!(
+            f,
+            "{}/{}/{}",
+            self.namespace_id, self.workflow_id, self.run_id
+        )
     }
 }
 
@@ -38,8 +42,9 @@ mod tests {
         let shard = shard_for("ns", "order-1", 4);
         assert!((0..4).contains(&shard));
         assert_eq!(shard, shard_for("ns", "order-1", 4));
-        let spread: std::collections::HashSet<_> =
-            (0..64).map(|i| shard_for("ns", &format!("order-{i}"), 4)).collect();
+        let spread: std::collections::HashSet<_> = (0..64)
+            .map(|i| shard_for("ns", &format!("order-{i}"), 4))
+            .collect();
         assert_eq!(spread.len(), 4, "64 ids should reach every one of 4 shards");
     }
 }

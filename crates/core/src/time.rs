@@ -6,7 +6,10 @@ use prost_wkt_types::{Duration as PbDuration, Timestamp};
 /// A protobuf timestamp for a system time.
 pub fn to_timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 /// A system time for a protobuf timestamp (times before 1970 clamp to the epoch).
@@ -19,7 +22,9 @@ pub fn from_timestamp(t: &Timestamp) -> SystemTime {
 
 /// Milliseconds since the epoch, as stored in the database.
 pub fn to_millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The system time for stored milliseconds.
@@ -32,7 +37,10 @@ pub fn to_pb_duration(d: Duration) -> Option<PbDuration> {
     if d.is_zero() {
         return None;
     }
-    Some(PbDuration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
+    Some(PbDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    })
 }
 
 /// A `std` duration from an optional protobuf one; absent and negative both mean zero.

@@ -22,7 +22,10 @@ pub fn namespace_not_found(namespace: &str) -> Status {
         Code::NotFound,
         format!("Namespace {namespace} is not found."),
         "temporal.api.errordetails.v1.NamespaceNotFoundFailure",
-        details::NamespaceNotFoundFailure { namespace: namespace.to_string() }.encode_to_vec(),
+        details::NamespaceNotFoundFailure {
+            namespace: namespace.to_string(),
+        }
+        .encode_to_vec(),
     )
 }
 
@@ -53,11 +56,20 @@ pub fn to_status(e: kairos_history::Error) -> Status {
             "temporal.api.errordetails.v1.NamespaceAlreadyExistsFailure",
             details::NamespaceAlreadyExistsFailure::default().encode_to_vec(),
         ),
-        E::AlreadyStarted { message, start_request_id, run_id } => with_detail(
+        E::AlreadyStarted {
+            message,
+            start_request_id,
+            run_id,
+        } => with_detail(
             Code::AlreadyExists,
             message,
             "temporal.api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure",
-            details::WorkflowExecutionAlreadyStartedFailure { start_request_id, first_execution_run_id: run_id.clone(), run_id }.encode_to_vec(),
+            details::WorkflowExecutionAlreadyStartedFailure {
+                start_request_id,
+                first_execution_run_id: run_id.clone(),
+                run_id,
+            }
+            .encode_to_vec(),
         ),
         E::Invalid(m) => invalid(m),
         E::Unavailable(m) => {
@@ -80,8 +92,14 @@ mod tests {
         });
         assert_eq!(status.code(), Code::AlreadyExists);
         let decoded = RpcStatus::decode(status.details()).expect("details decode");
-        assert_eq!(decoded.details[0].type_url, "type.googleapis.com/temporal.api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure");
-        let failure = details::WorkflowExecutionAlreadyStartedFailure::decode(decoded.details[0].value.as_slice()).expect("decodes");
+        assert_eq!(
+            decoded.details[0].type_url,
+            "type.googleapis.com/temporal.api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure"
+        );
+        let failure = details::WorkflowExecutionAlreadyStartedFailure::decode(
+            decoded.details[0].value.as_slice(),
+        )
+        .expect("decodes");
         assert_eq!(failure.run_id, "run-1");
     }
 
@@ -90,6 +108,10 @@ mod tests {
         let status = to_status(kairos_history::Error::NamespaceNotFound("nope".into()));
         assert_eq!(status.code(), Code::NotFound);
         let decoded = RpcStatus::decode(status.details()).expect("details decode");
-        assert!(decoded.details[0].type_url.ends_with("NamespaceNotFoundFailure"));
+        assert!(
+            decoded.details[0]
+                .type_url
+                .ends_with("NamespaceNotFoundFailure")
+        );
     }
 }

@@ -31,7 +31,11 @@ pub struct Services {
 
 /// Builds the services over an engine and the matching handle. Every service accepts gzip
 /// (the Python SDK compresses every request) and answers gzip to clients that ask for it.
-pub fn services(engine: Engine, matching: kairos_matching::Handle, options: ServerOptions) -> Services {
+pub fn services(
+    engine: Engine,
+    matching: kairos_matching::Handle,
+    options: ServerOptions,
+) -> Services {
     let frontend = Frontend::new(engine.clone(), matching, Arc::new(options));
     let max = 128 * 1024 * 1024;
     Services {

@@ -17,7 +17,11 @@ pub fn required_id(limits: &Limits, what: &str, value: &str) -> Result<(), Statu
 /// Checks an optional id against the length limit.
 pub fn optional_id(limits: &Limits, what: &str, value: &str) -> Result<(), Status> {
     if value.len() > limits.max_id_length {
-        return Err(invalid(format!("{what} exceeds length limit. Length={} Limit={}", value.len(), limits.max_id_length)));
+        return Err(invalid(format!(
+            "{what} exceeds length limit. Length={} Limit={}",
+            value.len(),
+            limits.max_id_length
+        )));
     }
     Ok(())
 }
@@ -26,7 +30,10 @@ pub fn optional_id(limits: &Limits, what: &str, value: &str) -> Result<(), Statu
 pub fn payloads(limits: &Limits, what: &str, value: Option<&Payloads>) -> Result<(), Status> {
     let size = value.map_or(0, |p| p.encoded_len());
     if size > limits.blob_size {
-        return Err(invalid(format!("{what} size exceeds limit. Size={size} Limit={}", limits.blob_size)));
+        return Err(invalid(format!(
+            "{what} size exceeds limit. Size={size} Limit={}",
+            limits.blob_size
+        )));
     }
     Ok(())
 }
@@ -35,7 +42,10 @@ pub fn payloads(limits: &Limits, what: &str, value: Option<&Payloads>) -> Result
 pub fn memo(limits: &Limits, value: Option<&Memo>) -> Result<(), Status> {
     let size = value.map_or(0, |m| m.encoded_len());
     if size > limits.memo_size {
-        return Err(invalid(format!("Memo size exceeds limit. Size={size} Limit={}", limits.memo_size)));
+        return Err(invalid(format!(
+            "Memo size exceeds limit. Size={size} Limit={}",
+            limits.memo_size
+        )));
     }
     Ok(())
 }

@@ -9,9 +9,13 @@ use kairos_core::ids::RunKey;
 use kairos_history::{Engine, Namespace};
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
 use temporalio_protos::temporal::api::common::v1::WorkflowExecution;
-use temporalio_protos::temporal::api::enums::v1::{HistoryEventFilterType, WorkflowExecutionStatus};
+use temporalio_protos::temporal::api::enums::v1::{
+    HistoryEventFilterType, WorkflowExecutionStatus,
+};
 use temporalio_protos::temporal::api::history::v1::History;
-use temporalio_protos::temporal::api::namespace::v1::{NamespaceConfig, NamespaceInfo, namespace_info};
+use temporalio_protos::temporal::api::namespace::v1::{
+    NamespaceConfig, NamespaceInfo, namespace_info,
+};
 use temporalio_protos::temporal::api::workflowservice::v1::*;
 use tonic::{Request, Response, Status};
 
@@ -47,15 +51,26 @@ fn request_id() -> String {
 }
 
 impl Frontend {
-    pub(crate) fn new(engine: Engine, matching: kairos_matching::Handle, options: Arc<ServerOptions>) -> Self {
-        Self { engine, matching, options }
+    pub(crate) fn new(
+        engine: Engine,
+        matching: kairos_matching::Handle,
+        options: Arc<ServerOptions>,
+    ) -> Self {
+        Self {
+            engine,
+            matching,
+            options,
+        }
     }
 
     fn namespace(&self, name: &str) -> Result<Arc<Namespace>, Status> {
         if name.is_empty() {
             return Err(invalid("Namespace is not set on request."));
         }
-        self.engine.namespaces().get(name).map_err(|_| namespace_not_found(name))
+        self.engine
+            .namespaces()
+            .get(name)
+            .map_err(|_| namespace_not_found(name))
     }
 
     fn execution(&self, execution: Option<&WorkflowExecution>) -> Result<(String, String), Status> {
@@ -67,9 +82,16 @@ impl Frontend {
         Ok((execution.workflow_id.clone(), execution.run_id.clone()))
     }
 
-    async fn run_key(&self, ns: &Namespace, execution: Option<&WorkflowExecution>) -> Result<RunKey, Status> {
+    async fn run_key(
+        &self,
+        ns: &Namespace,
+        execution: Option<&WorkflowExecution>,
+    ) -> Result<RunKey, Status> {
         let (workflow_id, run_id) = self.execution(execution)?;
-        self.engine.resolve_run(ns, &workflow_id, &run_id).await.map_err(to_status)
+        self.engine
+            .resolve_run(ns, &workflow_id, &run_id)
+            .await
+            .map_err(to_status)
     }
 
     fn describe_namespace_response(&self, ns: &Namespace) -> DescribeNamespaceResponse {
@@ -100,7 +122,10 @@ impl Frontend {
 
 #[tonic::async_trait]
 impl WorkflowService for Frontend {
-    async fn get_system_info(&self, _request: Request<GetSystemInfoRequest>) -> Reply<GetSystemInfoResponse> {
+    async fn get_system_info(
+        &self,
+        _request: Request<GetSystemInfoRequest>,
+    ) -> Reply<GetSystemInfoResponse> {
         Ok(Response::new(GetSystemInfoResponse {
             server_version: "1.29.0".into(),
             capabilities: Some(get_system_info_response::Capabilities {
@@ -120,36 +145,74 @@ impl WorkflowService for Frontend {
         }))
     }
 
-    async fn register_namespace(&self, request: Request<RegisterNamespaceRequest>) -> Reply<RegisterNamespaceResponse> {
+    async fn register_namespace(
+        &self,
+        request: Request<RegisterNamespaceRequest>,
+    ) -> Reply<RegisterNamespaceResponse> {
         let req = request.into_inner();
         validate::required_id(&self.options.limits, "Namespace", &req.namespace)?;
-        validate::timeout("WorkflowExecutionRetentionPeriod", req.workflow_execution_retention_period.as_ref())?;
-        let retention = kairos_core::time::from_pb_duration(req.workflow_execution_retention_period.as_ref());
-        let retention = if retention.is_zero() { self.options.default_retention } else { retention };
+        validate::timeout(
+            "WorkflowExecutionRetentionPeriod",
+            req.workflow_execution_retention_period.as_ref(),
+        )?;
+        let retention =
+            kairos_core::time::from_pb_duration(req.workflow_execution_retention_period.as_ref());
+        let retention = if retention.is_zero() {
+            self.options.default_retention
+        } else {
+            retention
+        };
         self.engine
             .namespaces()
-            .register(&req.namespace, &req.description, &req.owner_email, retention, req.data)
+            .register(
+                &req.namespace,
+                &req.description,
+                &req.owner_email,
+                retention,
+                req.data,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(RegisterNamespaceResponse {}))
     }
 
-    async fn describe_namespace(&self, request: Request<DescribeNamespaceRequest>) -> Reply<DescribeNamespaceResponse> {
+    async fn describe_namespace(
+        &self,
+        request: Request<DescribeNamespaceRequest>,
+    ) -> Reply<DescribeNamespaceResponse> {
         let req = request.into_inner();
         let ns = if !req.id.is_empty() {
-            self.engine.namespaces().get_by_id(&req.id).ok_or_else(|| namespace_not_found(&req.id))?
+            self.engine
+                .namespaces()
+                .get_by_id(&req.id)
+                .ok_or_else(|| namespace_not_found(&req.id))?
         } else {
             self.namespace(&req.namespace)?
         };
         Ok(Response::new(self.describe_namespace_response(&ns)))
     }
 
-    async fn list_namespaces(&self, _request: Request<ListNamespacesRequest>) -> Reply<ListNamespacesResponse> {
-        let namespaces = self.engine.namespaces().list().iter().map(|ns| self.describe_namespace_response(ns)).collect();
-        Ok(Response::new(ListNamespacesResponse { namespaces, next_page_token: Vec::new() }))
+    async fn list_namespaces(
+        &self,
+        _request: Request<ListNamespacesRequest>,
+    ) -> Reply<ListNamespacesResponse> {
+        let namespaces = self
+            .engine
+            .namespaces()
+            .list()
+            .iter()
+            .map(|ns| self.describe_namespace_response(ns))
+            .collect();
+        Ok(Response::new(ListNamespacesResponse {
+            namespaces,
+            next_page_token: Vec::new(),
+        }))
     }
 
-    async fn update_namespace(&self, request: Request<UpdateNamespaceRequest>) -> Reply<UpdateNamespaceResponse> {
+    async fn update_namespace(
+        &self,
+        request: Request<UpdateNamespaceRequest>,
+    ) -> Reply<UpdateNamespaceResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let mut info: NamespaceInfo = ns.info.clone();
@@ -166,12 +229,20 @@ impl WorkflowService for Frontend {
             }
         }
         if let Some(update) = &req.config {
-            validate::timeout("WorkflowExecutionRetentionPeriod", update.workflow_execution_retention_ttl.as_ref())?;
+            validate::timeout(
+                "WorkflowExecutionRetentionPeriod",
+                update.workflow_execution_retention_ttl.as_ref(),
+            )?;
             if update.workflow_execution_retention_ttl.is_some() {
                 config.workflow_execution_retention_ttl = update.workflow_execution_retention_ttl;
             }
         }
-        let ns = self.engine.namespaces().update(info, config).await.map_err(to_status)?;
+        let ns = self
+            .engine
+            .namespaces()
+            .update(info, config)
+            .await
+            .map_err(to_status)?;
         let described = self.describe_namespace_response(&ns);
         Ok(Response::new(UpdateNamespaceResponse {
             namespace_info: described.namespace_info,
@@ -180,29 +251,49 @@ impl WorkflowService for Frontend {
         }))
     }
 
-    async fn start_workflow_execution(&self, request: Request<StartWorkflowExecutionRequest>) -> Reply<StartWorkflowExecutionResponse> {
+    async fn start_workflow_execution(
+        &self,
+        request: Request<StartWorkflowExecutionRequest>,
+    ) -> Reply<StartWorkflowExecutionResponse> {
         let mut req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let limits = &self.options.limits;
         validate::required_id(limits, "WorkflowId", &req.workflow_id)?;
-        let workflow_type = req.workflow_type.as_ref().map(|t| t.name.as_str()).unwrap_or_default();
+        let workflow_type = req
+            .workflow_type
+            .as_ref()
+            .map(|t| t.name.as_str())
+            .unwrap_or_default();
         validate::required_id(limits, "WorkflowType", workflow_type)?;
-        let task_queue = req.task_queue.as_ref().map(|q| q.name.as_str()).unwrap_or_default();
+        let task_queue = req
+            .task_queue
+            .as_ref()
+            .map(|q| q.name.as_str())
+            .unwrap_or_default();
         validate::required_id(limits, "TaskQueue", task_queue)?;
         validate::optional_id(limits, "RequestId", &req.request_id)?;
-        validate::timeout("WorkflowExecutionTimeout", req.workflow_execution_timeout.as_ref())?;
+        validate::timeout(
+            "WorkflowExecutionTimeout",
+            req.workflow_execution_timeout.as_ref(),
+        )?;
         validate::timeout("WorkflowRunTimeout", req.workflow_run_timeout.as_ref())?;
         validate::timeout("WorkflowTaskTimeout", req.workflow_task_timeout.as_ref())?;
         validate::timeout("WorkflowStartDelay", req.workflow_start_delay.as_ref())?;
         validate::payloads(limits, "Input", req.input.as_ref())?;
         validate::memo(limits, req.memo.as_ref())?;
         if !req.cron_schedule.is_empty() {
-            return Err(invalid("cron schedules are not supported by this server yet"));
+            return Err(invalid(
+                "cron schedules are not supported by this server yet",
+            ));
         }
         if req.request_id.is_empty() {
             req.request_id = request_id();
         }
-        let outcome = self.engine.start_workflow(&ns, &req).await.map_err(to_status)?;
+        let outcome = self
+            .engine
+            .start_workflow(&ns, &req)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(StartWorkflowExecutionResponse {
             run_id: outcome.run_id,
             started: outcome.started,
@@ -211,10 +302,17 @@ impl WorkflowService for Frontend {
         }))
     }
 
-    async fn poll_workflow_task_queue(&self, request: Request<PollWorkflowTaskQueueRequest>) -> Reply<PollWorkflowTaskQueueResponse> {
+    async fn poll_workflow_task_queue(
+        &self,
+        request: Request<PollWorkflowTaskQueueRequest>,
+    ) -> Reply<PollWorkflowTaskQueueResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let queue = req.task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default();
+        let queue = req
+            .task_queue
+            .as_ref()
+            .map(|q| q.name.clone())
+            .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
         let deadline = tokio::time::Instant::now() + self.poll_timeout();
         loop {
@@ -222,11 +320,21 @@ impl WorkflowService for Frontend {
             if remaining.is_zero() {
                 return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
             }
-            let Some(task) = self.matching.poll(&ns.id, &queue, TaskKind::Workflow, remaining).await else {
+            let Some(task) = self
+                .matching
+                .poll(&ns.id, &queue, TaskKind::Workflow, remaining)
+                .await
+            else {
                 return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
             };
-            let mut guard = Redeliver { matching: &self.matching, task: Some(task.clone()) };
-            let started = self.engine.record_workflow_task_started(&task, &req.identity, &request_id()).await;
+            let mut guard = Redeliver {
+                matching: &self.matching,
+                task: Some(task.clone()),
+            };
+            let started = self
+                .engine
+                .record_workflow_task_started(&task, &req.identity, &request_id())
+                .await;
             match started {
                 Ok(Some(mut response)) => {
                     guard.task = None;
@@ -241,24 +349,44 @@ impl WorkflowService for Frontend {
         }
     }
 
-    async fn respond_workflow_task_completed(&self, request: Request<RespondWorkflowTaskCompletedRequest>) -> Reply<RespondWorkflowTaskCompletedResponse> {
+    async fn respond_workflow_task_completed(
+        &self,
+        request: Request<RespondWorkflowTaskCompletedRequest>,
+    ) -> Reply<RespondWorkflowTaskCompletedResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let response = self.engine.respond_workflow_task_completed(&ns, &req).await.map_err(to_status)?;
+        let response = self
+            .engine
+            .respond_workflow_task_completed(&ns, &req)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(response))
     }
 
-    async fn respond_workflow_task_failed(&self, request: Request<RespondWorkflowTaskFailedRequest>) -> Reply<RespondWorkflowTaskFailedResponse> {
+    async fn respond_workflow_task_failed(
+        &self,
+        request: Request<RespondWorkflowTaskFailedRequest>,
+    ) -> Reply<RespondWorkflowTaskFailedResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        self.engine.respond_workflow_task_failed(&ns, &req).await.map_err(to_status)?;
+        self.engine
+            .respond_workflow_task_failed(&ns, &req)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(RespondWorkflowTaskFailedResponse {}))
     }
 
-    async fn poll_activity_task_queue(&self, request: Request<PollActivityTaskQueueRequest>) -> Reply<PollActivityTaskQueueResponse> {
+    async fn poll_activity_task_queue(
+        &self,
+        request: Request<PollActivityTaskQueueRequest>,
+    ) -> Reply<PollActivityTaskQueueResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let queue = req.task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default();
+        let queue = req
+            .task_queue
+            .as_ref()
+            .map(|q| q.name.clone())
+            .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
         let deadline = tokio::time::Instant::now() + self.poll_timeout();
         loop {
@@ -266,11 +394,22 @@ impl WorkflowService for Frontend {
             if remaining.is_zero() {
                 return Ok(Response::new(PollActivityTaskQueueResponse::default()));
             }
-            let Some(task) = self.matching.poll(&ns.id, &queue, TaskKind::Activity, remaining).await else {
+            let Some(task) = self
+                .matching
+                .poll(&ns.id, &queue, TaskKind::Activity, remaining)
+                .await
+            else {
                 return Ok(Response::new(PollActivityTaskQueueResponse::default()));
             };
-            let mut guard = Redeliver { matching: &self.matching, task: Some(task.clone()) };
-            match self.engine.record_activity_task_started(&task, &req.identity, &request_id()).await {
+            let mut guard = Redeliver {
+                matching: &self.matching,
+                task: Some(task.clone()),
+            };
+            match self
+                .engine
+                .record_activity_task_started(&task, &req.identity, &request_id())
+                .await
+            {
                 Ok(Some(response)) => {
                     guard.task = None;
                     return Ok(Response::new(response));
@@ -281,121 +420,235 @@ impl WorkflowService for Frontend {
         }
     }
 
-    async fn record_activity_task_heartbeat(&self, request: Request<RecordActivityTaskHeartbeatRequest>) -> Reply<RecordActivityTaskHeartbeatResponse> {
+    async fn record_activity_task_heartbeat(
+        &self,
+        request: Request<RecordActivityTaskHeartbeatRequest>,
+    ) -> Reply<RecordActivityTaskHeartbeatResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
-        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_token(&ns, &req.task_token)
+            .map_err(to_status)?;
         let cancel_requested = self
             .engine
-            .update_activity(&key, |t| t.heartbeat_activity(scheduled, attempt, req.details.clone()))
+            .update_activity(&key, |t| {
+                t.heartbeat_activity(scheduled, attempt, req.details.clone())
+            })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RecordActivityTaskHeartbeatResponse { cancel_requested, ..Default::default() }))
+        Ok(Response::new(RecordActivityTaskHeartbeatResponse {
+            cancel_requested,
+            ..Default::default()
+        }))
     }
 
-    async fn record_activity_task_heartbeat_by_id(&self, request: Request<RecordActivityTaskHeartbeatByIdRequest>) -> Reply<RecordActivityTaskHeartbeatByIdResponse> {
+    async fn record_activity_task_heartbeat_by_id(
+        &self,
+        request: Request<RecordActivityTaskHeartbeatByIdRequest>,
+    ) -> Reply<RecordActivityTaskHeartbeatByIdResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
-        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
+            .await
+            .map_err(to_status)?;
         let cancel_requested = self
             .engine
-            .update_activity(&key, |t| t.heartbeat_activity(scheduled, attempt, req.details.clone()))
+            .update_activity(&key, |t| {
+                t.heartbeat_activity(scheduled, attempt, req.details.clone())
+            })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RecordActivityTaskHeartbeatByIdResponse { cancel_requested, ..Default::default() }))
+        Ok(Response::new(RecordActivityTaskHeartbeatByIdResponse {
+            cancel_requested,
+            ..Default::default()
+        }))
     }
 
-    async fn respond_activity_task_completed(&self, request: Request<RespondActivityTaskCompletedRequest>) -> Reply<RespondActivityTaskCompletedResponse> {
+    async fn respond_activity_task_completed(
+        &self,
+        request: Request<RespondActivityTaskCompletedRequest>,
+    ) -> Reply<RespondActivityTaskCompletedResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
-        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_token(&ns, &req.task_token)
+            .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity))
+            .update_activity(&key, |t| {
+                t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity)
+            })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RespondActivityTaskCompletedResponse::default()))
+        Ok(Response::new(
+            RespondActivityTaskCompletedResponse::default(),
+        ))
     }
 
-    async fn respond_activity_task_completed_by_id(&self, request: Request<RespondActivityTaskCompletedByIdRequest>) -> Reply<RespondActivityTaskCompletedByIdResponse> {
+    async fn respond_activity_task_completed_by_id(
+        &self,
+        request: Request<RespondActivityTaskCompletedByIdRequest>,
+    ) -> Reply<RespondActivityTaskCompletedByIdResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
-        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
-        self.engine
-            .update_activity(&key, |t| t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity))
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RespondActivityTaskCompletedByIdResponse::default()))
+        self.engine
+            .update_activity(&key, |t| {
+                t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity)
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(
+            RespondActivityTaskCompletedByIdResponse::default(),
+        ))
     }
 
-    async fn respond_activity_task_failed(&self, request: Request<RespondActivityTaskFailedRequest>) -> Reply<RespondActivityTaskFailedResponse> {
+    async fn respond_activity_task_failed(
+        &self,
+        request: Request<RespondActivityTaskFailedRequest>,
+    ) -> Reply<RespondActivityTaskFailedResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let failure = req.failure.clone().ok_or_else(|| invalid("Failure is not set on request."))?;
-        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        let failure = req
+            .failure
+            .clone()
+            .ok_or_else(|| invalid("Failure is not set on request."))?;
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_token(&ns, &req.task_token)
+            .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| t.fail_activity(scheduled, attempt, failure, req.last_heartbeat_details.clone(), &req.identity))
+            .update_activity(&key, |t| {
+                t.fail_activity(
+                    scheduled,
+                    attempt,
+                    failure,
+                    req.last_heartbeat_details.clone(),
+                    &req.identity,
+                )
+            })
             .await
             .map_err(to_status)?;
         Ok(Response::new(RespondActivityTaskFailedResponse::default()))
     }
 
-    async fn respond_activity_task_failed_by_id(&self, request: Request<RespondActivityTaskFailedByIdRequest>) -> Reply<RespondActivityTaskFailedByIdResponse> {
+    async fn respond_activity_task_failed_by_id(
+        &self,
+        request: Request<RespondActivityTaskFailedByIdRequest>,
+    ) -> Reply<RespondActivityTaskFailedByIdResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let failure = req.failure.clone().ok_or_else(|| invalid("Failure is not set on request."))?;
-        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
-        self.engine
-            .update_activity(&key, |t| t.fail_activity(scheduled, attempt, failure, req.last_heartbeat_details.clone(), &req.identity))
+        let failure = req
+            .failure
+            .clone()
+            .ok_or_else(|| invalid("Failure is not set on request."))?;
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RespondActivityTaskFailedByIdResponse::default()))
+        self.engine
+            .update_activity(&key, |t| {
+                t.fail_activity(
+                    scheduled,
+                    attempt,
+                    failure,
+                    req.last_heartbeat_details.clone(),
+                    &req.identity,
+                )
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(
+            RespondActivityTaskFailedByIdResponse::default(),
+        ))
     }
 
-    async fn respond_activity_task_canceled(&self, request: Request<RespondActivityTaskCanceledRequest>) -> Reply<RespondActivityTaskCanceledResponse> {
+    async fn respond_activity_task_canceled(
+        &self,
+        request: Request<RespondActivityTaskCanceledRequest>,
+    ) -> Reply<RespondActivityTaskCanceledResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let (key, scheduled, attempt) = self.engine.activity_token(&ns, &req.task_token).map_err(to_status)?;
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_token(&ns, &req.task_token)
+            .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity))
+            .update_activity(&key, |t| {
+                t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity)
+            })
             .await
             .map_err(to_status)?;
         Ok(Response::new(RespondActivityTaskCanceledResponse::default()))
     }
 
-    async fn respond_activity_task_canceled_by_id(&self, request: Request<RespondActivityTaskCanceledByIdRequest>) -> Reply<RespondActivityTaskCanceledByIdResponse> {
+    async fn respond_activity_task_canceled_by_id(
+        &self,
+        request: Request<RespondActivityTaskCanceledByIdRequest>,
+    ) -> Reply<RespondActivityTaskCanceledByIdResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let (key, scheduled, attempt) = self.engine.activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id).await.map_err(to_status)?;
-        self.engine
-            .update_activity(&key, |t| t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity))
+        let (key, scheduled, attempt) = self
+            .engine
+            .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RespondActivityTaskCanceledByIdResponse::default()))
+        self.engine
+            .update_activity(&key, |t| {
+                t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity)
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(
+            RespondActivityTaskCanceledByIdResponse::default(),
+        ))
     }
 
-    async fn get_workflow_execution_history(&self, request: Request<GetWorkflowExecutionHistoryRequest>) -> Reply<GetWorkflowExecutionHistoryResponse> {
+    async fn get_workflow_execution_history(
+        &self,
+        request: Request<GetWorkflowExecutionHistoryRequest>,
+    ) -> Reply<GetWorkflowExecutionHistoryResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         let close_only = req.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
         let page = self
             .engine
-            .history_page(&key, req.maximum_page_size, &req.next_page_token, req.wait_new_event, close_only)
+            .history_page(
+                &key,
+                req.maximum_page_size,
+                &req.next_page_token,
+                req.wait_new_event,
+                close_only,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(GetWorkflowExecutionHistoryResponse {
-            history: Some(History { events: page.events }),
+            history: Some(History {
+                events: page.events,
+            }),
             next_page_token: page.next_page_token,
             archived: false,
             ..Default::default()
         }))
     }
 
-    async fn get_workflow_execution_history_reverse(&self, request: Request<GetWorkflowExecutionHistoryReverseRequest>) -> Reply<GetWorkflowExecutionHistoryReverseResponse> {
+    async fn get_workflow_execution_history_reverse(
+        &self,
+        request: Request<GetWorkflowExecutionHistoryReverseRequest>,
+    ) -> Reply<GetWorkflowExecutionHistoryReverseResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
@@ -405,12 +658,17 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(GetWorkflowExecutionHistoryReverseResponse {
-            history: Some(History { events: page.events }),
+            history: Some(History {
+                events: page.events,
+            }),
             next_page_token: page.next_page_token,
         }))
     }
 
-    async fn describe_workflow_execution(&self, request: Request<DescribeWorkflowExecutionRequest>) -> Reply<DescribeWorkflowExecutionResponse> {
+    async fn describe_workflow_execution(
+        &self,
+        request: Request<DescribeWorkflowExecutionRequest>,
+    ) -> Reply<DescribeWorkflowExecutionResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
@@ -418,36 +676,57 @@ impl WorkflowService for Frontend {
         Ok(Response::new(response))
     }
 
-    async fn request_cancel_workflow_execution(&self, request: Request<RequestCancelWorkflowExecutionRequest>) -> Reply<RequestCancelWorkflowExecutionResponse> {
+    async fn request_cancel_workflow_execution(
+        &self,
+        request: Request<RequestCancelWorkflowExecutionRequest>,
+    ) -> Reply<RequestCancelWorkflowExecutionResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
-        self.engine.request_cancel(&key, &req.reason, &req.identity, &req.request_id).await.map_err(to_status)?;
+        self.engine
+            .request_cancel(&key, &req.reason, &req.identity, &req.request_id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(RequestCancelWorkflowExecutionResponse {}))
     }
 
-    async fn terminate_workflow_execution(&self, request: Request<TerminateWorkflowExecutionRequest>) -> Reply<TerminateWorkflowExecutionResponse> {
+    async fn terminate_workflow_execution(
+        &self,
+        request: Request<TerminateWorkflowExecutionRequest>,
+    ) -> Reply<TerminateWorkflowExecutionResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
-        self.engine.terminate(&key, &req.reason, req.details.clone(), &req.identity).await.map_err(to_status)?;
+        self.engine
+            .terminate(&key, &req.reason, req.details.clone(), &req.identity)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(TerminateWorkflowExecutionResponse {}))
     }
 
-    async fn delete_workflow_execution(&self, request: Request<DeleteWorkflowExecutionRequest>) -> Reply<DeleteWorkflowExecutionResponse> {
+    async fn delete_workflow_execution(
+        &self,
+        request: Request<DeleteWorkflowExecutionRequest>,
+    ) -> Reply<DeleteWorkflowExecutionResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         let state = self.engine.read_state(&key).await.map_err(to_status)?;
         if state.status == WorkflowExecutionStatus::Running as i32 {
-            self.engine.terminate(&key, "Delete workflow execution", None, "kairos").await.map_err(to_status)?;
+            self.engine
+                .terminate(&key, "Delete workflow execution", None, "kairos")
+                .await
+                .map_err(to_status)?;
         }
         self.engine.delete(&key, None).await.map_err(to_status)?;
         Ok(Response::new(DeleteWorkflowExecutionResponse {}))
     }
 
-    async fn reset_sticky_task_queue(&self, request: Request<ResetStickyTaskQueueRequest>) -> Reply<ResetStickyTaskQueueResponse> {
+    async fn reset_sticky_task_queue(
+        &self,
+        request: Request<ResetStickyTaskQueueRequest>,
+    ) -> Reply<ResetStickyTaskQueueResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
@@ -455,11 +734,16 @@ impl WorkflowService for Frontend {
         Ok(Response::new(ResetStickyTaskQueueResponse {}))
     }
 
-    async fn shutdown_worker(&self, request: Request<ShutdownWorkerRequest>) -> Reply<ShutdownWorkerResponse> {
+    async fn shutdown_worker(
+        &self,
+        request: Request<ShutdownWorkerRequest>,
+    ) -> Reply<ShutdownWorkerResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         if !req.sticky_task_queue.is_empty() {
-            let stranded = self.matching.close_queue(&ns.id, &req.sticky_task_queue, TaskKind::Workflow);
+            let stranded =
+                self.matching
+                    .close_queue(&ns.id, &req.sticky_task_queue, TaskKind::Workflow);
             self.engine.sticky_worker_gone(stranded).await;
         }
         Ok(Response::new(ShutdownWorkerResponse::default()))

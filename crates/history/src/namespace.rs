@@ -59,12 +59,19 @@ impl Namespaces {
             let ns = decode(row)?;
             by_name.insert(ns.name.clone(), Arc::new(ns));
         }
-        Ok(Self { store, by_name: Arc::new(RwLock::new(by_name)) })
+        Ok(Self {
+            store,
+            by_name: Arc::new(RwLock::new(by_name)),
+        })
     }
 
     /// Looks a namespace up by name.
     pub fn get(&self, name: &str) -> Result<Arc<Namespace>> {
-        self.by_name.read().get(name).cloned().ok_or_else(|| Error::NamespaceNotFound(name.to_string()))
+        self.by_name
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NamespaceNotFound(name.to_string()))
     }
 
     /// Looks a namespace up by id.
@@ -110,15 +117,28 @@ impl Namespaces {
     }
 
     /// Replaces a namespace's info and config (name and id stay).
-    pub async fn update(&self, info: NamespaceInfo, config: NamespaceConfig) -> Result<Arc<Namespace>> {
+    pub async fn update(
+        &self,
+        info: NamespaceInfo,
+        config: NamespaceConfig,
+    ) -> Result<Arc<Namespace>> {
         self.write(info, config, true).await
     }
 
-    async fn write(&self, info: NamespaceInfo, config: NamespaceConfig, replace: bool) -> Result<Arc<Namespace>> {
+    async fn write(
+        &self,
+        info: NamespaceInfo,
+        config: NamespaceConfig,
+        replace: bool,
+    ) -> Result<Arc<Namespace>> {
         let row = NamespaceRow {
             id: info.id.clone(),
             name: info.name.clone(),
-            data: NamespaceData { info: Some(info.clone()), config: Some(config.clone()) }.encode_to_vec(),
+            data: NamespaceData {
+                info: Some(info.clone()),
+                config: Some(config.clone()),
+            }
+            .encode_to_vec(),
         };
         match self.store.put_namespace(row, replace).await {
             Ok(()) => {}
@@ -127,7 +147,12 @@ impl Namespaces {
             }
             Err(e) => return Err(e.into()),
         }
-        let ns = Arc::new(Namespace { id: info.id.clone(), name: info.name.clone(), info, config });
+        let ns = Arc::new(Namespace {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            info,
+            config,
+        });
         self.by_name.write().insert(ns.name.clone(), ns.clone());
         Ok(ns)
     }

@@ -19,7 +19,8 @@ pub fn decode(bytes: &[u8], kind: i32) -> Result<TaskTokenData> {
     if bytes.is_empty() {
         return Err(Error::Invalid("Task token not set on request.".into()));
     }
-    let data = TaskTokenData::decode(bytes).map_err(|_| Error::Invalid("Error deserializing task token.".into()))?;
+    let data = TaskTokenData::decode(bytes)
+        .map_err(|_| Error::Invalid("Error deserializing task token.".into()))?;
     if data.kind != kind || data.run_id.is_empty() || data.workflow_id.is_empty() {
         return Err(Error::Invalid("Error deserializing task token.".into()));
     }

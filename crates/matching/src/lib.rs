@@ -39,12 +39,21 @@ pub struct Handle {
 impl Handle {
     /// Empty task queues.
     pub fn new(options: Options) -> Self {
-        Self { queues: Arc::new(Mutex::new(HashMap::new())), options }
+        Self {
+            queues: Arc::new(Mutex::new(HashMap::new())),
+            options,
+        }
     }
 
     /// Waits up to the long-poll timeout for a task. `None` means nothing came. Dropping the
     /// future (client gone) withdraws the poller: a task offered to it goes to the next one.
-    pub async fn poll(&self, namespace_id: &str, task_queue: &str, kind: TaskKind, timeout: Duration) -> Option<QueuedTask> {
+    pub async fn poll(
+        &self,
+        namespace_id: &str,
+        task_queue: &str,
+        kind: TaskKind,
+        timeout: Duration,
+    ) -> Option<QueuedTask> {
         let key = (namespace_id.to_string(), task_queue.to_string(), kind);
         let rx = {
             let mut queues = self.queues.lock();
@@ -66,7 +75,12 @@ impl Handle {
 
     /// Marks a (sticky) queue's worker as gone and moves its backlog out, returning the tasks so
     /// the caller can reroute them.
-    pub fn close_queue(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> Vec<QueuedTask> {
+    pub fn close_queue(
+        &self,
+        namespace_id: &str,
+        task_queue: &str,
+        kind: TaskKind,
+    ) -> Vec<QueuedTask> {
         let key = (namespace_id.to_string(), task_queue.to_string(), kind);
         let mut queues = self.queues.lock();
         match queues.get_mut(&key) {
@@ -89,7 +103,11 @@ impl Handle {
 
 impl TaskSink for Handle {
     fn add_task(&self, task: QueuedTask) {
-        let key = (task.namespace_id.clone(), task.task_queue.clone(), task.kind);
+        let key = (
+            task.namespace_id.clone(),
+            task.task_queue.clone(),
+            task.kind,
+        );
         let mut queues = self.queues.lock();
         let queue = queues.entry(key).or_default();
         let mut task = task;
@@ -105,12 +123,16 @@ impl TaskSink for Handle {
     fn has_recent_poller(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> bool {
         let key = (namespace_id.to_string(), task_queue.to_string(), kind);
         let queues = self.queues.lock();
-        let Some(queue) = queues.get(&key) else { return false };
+        let Some(queue) = queues.get(&key) else {
+            return false;
+        };
         if queue.closed {
             return false;
         }
         queue.waiters.iter().any(|w| !w.is_closed())
-            || queue.last_poll.is_some_and(|t| t.elapsed() < self.options.poller_idle)
+            || queue
+                .last_poll
+                .is_some_and(|t| t.elapsed() < self.options.poller_idle)
     }
 }
 
@@ -147,13 +169,25 @@ mod tests {
     async fn backlog_then_poll_and_sync_match() {
         let matching = handle(5_000);
         matching.add_task(task(1));
-        assert_eq!(matching.poll("ns", "tq", TaskKind::Workflow, m_timeout()).await.map(|t| t.task_id), Some(1));
+        assert_eq!(
+            matching
+                .poll("ns", "tq", TaskKind::Workflow, m_timeout())
+                .await
+                .map(|t| t.task_id),
+            Some(1)
+        );
         let waiter = {
             let m = matching.clone();
             tokio::spawn(async move { m.poll("ns", "tq", TaskKind::Workflow, m_timeout()).await })
         };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !matching.has_recent_poller("ns", "tq", TaskKind::Workflow) || matching.queues.lock().values().all(|q| q.waiters.is_empty()) {
+        while !matching.has_recent_poller("ns", "tq", TaskKind::Workflow)
+            || matching
+                .queues
+                .lock()
+                .values()
+                .all(|q| q.waiters.is_empty())
+        {
             assert!(Instant::now() < deadline, "poller never registered");
             tokio::task::yield_now().await;
         }
@@ -165,8 +199,16 @@ mod tests {
     #[tokio::test]
     async fn empty_poll_times_out_and_dropped_poller_does_not_eat_tasks() {
         let matching = handle(20);
-        assert!(matching.poll("ns", "tq", TaskKind::Activity, Duration::from_millis(20)).await.is_none());
-        matching.add_task(QueuedTask { kind: TaskKind::Activity, ..task(3) });
+        assert!(
+            matching
+                .poll("ns", "tq", TaskKind::Activity, Duration::from_millis(20))
+                .await
+                .is_none()
+        );
+        matching.add_task(QueuedTask {
+            kind: TaskKind::Activity,
+            ..task(3)
+        });
         assert_eq!(matching.backlog_len("ns", "tq", TaskKind::Activity), 1);
     }
 }

@@ -38,6 +38,9 @@ impl Error {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Unavailable { message: message.into(), source: Some(Box::new(source)) }
+        Error::Unavailable {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 }

@@ -160,11 +160,18 @@ pub trait Store: Send + Sync + 'static {
         run_id: &str,
     ) -> Result<Option<ExecutionRow>>;
     /// Reads the current-run pointer of a workflow id.
-    async fn get_current(&self, namespace_id: &str, workflow_id: &str)
-    -> Result<Option<CurrentRow>>;
+    async fn get_current(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<CurrentRow>>;
     /// Reads events `first..` of a run in order, at most `limit` of them.
-    async fn read_events(&self, run_id: &str, first: i64, limit: usize)
-    -> Result<Vec<(i64, Vec<u8>)>>;
+    async fn read_events(
+        &self,
+        run_id: &str,
+        first: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>>;
     /// All timers of a shard, in fire order.
     async fn load_timers(&self, shard_id: i32) -> Result<Vec<TimerTask>>;
     /// All transfer tasks of a shard, in id order.

@@ -62,7 +62,7 @@ pub struct SqliteStore {
 }
 
 enum WriteRequest {
-    Batch(WriteBatch, oneshot::Sender<Result<()>>),
+    Batch(Box<WriteBatch>, oneshot::Sender<Result<()>>),
     Job(Job),
 }
 
@@ -72,7 +72,8 @@ fn sql_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
 
 fn open_connection(uri: &str, flags: rusqlite::OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(uri, flags).map_err(sql_err("failed to open sqlite"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql_err("failed to set busy timeout"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(sql_err("failed to set busy timeout"))?;
     Ok(conn)
 }
 
@@ -129,7 +130,9 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let readers = self.readers.clone();
-        let index = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             let conn = readers[index % readers.len()].lock();
             f(&conn)
@@ -146,24 +149,36 @@ impl SqliteStore {
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
         });
-        self.writer.send(WriteRequest::Job(job)).map_err(|_| closed())?;
+        self.writer
+            .send(WriteRequest::Job(job))
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 }
 
 fn closed() -> Error {
-    Error::Unavailable { message: "the sqlite writer has stopped".into(), source: None }
+    Error::Unavailable {
+        message: "the sqlite writer has stopped".into(),
+        source: None,
+    }
 }
 
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn path_uri(path: &Path) -> String {
     let text = path.to_string_lossy();
-    let escaped = text.replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+    let escaped = text
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
     format!("file:{escaped}")
 }
 
@@ -172,11 +187,15 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sql_err("failed to read the schema version"))?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(sql_err("failed to begin a migration"))?;
-        tx.execute_batch(migration).map_err(sql_err("failed to apply a migration"))?;
+        let tx = conn
+            .transaction()
+            .map_err(sql_err("failed to begin a migration"))?;
+        tx.execute_batch(migration)
+            .map_err(sql_err("failed to apply a migration"))?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))
             .map_err(sql_err("failed to record the schema version"))?;
-        tx.commit().map_err(sql_err("failed to commit a migration"))?;
+        tx.commit()
+            .map_err(sql_err("failed to commit a migration"))?;
     }
     Ok(())
 }
@@ -196,7 +215,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
                     }
                     job(&mut conn);
                 }
-                Some(WriteRequest::Batch(batch, reply)) => batches.push((batch, reply)),
+                Some(WriteRequest::Batch(batch, reply)) => batches.push((*batch, reply)),
                 None => break,
             }
             if batches.len() >= MAX_GROUP {
@@ -213,17 +232,22 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
 fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender<Result<()>>)>) {
     let mut results: Vec<Result<()>> = Vec::with_capacity(batches.len());
     let outcome = (|| -> Result<()> {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err("failed to begin"))?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql_err("failed to begin"))?;
         for (batch, _) in &batches {
-            conn.execute_batch("SAVEPOINT b").map_err(sql_err("failed to set a savepoint"))?;
+            conn.execute_batch("SAVEPOINT b")
+                .map_err(sql_err("failed to set a savepoint"))?;
             let applied = apply_batch(conn, batch);
             if applied.is_err() {
-                conn.execute_batch("ROLLBACK TO b").map_err(sql_err("failed to roll back"))?;
+                conn.execute_batch("ROLLBACK TO b")
+                    .map_err(sql_err("failed to roll back"))?;
             }
-            conn.execute_batch("RELEASE b").map_err(sql_err("failed to release"))?;
+            conn.execute_batch("RELEASE b")
+                .map_err(sql_err("failed to release"))?;
             results.push(applied);
         }
-        conn.execute_batch("COMMIT").map_err(sql_err("failed to commit"))
+        conn.execute_batch("COMMIT")
+            .map_err(sql_err("failed to commit"))
     })();
     match outcome {
         Ok(()) => {
@@ -236,7 +260,10 @@ fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender
             tracing::error!(%error, "failed to commit a group of transitions");
             let message = error.to_string();
             for (_, reply) in batches {
-                let _ = reply.send(Err(Error::Unavailable { message: message.clone(), source: None }));
+                let _ = reply.send(Err(Error::Unavailable {
+                    message: message.clone(),
+                    source: None,
+                }));
             }
         }
     }
@@ -244,11 +271,17 @@ fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender
 
 fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
     let range: Option<i64> = conn
-        .query_row("SELECT range_id FROM shards WHERE shard_id = ?1", [batch.shard_id], |r| r.get(0))
+        .query_row(
+            "SELECT range_id FROM shards WHERE shard_id = ?1",
+            [batch.shard_id],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(sql_err("failed to read the shard lease"))?;
     if range != Some(batch.range_id) {
-        return Err(Error::ShardOwnershipLost { shard_id: batch.shard_id });
+        return Err(Error::ShardOwnershipLost {
+            shard_id: batch.shard_id,
+        });
     }
     let ns = &batch.namespace_id;
     let wf = &batch.workflow_id;
@@ -262,7 +295,11 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             .optional()
             .map_err(sql_err("failed to read the current run"))?;
         match current {
-            CurrentWrite::Set { run_id, expected_run_id, data } => {
+            CurrentWrite::Set {
+                run_id,
+                expected_run_id,
+                data,
+            } => {
                 if existing != *expected_run_id {
                     return Err(Error::ConditionFailed(format!(
                         "current run of {wf} is {existing:?}, expected {expected_run_id:?}"
@@ -302,7 +339,10 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                     return Err(Error::AlreadyExists(format!("run {run_id}")));
                 }
             }
-            ExecutionWrite::Update { state, expected_version } => {
+            ExecutionWrite::Update {
+                state,
+                expected_version,
+            } => {
                 let updated = conn
                     .execute(
                         "UPDATE executions SET state = ?1, db_version = db_version + 1
@@ -330,17 +370,20 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
     }
     if !batch.events.is_empty() {
         let mut stmt = conn
-            .prepare_cached("INSERT INTO history_events (run_id, event_id, data) VALUES (?1, ?2, ?3)")
+            .prepare_cached(
+                "INSERT INTO history_events (run_id, event_id, data) VALUES (?1, ?2, ?3)",
+            )
             .map_err(sql_err("failed to prepare an event insert"))?;
         for (run_id, event_id, data) in &batch.events {
-            stmt.execute(params![run_id, event_id, data]).map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Error::ConditionFailed(format!("event {event_id} of run {run_id} exists"))
-                }
-                other => Error::unavailable("failed to append history events", other),
-            })?;
+            stmt.execute(params![run_id, event_id, data])
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        Error::ConditionFailed(format!("event {event_id} of run {run_id} exists"))
+                    }
+                    other => Error::unavailable("failed to append history events", other),
+                })?;
         }
     }
     if !batch.timers_add.is_empty() {
@@ -376,8 +419,15 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             )
             .map_err(sql_err("failed to prepare a transfer insert"))?;
         for t in &batch.transfers_add {
-            stmt.execute(params![t.shard_id, t.task_id, t.namespace_id, t.workflow_id, t.run_id, t.data])
-                .map_err(sql_err("failed to insert a transfer task"))?;
+            stmt.execute(params![
+                t.shard_id,
+                t.task_id,
+                t.namespace_id,
+                t.workflow_id,
+                t.run_id,
+                t.data
+            ])
+            .map_err(sql_err("failed to insert a transfer task"))?;
         }
     }
     for id in &batch.transfers_delete {
@@ -392,7 +442,9 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
 impl Store for SqliteStore {
     async fn commit(&self, batch: WriteBatch) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriteRequest::Batch(batch, tx)).map_err(|_| closed())?;
+        self.writer
+            .send(WriteRequest::Batch(Box::new(batch), tx))
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -406,9 +458,14 @@ impl Store for SqliteStore {
             )
             .map_err(sql_err("failed to take the shard lease"))?;
             let range: i64 = tx
-                .query_row("SELECT range_id FROM shards WHERE shard_id = ?1", [shard_id], |r| r.get(0))
+                .query_row(
+                    "SELECT range_id FROM shards WHERE shard_id = ?1",
+                    [shard_id],
+                    |r| r.get(0),
+                )
                 .map_err(sql_err("failed to read the shard lease"))?;
-            tx.commit().map_err(sql_err("failed to commit the shard lease"))?;
+            tx.commit()
+                .map_err(sql_err("failed to commit the shard lease"))?;
             Ok(range)
         })
         .await
@@ -434,7 +491,11 @@ impl Store for SqliteStore {
         workflow_id: &str,
         run_id: &str,
     ) -> Result<Option<ExecutionRow>> {
-        let key = (namespace_id.to_string(), workflow_id.to_string(), run_id.to_string());
+        let key = (
+            namespace_id.to_string(),
+            workflow_id.to_string(),
+            run_id.to_string(),
+        );
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT shard_id, db_version, state FROM executions
@@ -442,7 +503,11 @@ impl Store for SqliteStore {
             )
             .and_then(|mut s| {
                 s.query_row(params![key.0, key.1, key.2], |r| {
-                    Ok(ExecutionRow { shard_id: r.get(0)?, db_version: r.get(1)?, state: r.get(2)? })
+                    Ok(ExecutionRow {
+                        shard_id: r.get(0)?,
+                        db_version: r.get(1)?,
+                        state: r.get(2)?,
+                    })
                 })
                 .optional()
             })
@@ -487,9 +552,12 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_err("failed to prepare a history read"))?;
             let rows = stmt
-                .query_map(params![run_id, first, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![run_id, first, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(sql_err("failed to read history"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err("failed to read history"))
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err("failed to read history"))
         })
         .await
     }
@@ -571,9 +639,16 @@ impl Store for SqliteStore {
                 .prepare("SELECT id, name, data FROM namespaces ORDER BY name")
                 .map_err(sql_err("failed to prepare a namespace scan"))?;
             let rows = stmt
-                .query_map([], |r| Ok(NamespaceRow { id: r.get(0)?, name: r.get(1)?, data: r.get(2)? }))
+                .query_map([], |r| {
+                    Ok(NamespaceRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        data: r.get(2)?,
+                    })
+                })
                 .map_err(sql_err("failed to list namespaces"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err("failed to list namespaces"))
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err("failed to list namespaces"))
         })
         .await
     }
@@ -581,9 +656,13 @@ impl Store for SqliteStore {
     async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = key.to_string();
         self.read(move |conn| {
-            conn.query_row("SELECT value FROM cluster_metadata WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(sql_err("failed to read cluster metadata"))
+            conn.query_row(
+                "SELECT value FROM cluster_metadata WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err("failed to read cluster metadata"))
         })
         .await
     }

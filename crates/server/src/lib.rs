@@ -72,7 +72,13 @@ impl Server {
         for name in &config.namespaces {
             if namespaces.get(name).is_err() {
                 namespaces
-                    .register(name, "", "", config.options.default_retention, Default::default())
+                    .register(
+                        name,
+                        "",
+                        "",
+                        config.options.default_retention,
+                        Default::default(),
+                    )
                     .await
                     .with_context(|| format!("failed to create namespace {name}"))?;
             }
@@ -110,7 +116,11 @@ impl Server {
                     let _ = rx.await;
                 }),
         );
-        Ok(Server { addr, shutdown: Some(tx), serving })
+        Ok(Server {
+            addr,
+            shutdown: Some(tx),
+            serving,
+        })
     }
 
     /// The address the server listens on.

@@ -72,7 +72,11 @@ impl Builder {
             clock: clock_dyn,
         })
         .await?;
-        Ok(TestServer { server: Some(server), clock, _dir: dir })
+        Ok(TestServer {
+            server: Some(server),
+            clock,
+            _dir: dir,
+        })
     }
 }
 
@@ -99,7 +103,10 @@ impl TestServer {
 
     /// Moves the manual clock forward (panics if the server runs on the real clock).
     pub fn advance(&self, by: Duration) {
-        self.clock.as_ref().expect("started with manual_clock()").advance(by);
+        self.clock
+            .as_ref()
+            .expect("started with manual_clock()")
+            .advance(by);
     }
 
     /// Stops the server gracefully.

@@ -13,17 +13,23 @@ use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
 use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
 use kairos_core::{Clock, Limits};
-use kairos_persistence::{CurrentWrite, ExecutionWrite, Store, TimerTask, TransferTask, WriteBatch};
+use kairos_persistence::{
+    CurrentWrite, ExecutionWrite, Store, TimerTask, TransferTask, WriteBatch,
+};
 use parking_lot::Mutex;
 use prost::Message;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
 use temporalio_protos::temporal::api::enums::v1::{
-    EventType, PendingActivityState, TaskQueueKind, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy,
+    EventType, PendingActivityState, TaskQueueKind, WorkflowExecutionStatus,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
 };
-use temporalio_protos::temporal::api::history::v1::{HistoryEvent, WorkflowExecutionStartedEventAttributes};
+use temporalio_protos::temporal::api::history::v1::{
+    HistoryEvent, WorkflowExecutionStartedEventAttributes,
+};
 use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
-use temporalio_protos::temporal::api::workflow::v1::{PendingActivityInfo, WorkflowExecutionConfig, WorkflowExecutionInfo};
+use temporalio_protos::temporal::api::workflow::v1::{
+    PendingActivityInfo, WorkflowExecutionConfig, WorkflowExecutionInfo,
+};
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tokio::sync::watch;
 
@@ -117,7 +123,8 @@ fn status_closed(status: i32) -> bool {
 }
 
 fn decode_state(bytes: &[u8]) -> Result<MutableState> {
-    MutableState::decode(bytes).map_err(|e| Error::Unavailable(format!("failed to decode mutable state: {e}")))
+    MutableState::decode(bytes)
+        .map_err(|e| Error::Unavailable(format!("failed to decode mutable state: {e}")))
 }
 
 impl Engine {
@@ -136,7 +143,10 @@ impl Engine {
             let max = store.max_task_id(shard_id).await?;
             // Task ids grow monotonically per shard: past anything stored and unique per lease.
             let base = max.max(range_id << 40);
-            shards.push(Shard { range_id, ids: Mutex::new(CounterIds(base)) });
+            shards.push(Shard {
+                range_id,
+                ids: Mutex::new(CounterIds(base)),
+            });
         }
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -180,10 +190,17 @@ impl Engine {
 
     fn dispatch_row(&self, task: &TransferTask) {
         let Ok(data) = TransferData::decode(task.data.as_slice()) else {
-            tracing::error!(task_id = task.task_id, "failed to decode a transfer task; skipped");
+            tracing::error!(
+                task_id = task.task_id,
+                "failed to decode a transfer task; skipped"
+            );
             return;
         };
-        let kind = if data.kind == TransferKind::ActivityTask as i32 { TaskKind::Activity } else { TaskKind::Workflow };
+        let kind = if data.kind == TransferKind::ActivityTask as i32 {
+            TaskKind::Activity
+        } else {
+            TaskKind::Workflow
+        };
         self.inner.matching.add_task(QueuedTask {
             namespace_id: task.namespace_id.clone(),
             task_queue: data.task_queue,
@@ -198,7 +215,12 @@ impl Engine {
     }
 
     fn slot(&self, key: &RunKey) -> RunSlot {
-        self.inner.runs.lock().entry(key.clone()).or_default().clone()
+        self.inner
+            .runs
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     fn workflow_lock(&self, namespace_id: &str, workflow_id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -217,8 +239,16 @@ impl Engine {
                 .store
                 .get_execution(&key.namespace_id, &key.workflow_id, &key.run_id)
                 .await?
-                .ok_or_else(|| Error::NotFound(format!("workflow execution not found for run {}", key.run_id)))?;
-            *slot = Some(Cached { ms: decode_state(&row.state)?, version: row.db_version });
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "workflow execution not found for run {}",
+                        key.run_id
+                    ))
+                })?;
+            *slot = Some(Cached {
+                ms: decode_state(&row.state)?,
+                version: row.db_version,
+            });
         }
         Ok(())
     }
@@ -232,9 +262,18 @@ impl Engine {
     }
 
     /// Resolves an empty run id to the current run of the workflow id.
-    pub async fn resolve_run(&self, ns: &Namespace, workflow_id: &str, run_id: &str) -> Result<RunKey> {
+    pub async fn resolve_run(
+        &self,
+        ns: &Namespace,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<RunKey> {
         if !run_id.is_empty() {
-            return Ok(RunKey { namespace_id: ns.id.clone(), workflow_id: workflow_id.to_string(), run_id: run_id.to_string() });
+            return Ok(RunKey {
+                namespace_id: ns.id.clone(),
+                workflow_id: workflow_id.to_string(),
+                run_id: run_id.to_string(),
+            });
         }
         let current = self
             .inner
@@ -242,19 +281,31 @@ impl Engine {
             .get_current(&ns.id, workflow_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("workflow not found for ID: {workflow_id}")))?;
-        Ok(RunKey { namespace_id: ns.id.clone(), workflow_id: workflow_id.to_string(), run_id: current.run_id })
+        Ok(RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: workflow_id.to_string(),
+            run_id: current.run_id,
+        })
     }
 
     fn env_for(&self, ms: &MutableState) -> Env {
         let sticky_alive = !ms.sticky_task_queue.is_empty()
-            && self.inner.matching.has_recent_poller(&ms.namespace_id, &ms.sticky_task_queue, TaskKind::Workflow);
+            && self.inner.matching.has_recent_poller(
+                &ms.namespace_id,
+                &ms.sticky_task_queue,
+                TaskKind::Workflow,
+            );
         let retention = self
             .inner
             .namespaces
             .get_by_id(&ms.namespace_id)
             .map(|n| n.retention())
             .unwrap_or(Duration::from_secs(30 * 86400));
-        Env { sticky_alive, retention, max_pending_activities: self.inner.options.limits.pending_activities }
+        Env {
+            sticky_alive,
+            retention,
+            max_pending_activities: self.inner.options.limits.pending_activities,
+        }
     }
 
     /// Applies `f` to the run as one transition and commits it. `extra_timer_delete` removes a
@@ -277,9 +328,20 @@ impl Engine {
         let mut ids = TaskIdsRef(&shard.ids);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
         let out = f(&mut t)?;
-        let Transition { events, timers, transfers, transfers_done, .. } = t;
+        let Transition {
+            events,
+            timers,
+            transfers,
+            transfers_done,
+            ..
+        } = t;
         let unchanged = ms == cached.ms;
-        if unchanged && events.is_empty() && timers.is_empty() && transfers.is_empty() && transfers_done.is_empty() {
+        if unchanged
+            && events.is_empty()
+            && timers.is_empty()
+            && transfers.is_empty()
+            && transfers_done.is_empty()
+        {
             if let Some(timer_id) = extra_timer_delete {
                 self.commit_timer_delete(key, shard_id, timer_id).await?;
             }
@@ -291,16 +353,30 @@ impl Engine {
         let mut batch = self.batch_for(key, shard_id, shard.range_id);
         batch.executions.push((
             key.run_id.clone(),
-            ExecutionWrite::Update { state: ms.encode_to_vec(), expected_version: cached.version },
+            ExecutionWrite::Update {
+                state: ms.encode_to_vec(),
+                expected_version: cached.version,
+            },
         ));
         if status_changed {
             batch.current = Some(CurrentWrite::Set {
                 run_id: key.run_id.clone(),
                 expected_run_id: Some(key.run_id.clone()),
-                data: CurrentData { status: ms.status, start_request_id: ms.start_request_id.clone() }.encode_to_vec(),
+                data: CurrentData {
+                    status: ms.status,
+                    start_request_id: ms.start_request_id.clone(),
+                }
+                .encode_to_vec(),
             });
         }
-        self.fill_batch(&mut batch, key, &events, &timers, &transfers, &transfers_done);
+        self.fill_batch(
+            &mut batch,
+            key,
+            &events,
+            &timers,
+            &transfers,
+            &transfers_done,
+        );
         if let Some(timer_id) = extra_timer_delete {
             batch.timers_delete.push(timer_id);
         }
@@ -323,7 +399,8 @@ impl Engine {
     }
 
     async fn commit_timer_delete(&self, key: &RunKey, shard_id: i32, timer_id: i64) -> Result<()> {
-        let mut batch = self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        let mut batch =
+            self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
         batch.timers_delete.push(timer_id);
         self.inner.store.commit(batch).await?;
         Ok(())
@@ -349,7 +426,9 @@ impl Engine {
         transfers_done: &[i64],
     ) {
         for ev in events {
-            batch.events.push((key.run_id.clone(), ev.event_id, ev.encode_to_vec()));
+            batch
+                .events
+                .push((key.run_id.clone(), ev.event_id, ev.encode_to_vec()));
         }
         for (task_id, timer) in timers {
             batch.timers_add.push(TimerTask {
@@ -372,10 +451,18 @@ impl Engine {
                 data: data.encode_to_vec(),
             });
         }
-        batch.transfers_delete.extend(transfers_done.iter().copied().filter(|id| *id != 0));
+        batch
+            .transfers_delete
+            .extend(transfers_done.iter().copied().filter(|id| *id != 0));
     }
 
-    fn after_commit(&self, key: &RunKey, next_event_id: i64, timers: Vec<TimerTask>, transfers: Vec<TransferTask>) {
+    fn after_commit(
+        &self,
+        key: &RunKey,
+        next_event_id: i64,
+        timers: Vec<TimerTask>,
+        transfers: Vec<TransferTask>,
+    ) {
         for task in &transfers {
             self.dispatch_row(task);
         }
@@ -390,17 +477,28 @@ impl Engine {
     // ----- start -----
 
     /// `StartWorkflowExecution`, after the frontend validated the request.
-    pub async fn start_workflow(&self, ns: &Namespace, req: &ws::StartWorkflowExecutionRequest) -> Result<StartOutcome> {
+    pub async fn start_workflow(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+    ) -> Result<StartOutcome> {
         let lock = self.workflow_lock(&ns.id, &req.workflow_id);
         let _held = lock.lock().await;
-        let current = self.inner.store.get_current(&ns.id, &req.workflow_id).await?;
+        let current = self
+            .inner
+            .store
+            .get_current(&ns.id, &req.workflow_id)
+            .await?;
         let mut expected_run_id = None;
         if let Some(current) = &current {
             let data = CurrentData::decode(current.data.as_slice()).unwrap_or_default();
             expected_run_id = Some(current.run_id.clone());
             let running = !status_closed(data.status);
             if !req.request_id.is_empty() && data.start_request_id == req.request_id {
-                return Ok(StartOutcome { run_id: current.run_id.clone(), started: false });
+                return Ok(StartOutcome {
+                    run_id: current.run_id.clone(),
+                    started: false,
+                });
             }
             let already = |what: &str| Error::AlreadyStarted {
                 message: what.to_string(),
@@ -414,13 +512,30 @@ impl Engine {
                     .unwrap_or(WorkflowIdReusePolicy::Unspecified);
                 match conflict {
                     WorkflowIdConflictPolicy::UseExisting => {
-                        return Ok(StartOutcome { run_id: current.run_id.clone(), started: false });
+                        return Ok(StartOutcome {
+                            run_id: current.run_id.clone(),
+                            started: false,
+                        });
                     }
                     WorkflowIdConflictPolicy::TerminateExisting => {
-                        self.terminate_locked(ns, &req.workflow_id, &current.run_id, "terminated by a start with TERMINATE_EXISTING", &req.identity).await?;
+                        self.terminate_locked(
+                            ns,
+                            &req.workflow_id,
+                            &current.run_id,
+                            "terminated by a start with TERMINATE_EXISTING",
+                            &req.identity,
+                        )
+                        .await?;
                     }
                     _ if reuse == WorkflowIdReusePolicy::TerminateIfRunning => {
-                        self.terminate_locked(ns, &req.workflow_id, &current.run_id, "terminated by a start with TERMINATE_IF_RUNNING", &req.identity).await?;
+                        self.terminate_locked(
+                            ns,
+                            &req.workflow_id,
+                            &current.run_id,
+                            "terminated by a start with TERMINATE_IF_RUNNING",
+                            &req.identity,
+                        )
+                        .await?;
                     }
                     _ => return Err(already("Workflow execution is already running")),
                 }
@@ -429,19 +544,27 @@ impl Engine {
                     .unwrap_or(WorkflowIdReusePolicy::Unspecified);
                 match reuse {
                     WorkflowIdReusePolicy::RejectDuplicate => {
-                        return Err(already("Workflow execution already finished and WorkflowIdReusePolicy is REJECT_DUPLICATE"));
+                        return Err(already(
+                            "Workflow execution already finished and WorkflowIdReusePolicy is REJECT_DUPLICATE",
+                        ));
                     }
                     WorkflowIdReusePolicy::AllowDuplicateFailedOnly
                         if data.status == WorkflowExecutionStatus::Completed as i32 =>
                     {
-                        return Err(already("Workflow execution already finished successfully and WorkflowIdReusePolicy is ALLOW_DUPLICATE_FAILED_ONLY"));
+                        return Err(already(
+                            "Workflow execution already finished successfully and WorkflowIdReusePolicy is ALLOW_DUPLICATE_FAILED_ONLY",
+                        ));
                     }
                     _ => {}
                 }
             }
         }
         let run_id = uuid::Uuid::new_v4().to_string();
-        let key = RunKey { namespace_id: ns.id.clone(), workflow_id: req.workflow_id.clone(), run_id: run_id.clone() };
+        let key = RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: req.workflow_id.clone(),
+            run_id: run_id.clone(),
+        };
         let now = self.inner.clock.now();
         let (run_timeout, execution_timeout, wft_timeout) = normalize_workflow_timeouts(req);
         let mut ms = MutableState {
@@ -450,8 +573,16 @@ impl Engine {
             workflow_id: req.workflow_id.clone(),
             run_id: run_id.clone(),
             first_execution_run_id: run_id.clone(),
-            workflow_type: req.workflow_type.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
-            task_queue: req.task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default(),
+            workflow_type: req
+                .workflow_type
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            task_queue: req
+                .task_queue
+                .as_ref()
+                .map(|q| q.name.clone())
+                .unwrap_or_default(),
             next_event_id: 1,
             run_timeout: to_pb_duration(run_timeout),
             execution_timeout: to_pb_duration(execution_timeout),
@@ -461,12 +592,20 @@ impl Engine {
             search_attributes: req.search_attributes.clone(),
             attempt: 1,
             retry_policy: req.retry_policy.clone(),
-            execution_expiration_ms: if execution_timeout.is_zero() { 0 } else { to_millis(now + execution_timeout) },
+            execution_expiration_ms: if execution_timeout.is_zero() {
+                0
+            } else {
+                to_millis(now + execution_timeout)
+            },
             ..Default::default()
         };
         let started = WorkflowExecutionStartedEventAttributes {
             workflow_type: req.workflow_type.clone(),
-            task_queue: Some(TaskQueue { name: ms.task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+            task_queue: Some(TaskQueue {
+                name: ms.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
             input: req.input.clone(),
             workflow_execution_timeout: ms.execution_timeout,
             workflow_run_timeout: ms.run_timeout,
@@ -477,7 +616,11 @@ impl Engine {
             retry_policy: req.retry_policy.clone(),
             attempt: 1,
             cron_schedule: req.cron_schedule.clone(),
-            workflow_execution_expiration_time: if execution_timeout.is_zero() { None } else { Some(to_timestamp(now + execution_timeout)) },
+            workflow_execution_expiration_time: if execution_timeout.is_zero() {
+                None
+            } else {
+                Some(to_timestamp(now + execution_timeout))
+            },
             first_workflow_task_backoff: req.workflow_start_delay,
             memo: req.memo.clone(),
             search_attributes: req.search_attributes.clone(),
@@ -488,30 +631,71 @@ impl Engine {
         let shard_id = self.shard_of(&ns.id, &req.workflow_id);
         let shard = &self.inner.shards[shard_id as usize];
         let mut ids = TaskIdsRef(&shard.ids);
-        let env = Env { sticky_alive: false, retention: ns.retention(), max_pending_activities: self.inner.options.limits.pending_activities };
+        let env = Env {
+            sticky_alive: false,
+            retention: ns.retention(),
+            max_pending_activities: self.inner.options.limits.pending_activities,
+        };
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
         t.start_workflow(started);
-        let Transition { events, timers, transfers, transfers_done, .. } = t;
+        let Transition {
+            events,
+            timers,
+            transfers,
+            transfers_done,
+            ..
+        } = t;
         ms.state_transition_count = 1;
         let mut batch = self.batch_for(&key, shard_id, shard.range_id);
-        batch.executions.push((run_id.clone(), ExecutionWrite::Insert { state: ms.encode_to_vec() }));
+        batch.executions.push((
+            run_id.clone(),
+            ExecutionWrite::Insert {
+                state: ms.encode_to_vec(),
+            },
+        ));
         batch.current = Some(CurrentWrite::Set {
             run_id: run_id.clone(),
             expected_run_id,
-            data: CurrentData { status: ms.status, start_request_id: req.request_id.clone() }.encode_to_vec(),
+            data: CurrentData {
+                status: ms.status,
+                start_request_id: req.request_id.clone(),
+            }
+            .encode_to_vec(),
         });
-        self.fill_batch(&mut batch, &key, &events, &timers, &transfers, &transfers_done);
+        self.fill_batch(
+            &mut batch,
+            &key,
+            &events,
+            &timers,
+            &transfers,
+            &transfers_done,
+        );
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
         let next_event_id = ms.next_event_id;
         *self.slot(&key).lock().await = Some(Cached { ms, version: 1 });
         self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
-        Ok(StartOutcome { run_id, started: true })
+        Ok(StartOutcome {
+            run_id,
+            started: true,
+        })
     }
 
-    async fn terminate_locked(&self, ns: &Namespace, workflow_id: &str, run_id: &str, reason: &str, identity: &str) -> Result<()> {
-        let key = RunKey { namespace_id: ns.id.clone(), workflow_id: workflow_id.to_string(), run_id: run_id.to_string() };
-        self.transact(&key, None, |t| t.terminate(reason, None, identity)).await
+    async fn terminate_locked(
+        &self,
+        ns: &Namespace,
+        workflow_id: &str,
+        run_id: &str,
+        reason: &str,
+        identity: &str,
+    ) -> Result<()> {
+        let key = RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: workflow_id.to_string(),
+            run_id: run_id.to_string(),
+        };
+        self.transact(&key, None, |t| t.terminate(reason, None, identity))
+            .await
     }
 
     // ----- workflow tasks -----
@@ -524,7 +708,11 @@ impl Engine {
         identity: &str,
         request_id: &str,
     ) -> Result<Option<ws::PollWorkflowTaskQueueResponse>> {
-        let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
+        let key = RunKey {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+        };
         let started = self
             .transact(&key, None, |t| {
                 let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
@@ -539,9 +727,20 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let ns_name = self.inner.namespaces.get_by_id(&ms.namespace_id).map(|n| n.name.clone()).unwrap_or_default();
-        let first = if wft.sticky { ms.last_completed_wft_started_id + 1 } else { 1 };
-        let events = self.read_events(&key.run_id, first, wft.started_event_id).await?;
+        let ns_name = self
+            .inner
+            .namespaces
+            .get_by_id(&ms.namespace_id)
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
+        let first = if wft.sticky {
+            ms.last_completed_wft_started_id + 1
+        } else {
+            1
+        };
+        let events = self
+            .read_events(&key.run_id, first, wft.started_event_id)
+            .await?;
         let token = token::encode(&TaskTokenData {
             namespace_id: ms.namespace_id.clone(),
             workflow_id: ms.workflow_id.clone(),
@@ -556,8 +755,13 @@ impl Engine {
         let _ = ns_name;
         Ok(Some(ws::PollWorkflowTaskQueueResponse {
             task_token: token,
-            workflow_execution: Some(WorkflowExecution { workflow_id: ms.workflow_id.clone(), run_id: ms.run_id.clone() }),
-            workflow_type: Some(WorkflowType { name: ms.workflow_type.clone() }),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: ms.workflow_id.clone(),
+                run_id: ms.run_id.clone(),
+            }),
+            workflow_type: Some(WorkflowType {
+                name: ms.workflow_type.clone(),
+            }),
             previous_started_event_id: ms.last_completed_wft_started_id,
             started_event_id: wft.started_event_id,
             attempt: wft.attempt,
@@ -576,8 +780,16 @@ impl Engine {
     }
 
     async fn drop_stale_transfer(&self, task: &QueuedTask) {
-        let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
-        let mut batch = self.batch_for(&key, task.shard_id, self.inner.shards[task.shard_id as usize].range_id);
+        let key = RunKey {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+        };
+        let mut batch = self.batch_for(
+            &key,
+            task.shard_id,
+            self.inner.shards[task.shard_id as usize].range_id,
+        );
         batch.transfers_delete.push(task.task_id);
         if let Err(e) = self.inner.store.commit(batch).await {
             tracing::warn!(error = %e, "failed to delete a stale transfer task");
@@ -585,14 +797,26 @@ impl Engine {
     }
 
     async fn read_events(&self, run_id: &str, first: i64, last: i64) -> Result<Vec<HistoryEvent>> {
-        let rows = self.inner.store.read_events(run_id, first, (last - first + 1).max(0) as usize).await?;
+        let rows = self
+            .inner
+            .store
+            .read_events(run_id, first, (last - first + 1).max(0) as usize)
+            .await?;
         rows.iter()
-            .map(|(_, bytes)| HistoryEvent::decode(bytes.as_slice()).map_err(|e| Error::Unavailable(format!("failed to decode a history event: {e}"))))
+            .map(|(_, bytes)| {
+                HistoryEvent::decode(bytes.as_slice()).map_err(|e| {
+                    Error::Unavailable(format!("failed to decode a history event: {e}"))
+                })
+            })
             .collect()
     }
 
     fn token_key(data: &TaskTokenData) -> RunKey {
-        RunKey { namespace_id: data.namespace_id.clone(), workflow_id: data.workflow_id.clone(), run_id: data.run_id.clone() }
+        RunKey {
+            namespace_id: data.namespace_id.clone(),
+            workflow_id: data.workflow_id.clone(),
+            run_id: data.run_id.clone(),
+        }
     }
 
     /// `RespondWorkflowTaskCompleted`.
@@ -603,26 +827,53 @@ impl Engine {
     ) -> Result<ws::RespondWorkflowTaskCompletedResponse> {
         let data = token::decode(&req.task_token, token::WORKFLOW_TASK)?;
         if data.namespace_id != namespace.id {
-            return Err(Error::Invalid("task token does not belong to this namespace".into()));
+            return Err(Error::Invalid(
+                "task token does not belong to this namespace".into(),
+            ));
         }
         let key = Self::token_key(&data);
-        let outcome = self.transact(&key, None, |t| t.complete_wft(data.scheduled_event_id, data.attempt, req)).await?;
+        let outcome = self
+            .transact(&key, None, |t| {
+                t.complete_wft(data.scheduled_event_id, data.attempt, req)
+            })
+            .await?;
         match outcome {
-            crate::state::CompletionOutcome::Applied => Ok(ws::RespondWorkflowTaskCompletedResponse::default()),
+            crate::state::CompletionOutcome::Applied => {
+                Ok(ws::RespondWorkflowTaskCompletedResponse::default())
+            }
             crate::state::CompletionOutcome::Failed { message, .. } => Err(Error::Invalid(message)),
         }
     }
 
     /// `RespondWorkflowTaskFailed`.
-    pub async fn respond_workflow_task_failed(&self, namespace: &Namespace, req: &ws::RespondWorkflowTaskFailedRequest) -> Result<()> {
+    pub async fn respond_workflow_task_failed(
+        &self,
+        namespace: &Namespace,
+        req: &ws::RespondWorkflowTaskFailedRequest,
+    ) -> Result<()> {
         let data = token::decode(&req.task_token, token::WORKFLOW_TASK)?;
         if data.namespace_id != namespace.id {
-            return Err(Error::Invalid("task token does not belong to this namespace".into()));
+            return Err(Error::Invalid(
+                "task token does not belong to this namespace".into(),
+            ));
         }
         let key = Self::token_key(&data);
-        let cause = temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::try_from(req.cause)
-            .unwrap_or(temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::Unspecified);
-        self.transact(&key, None, |t| t.fail_wft(data.scheduled_event_id, data.attempt, cause, req.failure.clone(), &req.identity)).await
+        let cause = temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::try_from(
+            req.cause,
+        )
+        .unwrap_or(
+            temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::Unspecified,
+        );
+        self.transact(&key, None, |t| {
+            t.fail_wft(
+                data.scheduled_event_id,
+                data.attempt,
+                cause,
+                req.failure.clone(),
+                &req.identity,
+            )
+        })
+        .await
     }
 
     /// `ResetStickyTaskQueue`: later tasks of the run go to its normal queue.
@@ -637,11 +888,18 @@ impl Engine {
     /// Moves workflow tasks that waited on a vanished sticky queue to their normal queues.
     pub async fn sticky_worker_gone(&self, tasks: Vec<QueuedTask>) {
         for task in tasks {
-            let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
-            if let Err(e) = self.transact(&key, None, |t| {
-                t.sticky_worker_gone(task.scheduled_event_id);
-                Ok(())
-            }).await {
+            let key = RunKey {
+                namespace_id: task.namespace_id.clone(),
+                workflow_id: task.workflow_id.clone(),
+                run_id: task.run_id.clone(),
+            };
+            if let Err(e) = self
+                .transact(&key, None, |t| {
+                    t.sticky_worker_gone(task.scheduled_event_id);
+                    Ok(())
+                })
+                .await
+            {
                 tracing::warn!(error = %e, run = %key, "failed to move a sticky workflow task to its normal queue");
             }
         }
@@ -657,10 +915,15 @@ impl Engine {
         identity: &str,
         request_id: &str,
     ) -> Result<Option<ws::PollActivityTaskQueueResponse>> {
-        let key = RunKey { namespace_id: task.namespace_id.clone(), workflow_id: task.workflow_id.clone(), run_id: task.run_id.clone() };
+        let key = RunKey {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+        };
         let started = self
             .transact(&key, None, |t| {
-                let act = t.start_activity(task.scheduled_event_id, task.attempt, identity, request_id)?;
+                let act =
+                    t.start_activity(task.scheduled_event_id, task.attempt, identity, request_id)?;
                 Ok((act, t.ms.workflow_type.clone(), t.ms.namespace.clone()))
             })
             .await;
@@ -686,15 +949,22 @@ impl Engine {
         Ok(Some(ws::PollActivityTaskQueueResponse {
             task_token: token,
             workflow_namespace: namespace,
-            workflow_type: Some(WorkflowType { name: workflow_type }),
-            workflow_execution: Some(WorkflowExecution { workflow_id: key.workflow_id.clone(), run_id: key.run_id.clone() }),
+            workflow_type: Some(WorkflowType {
+                name: workflow_type,
+            }),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: key.workflow_id.clone(),
+                run_id: key.run_id.clone(),
+            }),
             activity_type: act.activity_type.clone(),
             activity_id: act.activity_id.clone(),
             header: act.header.clone(),
             input: act.input.clone(),
             heartbeat_details: act.heartbeat_details.clone(),
             scheduled_time: Some(to_timestamp(from_millis(act.scheduled_time_ms))),
-            current_attempt_scheduled_time: Some(to_timestamp(from_millis(act.current_attempt_scheduled_time_ms))),
+            current_attempt_scheduled_time: Some(to_timestamp(from_millis(
+                act.current_attempt_scheduled_time_ms,
+            ))),
             started_time: Some(to_timestamp(from_millis(act.started_time_ms))),
             attempt: act.attempt,
             schedule_to_close_timeout: act.schedule_to_close,
@@ -707,11 +977,19 @@ impl Engine {
     }
 
     /// Finds the activity a by-id request names: (run key, scheduled event id, attempt).
-    pub async fn activity_by_id(&self, ns: &Namespace, workflow_id: &str, run_id: &str, activity_id: &str) -> Result<(RunKey, i64, i32)> {
+    pub async fn activity_by_id(
+        &self,
+        ns: &Namespace,
+        workflow_id: &str,
+        run_id: &str,
+        activity_id: &str,
+    ) -> Result<(RunKey, i64, i32)> {
         let key = self.resolve_run(ns, workflow_id, run_id).await?;
         let ms = self.read_state(&key).await?;
         if status_closed(ms.status) {
-            return Err(Error::NotFound("workflow execution already completed".into()));
+            return Err(Error::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
         let act = ms
             .activities
@@ -719,7 +997,9 @@ impl Engine {
             .find(|a| a.activity_id == activity_id)
             .ok_or_else(|| Error::NotFound(format!("activity {activity_id} not found")))?;
         if !act.started {
-            return Err(Error::NotFound(format!("activity {activity_id} is not started")));
+            return Err(Error::NotFound(format!(
+                "activity {activity_id} is not started"
+            )));
         }
         Ok((key, act.scheduled_event_id, act.attempt))
     }
@@ -728,9 +1008,15 @@ impl Engine {
     pub fn activity_token(&self, ns: &Namespace, token_bytes: &[u8]) -> Result<(RunKey, i64, i32)> {
         let data = token::decode(token_bytes, token::ACTIVITY_TASK)?;
         if data.namespace_id != ns.id {
-            return Err(Error::Invalid("task token does not belong to this namespace".into()));
+            return Err(Error::Invalid(
+                "task token does not belong to this namespace".into(),
+            ));
         }
-        Ok((Self::token_key(&data), data.scheduled_event_id, data.attempt))
+        Ok((
+            Self::token_key(&data),
+            data.scheduled_event_id,
+            data.attempt,
+        ))
     }
 
     /// Runs an activity input against a run.
@@ -745,15 +1031,31 @@ impl Engine {
     // ----- whole-run operations -----
 
     /// `RequestCancelWorkflowExecution`.
-    pub async fn request_cancel(&self, key: &RunKey, reason: &str, identity: &str, request_id: &str) -> Result<()> {
-        self.transact(key, None, |t| t.request_cancel(reason, identity, request_id)).await
+    pub async fn request_cancel(
+        &self,
+        key: &RunKey,
+        reason: &str,
+        identity: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        self.transact(key, None, |t| {
+            t.request_cancel(reason, identity, request_id)
+        })
+        .await
     }
 
     /// `TerminateWorkflowExecution`.
-    pub async fn terminate(&self, key: &RunKey, reason: &str, details: Option<temporalio_protos::temporal::api::common::v1::Payloads>, identity: &str) -> Result<()> {
+    pub async fn terminate(
+        &self,
+        key: &RunKey,
+        reason: &str,
+        details: Option<temporalio_protos::temporal::api::common::v1::Payloads>,
+        identity: &str,
+    ) -> Result<()> {
         let lock = self.workflow_lock(&key.namespace_id, &key.workflow_id);
         let _held = lock.lock().await;
-        self.transact(key, None, |t| t.terminate(reason, details, identity)).await
+        self.transact(key, None, |t| t.terminate(reason, details, identity))
+            .await
     }
 
     /// Deletes a run and its history (terminating it first if it runs).
@@ -763,9 +1065,14 @@ impl Engine {
         let slot = self.slot(key);
         let mut guard = slot.lock().await;
         let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
-        let mut batch = self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
-        batch.executions.push((key.run_id.clone(), ExecutionWrite::Delete));
-        batch.current = Some(CurrentWrite::DeleteIf { run_id: key.run_id.clone() });
+        let mut batch =
+            self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        batch
+            .executions
+            .push((key.run_id.clone(), ExecutionWrite::Delete));
+        batch.current = Some(CurrentWrite::DeleteIf {
+            run_id: key.run_id.clone(),
+        });
         batch.timers_delete.extend(timer_id);
         self.inner.store.commit(batch).await?;
         *guard = None;
@@ -792,18 +1099,24 @@ impl Engine {
     ) -> Result<HistoryPage> {
         let mut from = 1;
         if !token_bytes.is_empty() {
-            let token = PageToken::decode(token_bytes).map_err(|_| Error::Invalid("invalid next page token".into()))?;
+            let token = PageToken::decode(token_bytes)
+                .map_err(|_| Error::Invalid("invalid next page token".into()))?;
             if token.run_id != key.run_id {
-                return Err(Error::Invalid("next page token belongs to another run".into()));
+                return Err(Error::Invalid(
+                    "next page token belongs to another run".into(),
+                ));
             }
             from = token.next_event_id;
         }
         let ms = self.read_state(key).await?;
         let (mut next_event_id, mut closed) = (ms.next_event_id, status_closed(ms.status));
         let mut close_event_id = ms.close_event_id;
-        if wait_new_event && ((close_only && !closed) || (!close_only && from >= next_event_id && !closed)) {
+        if wait_new_event
+            && ((close_only && !closed) || (!close_only && from >= next_event_id && !closed))
+        {
             let mut rx = self.watch(key);
-            let deadline = tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
+            let deadline =
+                tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
             loop {
                 let ms = self.read_state(key).await?;
                 next_event_id = ms.next_event_id;
@@ -816,8 +1129,14 @@ impl Engine {
                     Ok(Ok(())) => continue,
                     _ => {
                         // Still waiting: no events, and a token to poll again with.
-                        let token = PageToken { run_id: key.run_id.clone(), next_event_id: from };
-                        return Ok(HistoryPage { events: Vec::new(), next_page_token: token.encode_to_vec() });
+                        let token = PageToken {
+                            run_id: key.run_id.clone(),
+                            next_event_id: from,
+                        };
+                        return Ok(HistoryPage {
+                            events: Vec::new(),
+                            next_page_token: token.encode_to_vec(),
+                        });
                     }
                 }
             }
@@ -826,84 +1145,153 @@ impl Engine {
             if !closed {
                 return Ok(HistoryPage::default());
             }
-            let events = self.read_events(&key.run_id, close_event_id, close_event_id).await?;
-            return Ok(HistoryPage { events, next_page_token: Vec::new() });
+            let events = self
+                .read_events(&key.run_id, close_event_id, close_event_id)
+                .await?;
+            return Ok(HistoryPage {
+                events,
+                next_page_token: Vec::new(),
+            });
         }
         let max = self.inner.options.limits.history_page_size.max(1);
-        let size = if page_size <= 0 { max } else { page_size.min(max * 4) };
+        let size = if page_size <= 0 {
+            max
+        } else {
+            page_size.min(max * 4)
+        };
         let last = (from + size as i64 - 1).min(next_event_id - 1);
-        let events = if last >= from { self.read_events(&key.run_id, from, last).await? } else { Vec::new() };
-        let after = from + events.len() as i64;
-        let next_page_token = if after < next_event_id || (wait_new_event && !closed) {
-            PageToken { run_id: key.run_id.clone(), next_event_id: after }.encode_to_vec()
+        let events = if last >= from {
+            self.read_events(&key.run_id, from, last).await?
         } else {
             Vec::new()
         };
-        Ok(HistoryPage { events, next_page_token })
+        let after = from + events.len() as i64;
+        let next_page_token = if after < next_event_id || (wait_new_event && !closed) {
+            PageToken {
+                run_id: key.run_id.clone(),
+                next_event_id: after,
+            }
+            .encode_to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(HistoryPage {
+            events,
+            next_page_token,
+        })
     }
 
     /// A page of a run's history, newest first.
-    pub async fn history_page_reverse(&self, key: &RunKey, page_size: i32, token_bytes: &[u8]) -> Result<HistoryPage> {
+    pub async fn history_page_reverse(
+        &self,
+        key: &RunKey,
+        page_size: i32,
+        token_bytes: &[u8],
+    ) -> Result<HistoryPage> {
         let ms = self.read_state(key).await?;
         let mut last = ms.next_event_id - 1;
         if !token_bytes.is_empty() {
-            let token = PageToken::decode(token_bytes).map_err(|_| Error::Invalid("invalid next page token".into()))?;
+            let token = PageToken::decode(token_bytes)
+                .map_err(|_| Error::Invalid("invalid next page token".into()))?;
             if token.run_id != key.run_id {
-                return Err(Error::Invalid("next page token belongs to another run".into()));
+                return Err(Error::Invalid(
+                    "next page token belongs to another run".into(),
+                ));
             }
             last = token.next_event_id;
         }
         let max = self.inner.options.limits.history_page_size.max(1);
-        let size = if page_size <= 0 { max } else { page_size.min(max * 4) } as i64;
+        let size = if page_size <= 0 {
+            max
+        } else {
+            page_size.min(max * 4)
+        } as i64;
         let first = (last - size + 1).max(1);
-        let mut events = if last >= first { self.read_events(&key.run_id, first, last).await? } else { Vec::new() };
+        let mut events = if last >= first {
+            self.read_events(&key.run_id, first, last).await?
+        } else {
+            Vec::new()
+        };
         events.reverse();
-        let next_page_token =
-            if first > 1 { PageToken { run_id: key.run_id.clone(), next_event_id: first - 1 }.encode_to_vec() } else { Vec::new() };
-        Ok(HistoryPage { events, next_page_token })
+        let next_page_token = if first > 1 {
+            PageToken {
+                run_id: key.run_id.clone(),
+                next_event_id: first - 1,
+            }
+            .encode_to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(HistoryPage {
+            events,
+            next_page_token,
+        })
     }
 
     fn watch(&self, key: &RunKey) -> watch::Receiver<i64> {
         let mut watchers = self.inner.watchers.lock();
         watchers.retain(|_, tx| tx.receiver_count() > 0);
-        watchers.entry(key.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+        watchers
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// `DescribeWorkflowExecution`.
-    pub async fn describe(&self, ns: &Namespace, key: &RunKey) -> Result<ws::DescribeWorkflowExecutionResponse> {
+    pub async fn describe(
+        &self,
+        ns: &Namespace,
+        key: &RunKey,
+    ) -> Result<ws::DescribeWorkflowExecutionResponse> {
         let ms = self.read_state(key).await?;
         let info = execution_info(&ms);
-        let pending_activities = ms
-            .activities
-            .iter()
-            .map(|a| PendingActivityInfo {
-                activity_id: a.activity_id.clone(),
-                activity_type: a.activity_type.clone(),
-                state: if a.cancel_requested {
-                    PendingActivityState::CancelRequested as i32
-                } else if a.started {
-                    PendingActivityState::Started as i32
-                } else {
-                    PendingActivityState::Scheduled as i32
-                },
-                heartbeat_details: a.heartbeat_details.clone(),
-                last_heartbeat_time: (a.last_heartbeat_ms > 0).then(|| to_timestamp(from_millis(a.last_heartbeat_ms))),
-                last_started_time: (a.started_time_ms > 0).then(|| to_timestamp(from_millis(a.started_time_ms))),
-                attempt: a.attempt,
-                maximum_attempts: a.retry_policy.as_ref().map_or(0, |p| p.maximum_attempts),
-                scheduled_time: Some(to_timestamp(from_millis(a.current_attempt_scheduled_time_ms))),
-                expiration_time: (!from_pb_duration(a.schedule_to_close.as_ref()).is_zero()).then(|| {
-                    to_timestamp(from_millis(a.scheduled_time_ms) + from_pb_duration(a.schedule_to_close.as_ref()))
-                }),
-                last_failure: a.last_failure.clone(),
-                last_worker_identity: if a.started { a.started_identity.clone() } else { a.last_worker_identity.clone() },
-                ..Default::default()
-            })
-            .collect();
+        let pending_activities =
+            ms.activities
+                .iter()
+                .map(|a| PendingActivityInfo {
+                    activity_id: a.activity_id.clone(),
+                    activity_type: a.activity_type.clone(),
+                    state: if a.cancel_requested {
+                        PendingActivityState::CancelRequested as i32
+                    } else if a.started {
+                        PendingActivityState::Started as i32
+                    } else {
+                        PendingActivityState::Scheduled as i32
+                    },
+                    heartbeat_details: a.heartbeat_details.clone(),
+                    last_heartbeat_time: (a.last_heartbeat_ms > 0)
+                        .then(|| to_timestamp(from_millis(a.last_heartbeat_ms))),
+                    last_started_time: (a.started_time_ms > 0)
+                        .then(|| to_timestamp(from_millis(a.started_time_ms))),
+                    attempt: a.attempt,
+                    maximum_attempts: a.retry_policy.as_ref().map_or(0, |p| p.maximum_attempts),
+                    scheduled_time: Some(to_timestamp(from_millis(
+                        a.current_attempt_scheduled_time_ms,
+                    ))),
+                    expiration_time: (!from_pb_duration(a.schedule_to_close.as_ref()).is_zero())
+                        .then(|| {
+                            to_timestamp(
+                                from_millis(a.scheduled_time_ms)
+                                    + from_pb_duration(a.schedule_to_close.as_ref()),
+                            )
+                        }),
+                    last_failure: a.last_failure.clone(),
+                    last_worker_identity: if a.started {
+                        a.started_identity.clone()
+                    } else {
+                        a.last_worker_identity.clone()
+                    },
+                    ..Default::default()
+                })
+                .collect();
         let _ = ns;
         Ok(ws::DescribeWorkflowExecutionResponse {
             execution_config: Some(WorkflowExecutionConfig {
-                task_queue: Some(TaskQueue { name: ms.task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+                task_queue: Some(TaskQueue {
+                    name: ms.task_queue.clone(),
+                    kind: TaskQueueKind::Normal as i32,
+                    normal_name: String::new(),
+                }),
                 workflow_execution_timeout: ms.execution_timeout,
                 workflow_run_timeout: ms.run_timeout,
                 default_workflow_task_timeout: ms.wft_timeout,
@@ -919,8 +1307,13 @@ impl Engine {
 /// The `WorkflowExecutionInfo` of a run, as describe and list return it.
 pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
     WorkflowExecutionInfo {
-        execution: Some(WorkflowExecution { workflow_id: ms.workflow_id.clone(), run_id: ms.run_id.clone() }),
-        r#type: Some(WorkflowType { name: ms.workflow_type.clone() }),
+        execution: Some(WorkflowExecution {
+            workflow_id: ms.workflow_id.clone(),
+            run_id: ms.run_id.clone(),
+        }),
+        r#type: Some(WorkflowType {
+            name: ms.workflow_type.clone(),
+        }),
         start_time: Some(to_timestamp(from_millis(ms.start_time_ms))),
         close_time: (ms.close_time_ms > 0).then(|| to_timestamp(from_millis(ms.close_time_ms))),
         status: ms.status,
@@ -933,7 +1326,11 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
         history_size_bytes: ms.history_size_bytes,
         first_run_id: ms.first_execution_run_id.clone(),
         execution_duration: (ms.close_time_ms > 0)
-            .then(|| to_pb_duration(Duration::from_millis((ms.close_time_ms - ms.execution_time_ms).max(0) as u64)))
+            .then(|| {
+                to_pb_duration(Duration::from_millis(
+                    (ms.close_time_ms - ms.execution_time_ms).max(0) as u64,
+                ))
+            })
             .flatten(),
         ..Default::default()
     }
@@ -941,7 +1338,9 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
 
 /// Applies Temporal's defaults and caps to a start request's timeouts:
 /// (run, execution, workflow task).
-fn normalize_workflow_timeouts(req: &ws::StartWorkflowExecutionRequest) -> (Duration, Duration, Duration) {
+fn normalize_workflow_timeouts(
+    req: &ws::StartWorkflowExecutionRequest,
+) -> (Duration, Duration, Duration) {
     let execution = from_pb_duration(req.workflow_execution_timeout.as_ref());
     let mut run = from_pb_duration(req.workflow_run_timeout.as_ref());
     if run.is_zero() || (!execution.is_zero() && run > execution) {
@@ -960,5 +1359,7 @@ fn normalize_workflow_timeouts(req: &ws::StartWorkflowExecutionRequest) -> (Dura
 
 #[allow(dead_code)]
 fn event_type_name(t: i32) -> &'static str {
-    EventType::try_from(t).map(|e| e.as_str_name()).unwrap_or("Unknown")
+    EventType::try_from(t)
+        .map(|e| e.as_str_name())
+        .unwrap_or("Unknown")
 }

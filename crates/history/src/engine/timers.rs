@@ -65,7 +65,9 @@ pub(super) async fn run(engine: Engine) {
             });
         }
         let wait = match engine.inner.timers.next_fire_ms() {
-            Some(at) => Duration::from_millis((at - to_millis(engine.inner.clock.now())).clamp(0, 60_000) as u64),
+            Some(at) => Duration::from_millis(
+                (at - to_millis(engine.inner.clock.now())).clamp(0, 60_000) as u64,
+            ),
             None => Duration::from_secs(60),
         };
         let jumped = async {
@@ -101,10 +103,16 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
         .transact(&key, Some(timer.task_id), |t| {
             match kind {
                 TimerKind::UserTimer => t.user_timer_fired(data.event_id),
-                TimerKind::ActivityTimeout => t.activity_timeout(data.event_id, data.attempt, timeout_type),
+                TimerKind::ActivityTimeout => {
+                    t.activity_timeout(data.event_id, data.attempt, timeout_type)
+                }
                 TimerKind::ActivityRetry => t.activity_retry_fired(data.event_id, data.attempt),
-                TimerKind::WorkflowTaskTimeout => t.wft_timeout(data.event_id, data.attempt, timeout_type),
-                TimerKind::WorkflowRunTimeout | TimerKind::WorkflowExecutionTimeout => t.run_timeout_fired(),
+                TimerKind::WorkflowTaskTimeout => {
+                    t.wft_timeout(data.event_id, data.attempt, timeout_type)
+                }
+                TimerKind::WorkflowRunTimeout | TimerKind::WorkflowExecutionTimeout => {
+                    t.run_timeout_fired()
+                }
                 TimerKind::WorkflowStartBackoff => t.start_backoff_fired(),
                 TimerKind::DeleteExecution | TimerKind::Unspecified => {}
             }
@@ -114,8 +122,14 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
     match result {
         // The run was deleted: the timer has nothing left to do.
         Err(crate::Error::NotFound(_)) => {
-            let shard_id = kairos_core::ids::shard_for(&key.namespace_id, &key.workflow_id, engine.inner.options.shard_count);
-            engine.commit_timer_delete(&key, shard_id, timer.task_id).await
+            let shard_id = kairos_core::ids::shard_for(
+                &key.namespace_id,
+                &key.workflow_id,
+                engine.inner.options.shard_count,
+            );
+            engine
+                .commit_timer_delete(&key, shard_id, timer.task_id)
+                .await
         }
         other => other,
     }

@@ -54,7 +54,10 @@ pub enum CompletionOutcome {
     Applied,
     /// The commands were refused and the task failed with this cause; answer the worker with
     /// `INVALID_ARGUMENT` and this message.
-    Failed { cause: WorkflowTaskFailedCause, message: String },
+    Failed {
+        cause: WorkflowTaskFailedCause,
+        message: String,
+    },
 }
 
 /// Allocates task ids for the transfer tasks and timers a transition creates.
@@ -122,14 +125,16 @@ fn is_close_event(event_type: i32) -> bool {
 }
 
 /// Builds an event without id or time (both are set when it is appended).
-pub fn event(event_type: EventType, attributes: impl Into<history_event::Attributes>) -> HistoryEvent {
+pub fn event(
+    event_type: EventType,
+    attributes: impl Into<history_event::Attributes>,
+) -> HistoryEvent {
     HistoryEvent {
         event_type: event_type as i32,
         attributes: Some(attributes.into()),
         ..Default::default()
     }
 }
-
 
 /// A timeout failure as the Go server writes it.
 pub fn timeout_failure(
@@ -148,16 +153,23 @@ pub fn timeout_failure(
         message: what.to_string(),
         source: "Server".to_string(),
         cause: cause.map(Box::new),
-        failure_info: Some(failure::FailureInfo::TimeoutFailureInfo(TimeoutFailureInfo {
-            timeout_type: timeout_type as i32,
-            last_heartbeat_details: details,
-        })),
+        failure_info: Some(failure::FailureInfo::TimeoutFailureInfo(
+            TimeoutFailureInfo {
+                timeout_type: timeout_type as i32,
+                last_heartbeat_details: details,
+            },
+        )),
         ..Default::default()
     }
 }
 
 impl<'a> Transition<'a> {
-    pub fn new(ms: &'a mut MutableState, now: SystemTime, env: Env, ids: &'a mut (dyn TaskIds + Send)) -> Self {
+    pub fn new(
+        ms: &'a mut MutableState,
+        now: SystemTime,
+        env: Env,
+        ids: &'a mut (dyn TaskIds + Send),
+    ) -> Self {
         Self {
             ms,
             now,
@@ -203,15 +215,23 @@ impl<'a> Transition<'a> {
     /// Adds an event that did not come from a command: buffered while a workflow task is
     /// started, otherwise appended with a workflow task scheduled to deliver it.
     /// Returns the event id, or `None` when buffered.
-    pub fn add_external(&mut self, mut ev: HistoryEvent) -> Option<i64> {
+    pub fn add_external(&mut self, ev: HistoryEvent) -> Option<i64> {
+        let id = self.add_external_quiet(ev);
+        if id.is_some() {
+            self.schedule_wft();
+        }
+        id
+    }
+
+    /// Like [`Transition::add_external`] but schedules no workflow task: for an event that is
+    /// always followed by another one that will (an activity's started event).
+    fn add_external_quiet(&mut self, mut ev: HistoryEvent) -> Option<i64> {
         if self.wft_started() {
             ev.event_time = Some(to_timestamp(self.now));
             self.ms.buffered.push(ev);
             None
         } else {
-            let id = self.append(ev);
-            self.schedule_wft();
-            Some(id)
+            Some(self.append(ev))
         }
     }
 
@@ -222,8 +242,9 @@ impl<'a> Transition<'a> {
             return;
         }
         let buffered = std::mem::take(&mut self.ms.buffered);
-        let (close, other): (Vec<_>, Vec<_>) =
-            buffered.into_iter().partition(|e| is_close_event(e.event_type));
+        let (close, other): (Vec<_>, Vec<_>) = buffered
+            .into_iter()
+            .partition(|e| is_close_event(e.event_type));
         let mut started_ids: HashMap<i64, i64> = HashMap::new();
         for ev in other {
             let scheduled = match &ev.attributes {
@@ -278,7 +299,10 @@ impl<'a> Transition<'a> {
         if !run_timeout.is_zero() {
             self.timer(
                 self.now + start_delay + run_timeout,
-                TimerData { kind: TimerKind::WorkflowRunTimeout as i32, ..Default::default() },
+                TimerData {
+                    kind: TimerKind::WorkflowRunTimeout as i32,
+                    ..Default::default()
+                },
             );
         }
         if start_delay.is_zero() {
@@ -286,14 +310,20 @@ impl<'a> Transition<'a> {
         } else {
             self.timer(
                 self.now + start_delay,
-                TimerData { kind: TimerKind::WorkflowStartBackoff as i32, ..Default::default() },
+                TimerData {
+                    kind: TimerKind::WorkflowStartBackoff as i32,
+                    ..Default::default()
+                },
             );
         }
     }
 
     /// The start backoff (start delay) passed: deliver the first workflow task.
     pub fn start_backoff_fired(&mut self) {
-        if !closed(self.ms.status) && self.ms.wft.is_none() && self.ms.last_completed_wft_started_id == 0 {
+        if !closed(self.ms.status)
+            && self.ms.wft.is_none()
+            && self.ms.last_completed_wft_started_id == 0
+        {
             self.schedule_wft();
         }
     }
@@ -308,14 +338,26 @@ impl<'a> Transition<'a> {
         let attempt = self.ms.wft_attempt.max(1);
         let sticky = !self.ms.sticky_task_queue.is_empty() && self.env.sticky_alive;
         let (queue, kind, normal_name) = if sticky {
-            (self.ms.sticky_task_queue.clone(), TaskQueueKind::Sticky, self.ms.task_queue.clone())
+            (
+                self.ms.sticky_task_queue.clone(),
+                TaskQueueKind::Sticky,
+                self.ms.task_queue.clone(),
+            )
         } else {
-            (self.ms.task_queue.clone(), TaskQueueKind::Normal, String::new())
+            (
+                self.ms.task_queue.clone(),
+                TaskQueueKind::Normal,
+                String::new(),
+            )
         };
         let id = self.append(event(
             EventType::WorkflowTaskScheduled,
             hist::WorkflowTaskScheduledEventAttributes {
-                task_queue: Some(TaskQueue { name: queue.clone(), kind: kind as i32, normal_name }),
+                task_queue: Some(TaskQueue {
+                    name: queue.clone(),
+                    kind: kind as i32,
+                    normal_name,
+                }),
                 start_to_close_timeout: self.ms.wft_timeout,
                 attempt,
             },
@@ -357,7 +399,9 @@ impl<'a> Transition<'a> {
     /// the sticky queue, move it to the normal queue (it will carry the full history).
     pub fn sticky_worker_gone(&mut self, scheduled_event_id: i64) {
         self.ms.sticky_task_queue.clear();
-        let Some(mut wft) = self.ms.wft.clone() else { return };
+        let Some(mut wft) = self.ms.wft.clone() else {
+            return;
+        };
         if wft.scheduled_event_id != scheduled_event_id || wft.started_event_id > 0 || !wft.sticky {
             return;
         }
@@ -382,9 +426,15 @@ impl<'a> Transition<'a> {
         request_id: &str,
     ) -> Result<WorkflowTaskInfo, StateError> {
         if closed(self.ms.status) {
-            return Err(StateError::NotFound("workflow execution already completed".into()));
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
-        let wft = self.ms.wft.clone().filter(|w| w.scheduled_event_id == scheduled_event_id);
+        let wft = self
+            .ms
+            .wft
+            .clone()
+            .filter(|w| w.scheduled_event_id == scheduled_event_id);
         let Some(mut wft) = wft else {
             return Err(StateError::NotFound("workflow task not found".into()));
         };
@@ -430,7 +480,9 @@ impl<'a> Transition<'a> {
         attempt: i32,
     ) -> Result<WorkflowTaskInfo, StateError> {
         if closed(self.ms.status) {
-            return Err(StateError::NotFound("workflow execution already completed".into()));
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
         match &self.ms.wft {
             Some(w)
@@ -491,11 +543,18 @@ impl<'a> Transition<'a> {
     }
 
     /// A workflow task timer fired.
-    pub fn wft_timeout(&mut self, scheduled_event_id: i64, attempt: i32, timeout_type: TimeoutType) {
+    pub fn wft_timeout(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        timeout_type: TimeoutType,
+    ) {
         if closed(self.ms.status) {
             return;
         }
-        let Some(wft) = self.ms.wft.clone() else { return };
+        let Some(wft) = self.ms.wft.clone() else {
+            return;
+        };
         if wft.scheduled_event_id != scheduled_event_id || wft.attempt != attempt {
             return;
         }
@@ -552,14 +611,22 @@ impl<'a> Transition<'a> {
             )
         });
         if terminal && !self.ms.buffered.is_empty() {
-            self.fail_started_wft(&wft, WorkflowTaskFailedCause::UnhandledCommand, None, &req.identity);
+            self.fail_started_wft(
+                &wft,
+                WorkflowTaskFailedCause::UnhandledCommand,
+                None,
+                &req.identity,
+            );
             return Ok(CompletionOutcome::Failed {
                 cause: WorkflowTaskFailedCause::UnhandledCommand,
                 message: "UnhandledCommand".into(),
             });
         }
         if let Err((cause, message)) = self.validate_commands(&req.commands) {
-            let failure = Failure { message: message.clone(), ..Default::default() };
+            let failure = Failure {
+                message: message.clone(),
+                ..Default::default()
+            };
             self.fail_started_wft(&wft, cause, Some(failure), &req.identity);
             return Ok(CompletionOutcome::Failed { cause, message });
         }
@@ -581,8 +648,11 @@ impl<'a> Transition<'a> {
         self.ms.last_completed_wft_started_id = wft.started_event_id;
         match &req.sticky_attributes {
             Some(sticky) => {
-                self.ms.sticky_task_queue =
-                    sticky.worker_task_queue.as_ref().map(|q| q.name.clone()).unwrap_or_default();
+                self.ms.sticky_task_queue = sticky
+                    .worker_task_queue
+                    .as_ref()
+                    .map(|q| q.name.clone())
+                    .unwrap_or_default();
                 self.ms.sticky_schedule_to_start = sticky.schedule_to_start_timeout;
             }
             None => self.ms.sticky_task_queue.clear(),
@@ -606,7 +676,10 @@ impl<'a> Transition<'a> {
         Ok(CompletionOutcome::Applied)
     }
 
-    fn validate_commands(&self, commands: &[Command]) -> Result<(), (WorkflowTaskFailedCause, String)> {
+    fn validate_commands(
+        &self,
+        commands: &[Command],
+    ) -> Result<(), (WorkflowTaskFailedCause, String)> {
         use WorkflowTaskFailedCause as C;
         let mut new_activity_ids = Vec::new();
         let mut new_timer_ids = Vec::new();
@@ -634,14 +707,20 @@ impl<'a> Transition<'a> {
                     if dur(a.schedule_to_close_timeout.as_ref()).is_zero()
                         && dur(a.start_to_close_timeout.as_ref()).is_zero()
                     {
-                        return bad("A valid StartToClose or ScheduleToCloseTimeout is not set on command.");
+                        return bad(
+                            "A valid StartToClose or ScheduleToCloseTimeout is not set on command.",
+                        );
                     }
                     if let Some(policy) = &a.retry_policy {
                         if let Err(m) = retry::validate(policy) {
                             return bad(&m);
                         }
                     }
-                    if self.ms.activities.iter().any(|x| x.activity_id == a.activity_id)
+                    if self
+                        .ms
+                        .activities
+                        .iter()
+                        .any(|x| x.activity_id == a.activity_id)
                         || new_activity_ids.contains(&&a.activity_id)
                     {
                         return Err((
@@ -660,7 +739,10 @@ impl<'a> Transition<'a> {
                 }
                 command::Attributes::StartTimerCommandAttributes(a) => {
                     if a.timer_id.is_empty() {
-                        return Err((C::BadStartTimerAttributes, "TimerId is not set on command.".into()));
+                        return Err((
+                            C::BadStartTimerAttributes,
+                            "TimerId is not set on command.".into(),
+                        ));
                     }
                     if dur(a.start_to_fire_timeout.as_ref()).is_zero() {
                         return Err((
@@ -698,7 +780,10 @@ impl<'a> Transition<'a> {
                 }
                 command::Attributes::RecordMarkerCommandAttributes(a) => {
                     if a.marker_name.is_empty() {
-                        return Err((C::BadRecordMarkerAttributes, "MarkerName is not set on command.".into()));
+                        return Err((
+                            C::BadRecordMarkerAttributes,
+                            "MarkerName is not set on command.".into(),
+                        ));
                     }
                 }
                 command::Attributes::CompleteWorkflowExecutionCommandAttributes(_)
@@ -723,7 +808,13 @@ impl<'a> Transition<'a> {
                         }
                         _ => C::BadBinary,
                     };
-                    return Err((cause, format!("command {:?} is not supported by this server yet", cmd.command_type())));
+                    return Err((
+                        cause,
+                        format!(
+                            "command {:?} is not supported by this server yet",
+                            cmd.command_type()
+                        ),
+                    ));
                 }
             }
         }
@@ -732,7 +823,9 @@ impl<'a> Transition<'a> {
 
     /// Applies one validated command; returns true when it requires a new workflow task.
     fn apply_command(&mut self, cmd: &Command, completed_id: i64, identity: &str) -> bool {
-        let Some(attrs) = &cmd.attributes else { return false };
+        let Some(attrs) = &cmd.attributes else {
+            return false;
+        };
         match attrs {
             command::Attributes::ScheduleActivityTaskCommandAttributes(a) => {
                 self.schedule_activity(a, completed_id);
@@ -788,8 +881,11 @@ impl<'a> Transition<'a> {
                         workflow_task_completed_event_id: completed_id,
                     },
                 ));
-                let Some(pos) =
-                    self.ms.activities.iter().position(|x| x.scheduled_event_id == a.scheduled_event_id)
+                let Some(pos) = self
+                    .ms
+                    .activities
+                    .iter()
+                    .position(|x| x.scheduled_event_id == a.scheduled_event_id)
                 else {
                     return false;
                 };
@@ -827,7 +923,10 @@ impl<'a> Transition<'a> {
             }
             command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
                 let upsert = a.search_attributes.clone().unwrap_or_default();
-                let merged = self.ms.search_attributes.get_or_insert_with(SearchAttributes::default);
+                let merged = self
+                    .ms
+                    .search_attributes
+                    .get_or_insert_with(SearchAttributes::default);
                 for (k, v) in &upsert.indexed_fields {
                     merged.indexed_fields.insert(k.clone(), v.clone());
                 }
@@ -905,7 +1004,13 @@ impl<'a> Transition<'a> {
         completed_id: i64,
     ) {
         let run_timeout = dur(self.ms.run_timeout.as_ref());
-        let cap = |d: Duration| if !run_timeout.is_zero() && (d.is_zero() || d > run_timeout) { run_timeout } else { d };
+        let cap = |d: Duration| {
+            if !run_timeout.is_zero() && (d.is_zero() || d > run_timeout) {
+                run_timeout
+            } else {
+                d
+            }
+        };
         let mut s2c = dur(a.schedule_to_close_timeout.as_ref());
         let mut s2s = dur(a.schedule_to_start_timeout.as_ref());
         let mut stc = dur(a.start_to_close_timeout.as_ref());
@@ -1014,18 +1119,31 @@ impl<'a> Transition<'a> {
     }
 
     fn activity_index(&self, scheduled_event_id: i64) -> Option<usize> {
-        self.ms.activities.iter().position(|a| a.scheduled_event_id == scheduled_event_id)
+        self.ms
+            .activities
+            .iter()
+            .position(|a| a.scheduled_event_id == scheduled_event_id)
     }
 
     /// Finds the started attempt a worker's token names.
-    pub fn started_activity(&self, scheduled_event_id: i64, attempt: i32) -> Result<&ActivityInfo, StateError> {
+    pub fn started_activity(
+        &self,
+        scheduled_event_id: i64,
+        attempt: i32,
+    ) -> Result<&ActivityInfo, StateError> {
         if closed(self.ms.status) {
-            return Err(StateError::NotFound("workflow execution already completed".into()));
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
         self.ms
             .activities
             .iter()
-            .find(|a| a.scheduled_event_id == scheduled_event_id && a.started && (attempt == 0 || a.attempt == attempt))
+            .find(|a| {
+                a.scheduled_event_id == scheduled_event_id
+                    && a.started
+                    && (attempt == 0 || a.attempt == attempt)
+            })
             .ok_or_else(|| StateError::NotFound("activity task not found".into()))
     }
 
@@ -1038,11 +1156,15 @@ impl<'a> Transition<'a> {
         request_id: &str,
     ) -> Result<ActivityInfo, StateError> {
         if closed(self.ms.status) {
-            return Err(StateError::NotFound("workflow execution already completed".into()));
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
         let idx = self
             .activity_index(scheduled_event_id)
-            .filter(|&i| self.ms.activities[i].attempt == attempt && !self.ms.activities[i].backing_off)
+            .filter(|&i| {
+                self.ms.activities[i].attempt == attempt && !self.ms.activities[i].backing_off
+            })
             .ok_or_else(|| StateError::NotFound("activity task not found".into()))?;
         if self.ms.activities[idx].started {
             let act = &self.ms.activities[idx];
@@ -1098,7 +1220,9 @@ impl<'a> Transition<'a> {
     ) -> Result<bool, StateError> {
         self.started_activity(scheduled_event_id, attempt)?;
         let now_ms = self.now_ms();
-        let idx = self.activity_index(scheduled_event_id).expect("checked above");
+        let idx = self
+            .activity_index(scheduled_event_id)
+            .expect("checked above");
         let act = &mut self.ms.activities[idx];
         if details.is_some() {
             act.heartbeat_details = details;
@@ -1121,7 +1245,7 @@ impl<'a> Transition<'a> {
                 ..Default::default()
             },
         );
-        self.add_external(ev).unwrap_or(BUFFERED_EVENT_ID)
+        self.add_external_quiet(ev).unwrap_or(BUFFERED_EVENT_ID)
     }
 
     fn remove_activity(&mut self, scheduled_event_id: i64) -> Option<ActivityInfo> {
@@ -1138,7 +1262,9 @@ impl<'a> Transition<'a> {
         identity: &str,
     ) -> Result<(), StateError> {
         self.started_activity(scheduled_event_id, attempt)?;
-        let act = self.remove_activity(scheduled_event_id).expect("checked above");
+        let act = self
+            .remove_activity(scheduled_event_id)
+            .expect("checked above");
         let started = self.write_activity_started(&act);
         self.add_external(event(
             EventType::ActivityTaskCompleted,
@@ -1167,7 +1293,9 @@ impl<'a> Transition<'a> {
                 "activity cancellation was not requested; it cannot be reported as canceled".into(),
             ));
         }
-        let act = self.remove_activity(scheduled_event_id).expect("checked above");
+        let act = self
+            .remove_activity(scheduled_event_id)
+            .expect("checked above");
         let started = self.write_activity_started(&act);
         self.add_external(event(
             EventType::ActivityTaskCanceled,
@@ -1193,7 +1321,9 @@ impl<'a> Transition<'a> {
         identity: &str,
     ) -> Result<(), StateError> {
         self.started_activity(scheduled_event_id, attempt)?;
-        let idx = self.activity_index(scheduled_event_id).expect("checked above");
+        let idx = self
+            .activity_index(scheduled_event_id)
+            .expect("checked above");
         if last_heartbeat_details.is_some() {
             self.ms.activities[idx].heartbeat_details = last_heartbeat_details;
         }
@@ -1203,7 +1333,9 @@ impl<'a> Transition<'a> {
                 self.retry_activity(idx, failure, delay);
             }
             RetryDecision::Stop(retry_state) => {
-                let mut act = self.remove_activity(scheduled_event_id).expect("checked above");
+                let mut act = self
+                    .remove_activity(scheduled_event_id)
+                    .expect("checked above");
                 act.started_identity = identity.to_string();
                 let started = self.write_activity_started(&act);
                 self.add_external(event(
@@ -1253,7 +1385,9 @@ impl<'a> Transition<'a> {
         if closed(self.ms.status) {
             return;
         }
-        let Some(idx) = self.activity_index(scheduled_event_id) else { return };
+        let Some(idx) = self.activity_index(scheduled_event_id) else {
+            return;
+        };
         let act = &self.ms.activities[idx];
         if act.attempt != attempt || !act.backing_off {
             return;
@@ -1264,16 +1398,27 @@ impl<'a> Transition<'a> {
     }
 
     /// An activity timeout timer fired. Returns true when it re-armed itself (heartbeat seen).
-    pub fn activity_timeout(&mut self, scheduled_event_id: i64, attempt: i32, timeout_type: TimeoutType) {
+    pub fn activity_timeout(
+        &mut self,
+        scheduled_event_id: i64,
+        attempt: i32,
+        timeout_type: TimeoutType,
+    ) {
         if closed(self.ms.status) {
             return;
         }
-        let Some(idx) = self.activity_index(scheduled_event_id) else { return };
+        let Some(idx) = self.activity_index(scheduled_event_id) else {
+            return;
+        };
         let act = self.ms.activities[idx].clone();
         let applies = match timeout_type {
             TimeoutType::ScheduleToClose => true,
-            TimeoutType::ScheduleToStart => act.attempt == attempt && !act.started && !act.backing_off,
-            TimeoutType::StartToClose | TimeoutType::Heartbeat => act.attempt == attempt && act.started,
+            TimeoutType::ScheduleToStart => {
+                act.attempt == attempt && !act.started && !act.backing_off
+            }
+            TimeoutType::StartToClose | TimeoutType::Heartbeat => {
+                act.attempt == attempt && act.started
+            }
             TimeoutType::Unspecified => false,
         };
         if !applies {
@@ -1281,7 +1426,11 @@ impl<'a> Transition<'a> {
         }
         if timeout_type == TimeoutType::Heartbeat {
             let hb = dur(act.heartbeat.as_ref());
-            let last = if act.last_heartbeat_ms > 0 { act.last_heartbeat_ms } else { act.started_time_ms };
+            let last = if act.last_heartbeat_ms > 0 {
+                act.last_heartbeat_ms
+            } else {
+                act.started_time_ms
+            };
             let deadline = from_millis(last) + hb;
             if deadline > self.now {
                 self.timer(
@@ -1298,8 +1447,13 @@ impl<'a> Transition<'a> {
             }
         }
         let failure = timeout_failure(timeout_type, act.heartbeat_details.clone(), None);
-        if matches!(timeout_type, TimeoutType::StartToClose | TimeoutType::Heartbeat) {
-            if let RetryDecision::Retry(delay) = retry::decide(&act, &failure, Some(timeout_type), self.now) {
+        if matches!(
+            timeout_type,
+            TimeoutType::StartToClose | TimeoutType::Heartbeat
+        ) {
+            if let RetryDecision::Retry(delay) =
+                retry::decide(&act, &failure, Some(timeout_type), self.now)
+            {
                 self.retry_activity(idx, failure, delay);
                 return;
             }
@@ -1313,15 +1467,25 @@ impl<'a> Transition<'a> {
             }
             _ => RetryState::Timeout,
         };
-        let act = self.remove_activity(scheduled_event_id).expect("found above");
+        let act = self
+            .remove_activity(scheduled_event_id)
+            .expect("found above");
         self.transfers_done.push(act.transfer_task_id);
         // A schedule-to-close timeout carries the last attempt's failure as its cause.
         let failure = if timeout_type == TimeoutType::ScheduleToClose {
-            timeout_failure(timeout_type, act.heartbeat_details.clone(), act.last_failure.clone())
+            timeout_failure(
+                timeout_type,
+                act.heartbeat_details.clone(),
+                act.last_failure.clone(),
+            )
         } else {
             failure
         };
-        let started = if act.started { self.write_activity_started(&act) } else { 0 };
+        let started = if act.started {
+            self.write_activity_started(&act)
+        } else {
+            0
+        };
         self.add_external(event(
             EventType::ActivityTaskTimedOut,
             hist::ActivityTaskTimedOutEventAttributes {
@@ -1340,22 +1504,37 @@ impl<'a> Transition<'a> {
         if closed(self.ms.status) {
             return;
         }
-        let Some(pos) = self.ms.timers.iter().position(|t| t.started_event_id == started_event_id) else {
+        let Some(pos) = self
+            .ms
+            .timers
+            .iter()
+            .position(|t| t.started_event_id == started_event_id)
+        else {
             return;
         };
         let timer = self.ms.timers.remove(pos);
         self.add_external(event(
             EventType::TimerFired,
-            hist::TimerFiredEventAttributes { timer_id: timer.timer_id, started_event_id },
+            hist::TimerFiredEventAttributes {
+                timer_id: timer.timer_id,
+                started_event_id,
+            },
         ));
     }
 
     // ----- whole-run operations -----
 
     /// Asks the workflow to cancel itself (idempotent).
-    pub fn request_cancel(&mut self, reason: &str, identity: &str, request_id: &str) -> Result<(), StateError> {
+    pub fn request_cancel(
+        &mut self,
+        reason: &str,
+        identity: &str,
+        request_id: &str,
+    ) -> Result<(), StateError> {
         if closed(self.ms.status) {
-            return Err(StateError::NotFound("workflow execution already completed".into()));
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
         if self.ms.cancel_requested {
             return Ok(());
@@ -1393,9 +1572,16 @@ impl<'a> Transition<'a> {
     }
 
     /// Terminates the run.
-    pub fn terminate(&mut self, reason: &str, details: Option<Payloads>, identity: &str) -> Result<(), StateError> {
+    pub fn terminate(
+        &mut self,
+        reason: &str,
+        details: Option<Payloads>,
+        identity: &str,
+    ) -> Result<(), StateError> {
         if closed(self.ms.status) {
-            return Err(StateError::NotFound("workflow execution already completed".into()));
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
         }
         self.force_close_wft();
         let id = self.append(event(
@@ -1448,7 +1634,10 @@ impl<'a> Transition<'a> {
         if !self.env.retention.is_zero() {
             self.timer(
                 self.now + self.env.retention,
-                TimerData { kind: TimerKind::DeleteExecution as i32, ..Default::default() },
+                TimerData {
+                    kind: TimerKind::DeleteExecution as i32,
+                    ..Default::default()
+                },
             );
         }
     }

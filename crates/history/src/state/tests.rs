@@ -2,13 +2,18 @@
 use std::time::{Duration, SystemTime};
 
 use temporalio_protos::temporal::api::command::v1::{
-    Command, CompleteWorkflowExecutionCommandAttributes, RequestCancelActivityTaskCommandAttributes,
-    ScheduleActivityTaskCommandAttributes, StartTimerCommandAttributes, command,
+    Command, CompleteWorkflowExecutionCommandAttributes,
+    RequestCancelActivityTaskCommandAttributes, ScheduleActivityTaskCommandAttributes,
+    StartTimerCommandAttributes, command,
 };
 use temporalio_protos::temporal::api::common::v1::{ActivityType, RetryPolicy};
-use temporalio_protos::temporal::api::enums::v1::{CommandType, EventType, RetryState, TimeoutType};
+use temporalio_protos::temporal::api::enums::v1::{
+    CommandType, EventType, RetryState, TimeoutType,
+};
 use temporalio_protos::temporal::api::failure::v1::{ApplicationFailureInfo, Failure, failure};
-use temporalio_protos::temporal::api::history::v1::{WorkflowExecutionStartedEventAttributes, history_event};
+use temporalio_protos::temporal::api::history::v1::{
+    WorkflowExecutionStartedEventAttributes, history_event,
+};
 use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest;
 
 use super::*;
@@ -43,7 +48,11 @@ impl Run {
     }
 
     fn step<T>(&mut self, f: impl FnOnce(&mut Transition<'_>) -> T) -> T {
-        let env = Env { sticky_alive: true, retention: Duration::from_secs(86400), max_pending_activities: 2000 };
+        let env = Env {
+            sticky_alive: true,
+            retention: Duration::from_secs(86400),
+            max_pending_activities: 2000,
+        };
         let mut t = Transition::new(&mut self.ms, self.now, env, &mut self.ids);
         let out = f(&mut t);
         let events = std::mem::take(&mut t.events);
@@ -55,15 +64,31 @@ impl Run {
 
     /// Polls and completes the current workflow task with `commands`.
     fn complete(&mut self, commands: Vec<Command>) -> CompletionOutcome {
-        let scheduled = self.ms.wft.as_ref().expect("a workflow task is scheduled").scheduled_event_id;
+        let scheduled = self
+            .ms
+            .wft
+            .as_ref()
+            .expect("a workflow task is scheduled")
+            .scheduled_event_id;
         let attempt = self.ms.wft.as_ref().expect("scheduled").attempt;
-        self.step(|t| t.start_wft(scheduled, "worker", "req")).expect("starts");
+        self.step(|t| t.start_wft(scheduled, "worker", "req"))
+            .expect("starts");
         self.respond(scheduled, attempt, commands)
     }
 
-    fn respond(&mut self, scheduled: i64, attempt: i32, commands: Vec<Command>) -> CompletionOutcome {
-        let req = RespondWorkflowTaskCompletedRequest { commands, identity: "worker".into(), ..Default::default() };
-        self.step(|t| t.complete_wft(scheduled, attempt, &req)).expect("completes")
+    fn respond(
+        &mut self,
+        scheduled: i64,
+        attempt: i32,
+        commands: Vec<Command>,
+    ) -> CompletionOutcome {
+        let req = RespondWorkflowTaskCompletedRequest {
+            commands,
+            identity: "worker".into(),
+            ..Default::default()
+        };
+        self.step(|t| t.complete_wft(scheduled, attempt, &req))
+            .expect("completes")
     }
 
     fn types(&self) -> Vec<EventType> {
@@ -96,9 +121,11 @@ fn schedule_activity(id: &str, retry: Option<RetryPolicy>) -> Command {
 fn complete_workflow() -> Command {
     Command {
         command_type: CommandType::CompleteWorkflowExecution as i32,
-        attributes: Some(command::Attributes::CompleteWorkflowExecutionCommandAttributes(
-            CompleteWorkflowExecutionCommandAttributes::default(),
-        )),
+        attributes: Some(
+            command::Attributes::CompleteWorkflowExecutionCommandAttributes(
+                CompleteWorkflowExecutionCommandAttributes::default(),
+            ),
+        ),
         ..Default::default()
     }
 }
@@ -106,11 +133,13 @@ fn complete_workflow() -> Command {
 fn app_failure(non_retryable: bool) -> Failure {
     Failure {
         message: "boom".into(),
-        failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(ApplicationFailureInfo {
-            r#type: "Boom".into(),
-            non_retryable,
-            ..Default::default()
-        })),
+        failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
+            ApplicationFailureInfo {
+                r#type: "Boom".into(),
+                non_retryable,
+                ..Default::default()
+            },
+        )),
         ..Default::default()
     }
 }
@@ -120,7 +149,10 @@ use EventType as E;
 #[test]
 fn start_writes_started_and_scheduled() {
     let run = Run::start();
-    assert_eq!(run.types(), vec![E::WorkflowExecutionStarted, E::WorkflowTaskScheduled]);
+    assert_eq!(
+        run.types(),
+        vec![E::WorkflowExecutionStarted, E::WorkflowTaskScheduled]
+    );
     run.check_ids();
 }
 
@@ -129,8 +161,10 @@ fn activity_round_trip_writes_lazy_started_before_completed() {
     let mut run = Run::start();
     run.complete(vec![schedule_activity("a1", None)]);
     let scheduled = 5;
-    run.step(|t| t.start_activity(scheduled, 1, "w", "r")).expect("starts");
-    run.step(|t| t.complete_activity(scheduled, 1, None, "w")).expect("completes");
+    run.step(|t| t.start_activity(scheduled, 1, "w", "r"))
+        .expect("starts");
+    run.step(|t| t.complete_activity(scheduled, 1, None, "w"))
+        .expect("completes");
     run.complete(vec![complete_workflow()]);
     assert_eq!(
         run.types(),
@@ -155,17 +189,28 @@ fn activity_round_trip_writes_lazy_started_before_completed() {
 #[test]
 fn events_during_a_started_task_are_buffered_and_close_events_flushed_last() {
     let mut run = Run::start();
-    run.complete(vec![schedule_activity("a1", None), schedule_activity("a2", None)]);
+    run.complete(vec![
+        schedule_activity("a1", None),
+        schedule_activity("a2", None),
+    ]);
     for s in [5, 6] {
-        run.step(|t| t.start_activity(s, 1, "w", "r")).expect("starts");
+        run.step(|t| t.start_activity(s, 1, "w", "r"))
+            .expect("starts");
     }
-    run.step(|t| t.complete_activity(5, 1, None, "w")).expect("completes");
+    run.step(|t| t.complete_activity(5, 1, None, "w"))
+        .expect("completes");
     // A task is now scheduled; start it, then the second activity finishes meanwhile.
     let wft = run.ms.wft.clone().expect("scheduled");
-    run.step(|t| t.start_wft(wft.scheduled_event_id, "worker", "r2")).expect("starts");
-    run.step(|t| t.complete_activity(6, 1, None, "w")).expect("completes");
+    run.step(|t| t.start_wft(wft.scheduled_event_id, "worker", "r2"))
+        .expect("starts");
+    run.step(|t| t.complete_activity(6, 1, None, "w"))
+        .expect("completes");
     assert_eq!(run.ms.buffered.len(), 2, "started + completed are buffered");
-    let outcome = run.respond(wft.scheduled_event_id, wft.attempt, vec![complete_workflow()]);
+    let outcome = run.respond(
+        wft.scheduled_event_id,
+        wft.attempt,
+        vec![complete_workflow()],
+    );
     assert_eq!(
         outcome,
         CompletionOutcome::Failed {
@@ -176,13 +221,25 @@ fn events_during_a_started_task_are_buffered_and_close_events_flushed_last() {
     let tail: Vec<_> = run.types().into_iter().skip(10).collect();
     assert_eq!(
         tail,
-        vec![E::WorkflowTaskFailed, E::ActivityTaskStarted, E::ActivityTaskCompleted, E::WorkflowTaskScheduled]
+        vec![
+            E::WorkflowTaskFailed,
+            E::ActivityTaskStarted,
+            E::ActivityTaskCompleted,
+            E::WorkflowTaskScheduled
+        ]
     );
     run.check_ids();
-    let completed = run.history.iter().find(|e| e.event_id == 13).expect("event 13");
+    let completed = run
+        .history
+        .iter()
+        .find(|e| e.event_id == 13)
+        .expect("event 13");
     match &completed.attributes {
         Some(history_event::Attributes::ActivityTaskCompletedEventAttributes(a)) => {
-            assert_eq!(a.started_event_id, 12, "the buffered started id is patched at flush")
+            assert_eq!(
+                a.started_event_id, 12,
+                "the buffered started id is patched at flush"
+            )
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -200,40 +257,54 @@ fn activity_retries_with_exponential_backoff_then_gives_up() {
     run.complete(vec![schedule_activity("a1", Some(policy))]);
     let mut delays = Vec::new();
     for attempt in 1..=3 {
-        run.step(|t| t.start_activity(5, attempt, "w", "r")).expect("starts");
+        run.step(|t| t.start_activity(5, attempt, "w", "r"))
+            .expect("starts");
         run.timers.clear();
-        run.step(|t| t.fail_activity(5, attempt, app_failure(false), None, "w")).expect("fails");
-        if let Some(timer) = run.timers.iter().find(|t| t.data.kind == TimerKind::ActivityRetry as i32) {
+        run.step(|t| t.fail_activity(5, attempt, app_failure(false), None, "w"))
+            .expect("fails");
+        if let Some(timer) = run
+            .timers
+            .iter()
+            .find(|t| t.data.kind == TimerKind::ActivityRetry as i32)
+        {
             delays.push(timer.fire_at.duration_since(run.now).expect("future"));
             run.step(|t| t.activity_retry_fired(5, attempt + 1));
         }
     }
     assert_eq!(delays, vec![Duration::from_secs(1), Duration::from_secs(2)]);
-    let last = run.history.last().expect("events");
-    match &last.attributes {
-        Some(history_event::Attributes::ActivityTaskFailedEventAttributes(_)) => {
-            panic!("a workflow task should follow the failure")
-        }
-        _ => {}
-    }
+    assert_eq!(
+        run.types().last(),
+        Some(&E::WorkflowTaskScheduled),
+        "a workflow task follows the failure"
+    );
     let failed = run
         .history
         .iter()
         .find_map(|e| match &e.attributes {
-            Some(history_event::Attributes::ActivityTaskFailedEventAttributes(a)) => Some(a.clone()),
+            Some(history_event::Attributes::ActivityTaskFailedEventAttributes(a)) => {
+                Some(a.clone())
+            }
             _ => None,
         })
         .expect("failed event");
-    assert_eq!(failed.retry_state, RetryState::MaximumAttemptsReached as i32);
+    assert_eq!(
+        failed.retry_state,
+        RetryState::MaximumAttemptsReached as i32
+    );
     let started = run
         .history
         .iter()
         .find_map(|e| match &e.attributes {
-            Some(history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => Some(a.clone()),
+            Some(history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => {
+                Some(a.clone())
+            }
             _ => None,
         })
         .expect("started event");
-    assert_eq!(started.attempt, 3, "the started event records the final attempt");
+    assert_eq!(
+        started.attempt, 3,
+        "the started event records the final attempt"
+    );
     assert!(started.last_failure.is_some());
 }
 
@@ -241,8 +312,10 @@ fn activity_retries_with_exponential_backoff_then_gives_up() {
 fn non_retryable_failure_stops_at_once() {
     let mut run = Run::start();
     run.complete(vec![schedule_activity("a1", None)]);
-    run.step(|t| t.start_activity(5, 1, "w", "r")).expect("starts");
-    run.step(|t| t.fail_activity(5, 1, app_failure(true), None, "w")).expect("fails");
+    run.step(|t| t.start_activity(5, 1, "w", "r"))
+        .expect("starts");
+    run.step(|t| t.fail_activity(5, 1, app_failure(true), None, "w"))
+        .expect("fails");
     assert!(run.types().contains(&E::ActivityTaskFailed));
 }
 
@@ -250,27 +323,54 @@ fn non_retryable_failure_stops_at_once() {
 fn start_to_close_timeout_retries_then_heartbeat_rearms() {
     let mut run = Run::start();
     run.complete(vec![schedule_activity("a1", None)]);
-    run.step(|t| t.start_activity(5, 1, "w", "r")).expect("starts");
+    run.step(|t| t.start_activity(5, 1, "w", "r"))
+        .expect("starts");
     run.now += Duration::from_secs(5);
     run.step(|t| t.activity_timeout(5, 1, TimeoutType::StartToClose));
-    assert_eq!(run.ms.activities[0].attempt, 2, "timed out attempt is retried");
+    assert_eq!(
+        run.ms.activities[0].attempt, 2,
+        "timed out attempt is retried"
+    );
     assert!(!run.types().contains(&E::ActivityTaskTimedOut));
 }
 
 #[test]
 fn cancel_of_unstarted_activity_writes_canceled_and_a_new_task() {
     let mut run = Run::start();
-    run.complete(vec![schedule_activity("a1", None)]);
-    let cancel = Command {
-        command_type: CommandType::RequestCancelActivityTask as i32,
-        attributes: Some(command::Attributes::RequestCancelActivityTaskCommandAttributes(
-            RequestCancelActivityTaskCommandAttributes { scheduled_event_id: 5 },
+    let timer = Command {
+        command_type: CommandType::StartTimer as i32,
+        attributes: Some(command::Attributes::StartTimerCommandAttributes(
+            StartTimerCommandAttributes {
+                timer_id: "t".into(),
+                start_to_fire_timeout: kairos_core::time::to_pb_duration(Duration::from_secs(1)),
+            },
         )),
         ..Default::default()
     };
+    run.complete(vec![schedule_activity("a1", None), timer]);
+    let timer_started = run.ms.timers[0].started_event_id;
+    run.step(|t| t.user_timer_fired(timer_started));
+    let cancel = Command {
+        command_type: CommandType::RequestCancelActivityTask as i32,
+        attributes: Some(
+            command::Attributes::RequestCancelActivityTaskCommandAttributes(
+                RequestCancelActivityTaskCommandAttributes {
+                    scheduled_event_id: 5,
+                },
+            ),
+        ),
+        ..Default::default()
+    };
     run.complete(vec![cancel]);
-    let tail: Vec<_> = run.types().into_iter().skip(8).collect();
-    assert_eq!(tail, vec![E::ActivityTaskCancelRequested, E::ActivityTaskCanceled, E::WorkflowTaskScheduled]);
+    let tail: Vec<_> = run.types().into_iter().skip(10).collect();
+    assert_eq!(
+        tail,
+        vec![
+            E::ActivityTaskCancelRequested,
+            E::ActivityTaskCanceled,
+            E::WorkflowTaskScheduled
+        ]
+    );
     assert!(run.ms.activities.is_empty());
 }
 
@@ -279,10 +379,12 @@ fn timer_fires_and_duplicate_id_fails_the_task() {
     let mut run = Run::start();
     let timer = |id: &str| Command {
         command_type: CommandType::StartTimer as i32,
-        attributes: Some(command::Attributes::StartTimerCommandAttributes(StartTimerCommandAttributes {
-            timer_id: id.into(),
-            start_to_fire_timeout: kairos_core::time::to_pb_duration(Duration::from_secs(3)),
-        })),
+        attributes: Some(command::Attributes::StartTimerCommandAttributes(
+            StartTimerCommandAttributes {
+                timer_id: id.into(),
+                start_to_fire_timeout: kairos_core::time::to_pb_duration(Duration::from_secs(3)),
+            },
+        )),
         ..Default::default()
     };
     let outcome = run.complete(vec![timer("t"), timer("t")]);
@@ -300,8 +402,10 @@ fn timer_fires_and_duplicate_id_fails_the_task() {
 fn terminate_during_started_task_fails_it_first() {
     let mut run = Run::start();
     let wft = run.ms.wft.clone().expect("scheduled");
-    run.step(|t| t.start_wft(wft.scheduled_event_id, "w", "r")).expect("starts");
-    run.step(|t| t.terminate("stop", None, "me")).expect("terminates");
+    run.step(|t| t.start_wft(wft.scheduled_event_id, "w", "r"))
+        .expect("starts");
+    run.step(|t| t.terminate("stop", None, "me"))
+        .expect("terminates");
     assert_eq!(
         run.types(),
         vec![
@@ -312,14 +416,22 @@ fn terminate_during_started_task_fails_it_first() {
             E::WorkflowExecutionTerminated
         ]
     );
-    assert!(run.timers.iter().any(|t| t.data.kind == TimerKind::DeleteExecution as i32));
+    assert!(
+        run.timers
+            .iter()
+            .any(|t| t.data.kind == TimerKind::DeleteExecution as i32)
+    );
 }
 
 #[test]
 fn stale_tokens_are_not_found() {
     let mut run = Run::start();
-    let err = run.step(|t| t.start_wft(99, "w", "r")).expect_err("no such task");
+    let err = run
+        .step(|t| t.start_wft(99, "w", "r"))
+        .expect_err("no such task");
     assert!(matches!(err, StateError::NotFound(_)));
-    let err = run.step(|t| t.complete_activity(5, 1, None, "w")).expect_err("no such activity");
+    let err = run
+        .step(|t| t.complete_activity(5, 1, None, "w"))
+        .expect_err("no such activity");
     assert!(matches!(err, StateError::NotFound(_)));
 }

@@ -18,8 +18,8 @@ use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure, CancellableFuture,
-    TimerResult, Worker, WorkflowContext, WorkflowResult, WorkflowTermination,
+    ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
+    CancellableFuture, TimerResult, Worker, WorkflowContext, WorkflowResult, WorkflowTermination,
 };
 
 use crate::support::{connect, run_with_worker, runtime, unique, within};
@@ -52,7 +52,11 @@ impl Acts {
         self.c.flaky_calls.fetch_add(1, Ordering::SeqCst);
         let attempt = ctx.info().attempt;
         if attempt < 3 {
-            return Err(ActivityError::application(ApplicationFailure::builder("transient").type_name("Transient".to_owned()).build()));
+            return Err(ActivityError::application(
+                ApplicationFailure::builder("transient")
+                    .type_name("Transient".to_owned())
+                    .build(),
+            ));
         }
         Ok(attempt)
     }
@@ -60,7 +64,10 @@ impl Acts {
     #[activity(name = "reject")]
     async fn reject(_ctx: ActivityContext) -> Result<(), ActivityError> {
         Err(ActivityError::application(
-            ApplicationFailure::builder("card declined").type_name("Declined".to_owned()).non_retryable(true).build(),
+            ApplicationFailure::builder("card declined")
+                .type_name("Declined".to_owned())
+                .non_retryable(true)
+                .build(),
         ))
     }
 
@@ -75,7 +82,9 @@ impl Acts {
         for step in start..6 {
             ctx.record_heartbeat(step + 1).await?;
             if ctx.info().attempt == 1 && step == 3 {
-                return Err(ActivityError::application(ApplicationFailure::new("crashed mid-way")));
+                return Err(ActivityError::application(ApplicationFailure::new(
+                    "crashed mid-way",
+                )));
             }
         }
         Ok(ctx.info().attempt)
@@ -126,11 +135,19 @@ impl Greet {
     #[run(name = "greet")]
     async fn run(ctx: &mut WorkflowContext<Self>, name: String) -> WorkflowResult<String> {
         let greeting = ctx
-            .execute_activity(Acts::hello, name, ActivityOptions::start_to_close_timeout(Duration::from_secs(10)))
+            .execute_activity(
+                Acts::hello,
+                name,
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(10)),
+            )
             .await?;
         ctx.timer(Duration::from_millis(300)).await;
         let again = ctx
-            .execute_activity(Acts::hello, greeting, ActivityOptions::start_to_close_timeout(Duration::from_secs(10)))
+            .execute_activity(
+                Acts::hello,
+                greeting,
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(10)),
+            )
             .await?;
         Ok(again)
     }
@@ -145,7 +162,13 @@ impl Parallel {
     #[run(name = "parallel")]
     async fn run(ctx: &mut WorkflowContext<Self>, count: u32) -> WorkflowResult<Vec<String>> {
         let futures: Vec<_> = (0..count)
-            .map(|i| ctx.execute_activity(Acts::hello, format!("n{i}"), ActivityOptions::start_to_close_timeout(Duration::from_secs(30))))
+            .map(|i| {
+                ctx.execute_activity(
+                    Acts::hello,
+                    format!("n{i}"),
+                    ActivityOptions::start_to_close_timeout(Duration::from_secs(30)),
+                )
+            })
             .collect();
         let mut out = Vec::new();
         for r in temporalio_sdk::workflows::join_all(futures).await {
@@ -176,7 +199,9 @@ impl Retries {
                 ctx.execute_activity(Acts::reject, (), opts).await?;
                 0
             }
-            other => return Err(ApplicationFailure::new(format!("unknown activity {other}")).into()),
+            other => {
+                return Err(ApplicationFailure::new(format!("unknown activity {other}")).into());
+            }
         };
         Ok(attempt)
     }
@@ -202,7 +227,11 @@ impl CancelActivity {
         act.cancel();
         match act.await {
             Err(ActivityExecutionError::Cancelled(_)) => Ok("activity cancelled".into()),
-            other => Err(ApplicationFailure::new(format!("unexpected activity outcome: {:?}", other.is_ok())).into()),
+            other => Err(ApplicationFailure::new(format!(
+                "unexpected activity outcome: {:?}",
+                other.is_ok()
+            ))
+            .into()),
         }
     }
 }
@@ -233,7 +262,10 @@ impl FailsOnce {
     /// The first workflow task panics (a worker bug); the retried task succeeds.
     #[run(name = "fails_once")]
     async fn run(_ctx: &mut WorkflowContext<Self>) -> WorkflowResult<String> {
-        if PANICS_LEFT.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if PANICS_LEFT
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             panic!("deliberate workflow task failure");
         }
         Ok("recovered".into())
@@ -256,7 +288,9 @@ async fn start(
         .start_workflow(
             UntypedWorkflow::new(workflow),
             input,
-            WorkflowStartOptions::new(tq, unique(workflow)).execution_timeout(Duration::from_secs(120)).build(),
+            WorkflowStartOptions::new(tq, unique(workflow))
+                .execution_timeout(Duration::from_secs(120))
+                .build(),
         )
         .await?)
 }
@@ -265,7 +299,12 @@ fn types(events: &[HistoryEvent]) -> Vec<EventType> {
     events.iter().map(|e| e.event_type()).collect()
 }
 
-fn worker(server_client: &temporalio_client::Client, rt: &temporalio_sdk::Runtime, tq: &str, acts: Acts) -> anyhow::Result<Worker> {
+fn worker(
+    server_client: &temporalio_client::Client,
+    rt: &temporalio_sdk::Runtime,
+    tq: &str,
+    acts: Acts,
+) -> anyhow::Result<Worker> {
     let options = worker_options!(tq)
         .register_activities(acts)
         .register_workflow::<Greet>()?
@@ -296,14 +335,30 @@ macro_rules! scenario {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activities_in_sequence_with_a_timer() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
-        let h = start(&client, "greet", RawValue::from_value(&"world".to_string(), &pc()), &tq).await?;
-        let out: String = within(30, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let h = start(
+            &client,
+            "greet",
+            RawValue::from_value(&"world".to_string(), &pc()),
+            &tq,
+        )
+        .await?;
+        let out: String = within(30, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(out, "hello hello world");
-        let events = h.fetch_history(WorkflowFetchHistoryOptions::builder().build()).into_events().await?;
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
         let t = types(&events);
         assert_eq!(t.first(), Some(&EventType::WorkflowExecutionStarted));
         assert_eq!(t.last(), Some(&EventType::WorkflowExecutionCompleted));
-        assert_eq!(t.iter().filter(|e| **e == EventType::ActivityTaskCompleted).count(), 2);
+        assert_eq!(
+            t.iter()
+                .filter(|e| **e == EventType::ActivityTaskCompleted)
+                .count(),
+            2
+        );
         assert!(t.contains(&EventType::TimerFired), "{t:?}");
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e.event_id, i as i64 + 1, "contiguous event ids");
@@ -315,15 +370,30 @@ async fn activities_in_sequence_with_a_timer() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_activities_and_a_history_over_several_pages() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
-        let h = start(&client, "parallel", RawValue::from_value(&100u32, &pc()), &tq).await?;
-        let out: Vec<String> = within(60, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let h = start(
+            &client,
+            "parallel",
+            RawValue::from_value(&100u32, &pc()),
+            &tq,
+        )
+        .await?;
+        let out: Vec<String> = within(60, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(out.len(), 100);
         assert_eq!(out[42], "hello n42");
         // 100 activities write 300 events: more than one 256-event page.
-        let events = h.fetch_history(WorkflowFetchHistoryOptions::builder().build()).into_events().await?;
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
         assert!(events.len() > 300, "{} events", events.len());
         for (i, e) in events.iter().enumerate() {
-            assert_eq!(e.event_id, i as i64 + 1, "contiguous event ids across pages");
+            assert_eq!(
+                e.event_id,
+                i as i64 + 1,
+                "contiguous event ids across pages"
+            );
         }
         anyhow::Ok(())
     })
@@ -332,15 +402,35 @@ async fn parallel_activities_and_a_history_over_several_pages() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_activity_is_retried_by_the_server_with_backoff() -> anyhow::Result<()> {
     scenario!(|client, tq, acts, _server| {
-        let h = start(&client, "retries", RawValue::from_value(&"flaky".to_string(), &pc()), &tq).await?;
-        let attempt: u32 = within(30, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let h = start(
+            &client,
+            "retries",
+            RawValue::from_value(&"flaky".to_string(), &pc()),
+            &tq,
+        )
+        .await?;
+        let attempt: u32 = within(30, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(attempt, 3);
         assert_eq!(acts.c.flaky_calls.load(Ordering::SeqCst), 3);
-        let events = h.fetch_history(WorkflowFetchHistoryOptions::builder().build()).into_events().await?;
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
         let t = types(&events);
         // Retries write no events: one Scheduled, one Started (the last attempt), one Completed.
-        assert_eq!(t.iter().filter(|e| **e == EventType::ActivityTaskStarted).count(), 1, "{t:?}");
-        let started = events.iter().find(|e| e.event_type() == EventType::ActivityTaskStarted).expect("started");
+        assert_eq!(
+            t.iter()
+                .filter(|e| **e == EventType::ActivityTaskStarted)
+                .count(),
+            1,
+            "{t:?}"
+        );
+        let started = events
+            .iter()
+            .find(|e| e.event_type() == EventType::ActivityTaskStarted)
+            .expect("started");
         match &started.attributes {
             Some(temporalio_common::protos::temporal::api::history::v1::history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => {
                 assert_eq!(a.attempt, 3);
@@ -349,11 +439,22 @@ async fn flaky_activity_is_retried_by_the_server_with_backoff() -> anyhow::Resul
             other => panic!("unexpected attributes {other:?}"),
         }
         // Backoff 100 ms then 200 ms: the close comes at least 300 ms after the schedule.
-        let scheduled = events.iter().find(|e| e.event_type() == EventType::ActivityTaskScheduled).expect("scheduled");
-        let completed = events.iter().find(|e| e.event_type() == EventType::ActivityTaskCompleted).expect("completed");
+        let scheduled = events
+            .iter()
+            .find(|e| e.event_type() == EventType::ActivityTaskScheduled)
+            .expect("scheduled");
+        let completed = events
+            .iter()
+            .find(|e| e.event_type() == EventType::ActivityTaskCompleted)
+            .expect("completed");
         let gap = kairos_core::time::from_timestamp(completed.event_time.as_ref().expect("time"))
-            .duration_since(kairos_core::time::from_timestamp(scheduled.event_time.as_ref().expect("time")))?;
-        assert!(gap >= Duration::from_millis(300), "retries happened after {gap:?}");
+            .duration_since(kairos_core::time::from_timestamp(
+            scheduled.event_time.as_ref().expect("time"),
+        ))?;
+        assert!(
+            gap >= Duration::from_millis(300),
+            "retries happened after {gap:?}"
+        );
         anyhow::Ok(())
     })
 }
@@ -361,7 +462,13 @@ async fn flaky_activity_is_retried_by_the_server_with_backoff() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_retryable_failure_fails_the_workflow() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
-        let h = start(&client, "retries", RawValue::from_value(&"reject".to_string(), &pc()), &tq).await?;
+        let h = start(
+            &client,
+            "retries",
+            RawValue::from_value(&"reject".to_string(), &pc()),
+            &tq,
+        )
+        .await?;
         match within(30, h.get_result(WorkflowGetResultOptions::default())).await? {
             Err(WorkflowGetResultError::Failed(e)) => match &*e {
                 IncomingError::Activity(act) => match act.cause() {
@@ -382,10 +489,22 @@ async fn non_retryable_failure_fails_the_workflow() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_details_reach_the_next_attempt() -> anyhow::Result<()> {
     scenario!(|client, tq, acts, _server| {
-        let h = start(&client, "retries", RawValue::from_value(&"resumable".to_string(), &pc()), &tq).await?;
-        let attempt: u32 = within(30, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let h = start(
+            &client,
+            "retries",
+            RawValue::from_value(&"resumable".to_string(), &pc()),
+            &tq,
+        )
+        .await?;
+        let attempt: u32 = within(30, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(attempt, 2);
-        assert_eq!(acts.c.resumed_from.load(Ordering::SeqCst), 4, "attempt 2 resumed from the last heartbeat");
+        assert_eq!(
+            acts.c.resumed_from.load(Ordering::SeqCst),
+            4,
+            "attempt 2 resumed from the last heartbeat"
+        );
         anyhow::Ok(())
     })
 }
@@ -393,8 +512,16 @@ async fn heartbeat_details_reach_the_next_attempt() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_to_close_timeout_retries_the_activity() -> anyhow::Result<()> {
     scenario!(|client, tq, acts, _server| {
-        let h = start(&client, "retries", RawValue::from_value(&"slow_first".to_string(), &pc()), &tq).await?;
-        let attempt: u32 = within(30, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let h = start(
+            &client,
+            "retries",
+            RawValue::from_value(&"slow_first".to_string(), &pc()),
+            &tq,
+        )
+        .await?;
+        let attempt: u32 = within(30, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(attempt, 2);
         assert!(acts.c.slow_calls.load(Ordering::SeqCst) >= 2);
         anyhow::Ok(())
@@ -405,9 +532,15 @@ async fn start_to_close_timeout_retries_the_activity() -> anyhow::Result<()> {
 async fn workflow_cancels_its_activity() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
         let h = start(&client, "cancel_activity", RawValue::new(vec![]), &tq).await?;
-        let out: String = within(30, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let out: String = within(30, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(out, "activity cancelled");
-        let t = types(&h.fetch_history(WorkflowFetchHistoryOptions::builder().build()).into_events().await?);
+        let t = types(
+            &h.fetch_history(WorkflowFetchHistoryOptions::builder().build())
+                .into_events()
+                .await?,
+        );
         assert!(t.contains(&EventType::ActivityTaskCancelRequested), "{t:?}");
         assert!(t.contains(&EventType::ActivityTaskCanceled), "{t:?}");
         anyhow::Ok(())
@@ -419,13 +552,25 @@ async fn client_cancel_and_terminate() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
         let h = start(&client, "sleeper", RawValue::new(vec![]), &tq).await?;
         wait_for_event(&h, EventType::TimerStarted).await?;
-        h.cancel(WorkflowCancelOptions::builder().reason("customer changed their mind").build()).await?;
-        assert!(matches!(within(30, h.get_result(WorkflowGetResultOptions::default())).await?, Err(WorkflowGetResultError::Cancelled { .. })));
+        h.cancel(
+            WorkflowCancelOptions::builder()
+                .reason("customer changed their mind")
+                .build(),
+        )
+        .await?;
+        assert!(matches!(
+            within(30, h.get_result(WorkflowGetResultOptions::default())).await?,
+            Err(WorkflowGetResultError::Cancelled { .. })
+        ));
 
         let h = start(&client, "sleeper", RawValue::new(vec![]), &tq).await?;
         wait_for_event(&h, EventType::TimerStarted).await?;
-        h.terminate(WorkflowTerminateOptions::builder().reason("ops").build()).await?;
-        assert!(matches!(within(30, h.get_result(WorkflowGetResultOptions::default())).await?, Err(WorkflowGetResultError::Terminated { .. })));
+        h.terminate(WorkflowTerminateOptions::builder().reason("ops").build())
+            .await?;
+        assert!(matches!(
+            within(30, h.get_result(WorkflowGetResultOptions::default())).await?,
+            Err(WorkflowGetResultError::Terminated { .. })
+        ));
         anyhow::Ok(())
     })
 }
@@ -437,10 +582,15 @@ async fn workflow_run_timeout() -> anyhow::Result<()> {
             .start_workflow(
                 UntypedWorkflow::new("sleeper"),
                 RawValue::new(vec![]),
-                WorkflowStartOptions::new(tq.as_str(), unique("timeout")).run_timeout(Duration::from_secs(1)).build(),
+                WorkflowStartOptions::new(tq.as_str(), unique("timeout"))
+                    .run_timeout(Duration::from_secs(1))
+                    .build(),
             )
             .await?;
-        assert!(matches!(within(30, h.get_result(WorkflowGetResultOptions::default())).await?, Err(WorkflowGetResultError::TimedOut)));
+        assert!(matches!(
+            within(30, h.get_result(WorkflowGetResultOptions::default())).await?,
+            Err(WorkflowGetResultError::TimedOut)
+        ));
         anyhow::Ok(())
     })
 }
@@ -449,9 +599,15 @@ async fn workflow_run_timeout() -> anyhow::Result<()> {
 async fn failed_workflow_task_is_retried() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
         let h = start(&client, "fails_once", RawValue::new(vec![]), &tq).await?;
-        let out: String = within(60, h.get_result(WorkflowGetResultOptions::default())).await??.to_value(&pc());
+        let out: String = within(60, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
         assert_eq!(out, "recovered");
-        let t = types(&h.fetch_history(WorkflowFetchHistoryOptions::builder().build()).into_events().await?);
+        let t = types(
+            &h.fetch_history(WorkflowFetchHistoryOptions::builder().build())
+                .into_events()
+                .await?,
+        );
         assert!(t.contains(&EventType::WorkflowTaskFailed), "{t:?}");
         anyhow::Ok(())
     })
@@ -463,9 +619,24 @@ async fn duplicate_workflow_id_is_already_started() -> anyhow::Result<()> {
     let client = connect(&server).await?;
     let id = unique("dup");
     let opts = || WorkflowStartOptions::new("nobody-polls", id.clone()).build();
-    let first = client.start_workflow(UntypedWorkflow::new("sleeper"), RawValue::new(vec![]), opts()).await?;
-    match client.start_workflow(UntypedWorkflow::new("sleeper"), RawValue::new(vec![]), opts()).await {
-        Err(WorkflowStartError::AlreadyStarted { run_id, .. }) => assert_eq!(run_id.as_deref(), first.run_id()),
+    let first = client
+        .start_workflow(
+            UntypedWorkflow::new("sleeper"),
+            RawValue::new(vec![]),
+            opts(),
+        )
+        .await?;
+    match client
+        .start_workflow(
+            UntypedWorkflow::new("sleeper"),
+            RawValue::new(vec![]),
+            opts(),
+        )
+        .await
+    {
+        Err(WorkflowStartError::AlreadyStarted { run_id, .. }) => {
+            assert_eq!(run_id.as_deref(), first.run_id())
+        }
         other => panic!("expected AlreadyStarted, got {:?}", other.map(|_| ())),
     }
     server.shutdown().await
@@ -477,11 +648,17 @@ async fn wait_for_event(
 ) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let events = h.fetch_history(WorkflowFetchHistoryOptions::builder().build()).into_events().await?;
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
         if types(&events).contains(&wanted) {
             return Ok(());
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "no {wanted:?} event within 30s");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no {wanted:?} event within 30s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,127 @@
+"""Fixtures for the Python SDK end-to-end tests.
+
+A single Kairos dev server is started per test session from the binary named by
+the KAIROS_BIN environment variable (default: target/debug/kairos of this repo),
+on a free loopback port with a fresh SQLite file in a temporary directory.
+KAIROS_LOG_LEVEL (debug, info, warn, error) is passed on as --log-level; the
+server's output is kept in kairos.log next to the database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "kairos"
+STARTUP_DEADLINE_S = 30.0
+SHUTDOWN_DEADLINE_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kairos_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start a Kairos dev server and yield its "127.0.0.1:PORT" target."""
+    binary = Path(os.environ.get("KAIROS_BIN", str(DEFAULT_BIN)))
+    if not binary.is_file():
+        pytest.fail(f"kairos binary not found at {binary} (set KAIROS_BIN)")
+
+    tmp = tmp_path_factory.mktemp("kairos")
+    db = tmp / "kairos.db"
+    log_path = tmp / "kairos.log"
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+
+    args = [
+        str(binary),
+        "server",
+        "start-dev",
+        "--port",
+        str(port),
+        "--db-filename",
+        str(db),
+    ]
+    if os.environ.get("KAIROS_LOG_LEVEL"):
+        args += ["--log-level", os.environ["KAIROS_LOG_LEVEL"]]
+
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+    )
+
+    # Drain the server's output in the background (so the pipe never fills up),
+    # keep it for diagnostics and note when the "listening" line appears.
+    lines: List[str] = []
+    ready = threading.Event()
+
+    def _reader() -> None:
+        assert proc.stdout is not None
+        with open(log_path, "w") as log:
+            for line in proc.stdout:
+                lines.append(line)
+                log.write(line)
+                log.flush()
+                if "Kairos server listening on" in line:
+                    ready.set()
+
+    reader = threading.Thread(target=_reader, name="kairos-output", daemon=True)
+    reader.start()
+
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"kairos exited with code {proc.returncode} before listening:\n"
+                    + "".join(lines[-50:])
+                )
+            if ready.is_set() or _port_open(port):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"kairos did not listen on {target} within "
+                    f"{STARTUP_DEADLINE_S}s:\n" + "".join(lines[-50:])
+                )
+            ready.wait(0.05)
+        # The stdout line is printed once the listener is bound; make sure the
+        # port really accepts connections before handing it to the tests.
+        while not _port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"kairos port {port} never accepted connections")
+            time.sleep(0.05)
+
+        yield target
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=SHUTDOWN_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=5)
+        print(f"\nkairos server log: {log_path}")
