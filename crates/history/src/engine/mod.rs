@@ -63,6 +63,7 @@ struct Cached {
 }
 
 type RunSlot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+type WorkflowLock = Arc<tokio::sync::Mutex<()>>;
 
 /// The history engine (cheap clone).
 #[derive(Clone)]
@@ -78,7 +79,7 @@ struct Inner {
     matching: Arc<dyn TaskSink>,
     shards: Vec<Shard>,
     runs: Mutex<HashMap<RunKey, RunSlot>>,
-    workflow_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<i64>>>,
     timers: timers::Queue,
 }
@@ -1111,9 +1112,9 @@ impl Engine {
         let ms = self.read_state(key).await?;
         let (mut next_event_id, mut closed) = (ms.next_event_id, status_closed(ms.status));
         let mut close_event_id = ms.close_event_id;
-        if wait_new_event
-            && ((close_only && !closed) || (!close_only && from >= next_event_id && !closed))
-        {
+        // Something to wait for: the close (close_only) or events past the token.
+        let ready = |closed: bool, next: i64| closed || (!close_only && from < next);
+        if wait_new_event && !ready(closed, next_event_id) {
             let mut rx = self.watch(key);
             let deadline =
                 tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
@@ -1122,7 +1123,7 @@ impl Engine {
                 next_event_id = ms.next_event_id;
                 closed = status_closed(ms.status);
                 close_event_id = ms.close_event_id;
-                if (close_only && closed) || (!close_only && (from < next_event_id || closed)) {
+                if ready(closed, next_event_id) {
                     break;
                 }
                 match tokio::time::timeout_at(deadline, rx.changed()).await {

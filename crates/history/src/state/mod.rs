@@ -639,7 +639,7 @@ impl<'a> Transition<'a> {
                 binary_checksum: req.binary_checksum.clone(),
                 worker_version: req.worker_version_stamp.clone(),
                 sdk_metadata: req.sdk_metadata.clone(),
-                metering_metadata: req.metering_metadata.clone(),
+                metering_metadata: req.metering_metadata,
                 ..Default::default()
             },
         ));
@@ -711,10 +711,10 @@ impl<'a> Transition<'a> {
                             "A valid StartToClose or ScheduleToCloseTimeout is not set on command.",
                         );
                     }
-                    if let Some(policy) = &a.retry_policy {
-                        if let Err(m) = retry::validate(policy) {
-                            return bad(&m);
-                        }
+                    if let Some(policy) = &a.retry_policy
+                        && let Err(m) = retry::validate(policy)
+                    {
+                        return bad(&m);
                     }
                     if self
                         .ms
@@ -1450,13 +1450,11 @@ impl<'a> Transition<'a> {
         if matches!(
             timeout_type,
             TimeoutType::StartToClose | TimeoutType::Heartbeat
-        ) {
-            if let RetryDecision::Retry(delay) =
-                retry::decide(&act, &failure, Some(timeout_type), self.now)
-            {
-                self.retry_activity(idx, failure, delay);
-                return;
-            }
+        ) && let RetryDecision::Retry(delay) =
+            retry::decide(&act, &failure, Some(timeout_type), self.now)
+        {
+            self.retry_activity(idx, failure, delay);
+            return;
         }
         let retry_state = match timeout_type {
             TimeoutType::StartToClose | TimeoutType::Heartbeat => {
@@ -1554,19 +1552,19 @@ impl<'a> Transition<'a> {
 
     /// Ends an in-flight workflow task because the run is being closed from outside.
     fn force_close_wft(&mut self) {
-        if let Some(wft) = self.ms.wft.clone() {
-            if wft.started_event_id > 0 {
-                self.append(event(
-                    EventType::WorkflowTaskFailed,
-                    hist::WorkflowTaskFailedEventAttributes {
-                        scheduled_event_id: wft.scheduled_event_id,
-                        started_event_id: wft.started_event_id,
-                        cause: WorkflowTaskFailedCause::ForceCloseCommand as i32,
-                        ..Default::default()
-                    },
-                ));
-                self.ms.wft = None;
-            }
+        if let Some(wft) = self.ms.wft.clone()
+            && wft.started_event_id > 0
+        {
+            self.append(event(
+                EventType::WorkflowTaskFailed,
+                hist::WorkflowTaskFailedEventAttributes {
+                    scheduled_event_id: wft.scheduled_event_id,
+                    started_event_id: wft.started_event_id,
+                    cause: WorkflowTaskFailedCause::ForceCloseCommand as i32,
+                    ..Default::default()
+                },
+            ));
+            self.ms.wft = None;
         }
         self.flush_buffer();
     }
@@ -1618,10 +1616,10 @@ impl<'a> Transition<'a> {
         self.ms.status = status as i32;
         self.ms.close_time_ms = self.now_ms();
         self.ms.close_event_id = close_event_id;
-        if let Some(wft) = self.ms.wft.take() {
-            if wft.started_event_id == 0 {
-                self.transfers_done.push(wft.transfer_task_id);
-            }
+        if let Some(wft) = self.ms.wft.take()
+            && wft.started_event_id == 0
+        {
+            self.transfers_done.push(wft.transfer_task_id);
         }
         for act in std::mem::take(&mut self.ms.activities) {
             if !act.started && !act.backing_off {

@@ -92,12 +92,7 @@ pub fn decide(
         }
         _ => String::new(),
     };
-    if !failure_type.is_empty()
-        && policy
-            .non_retryable_error_types
-            .iter()
-            .any(|t| *t == failure_type)
-    {
+    if !failure_type.is_empty() && policy.non_retryable_error_types.contains(&failure_type) {
         return RetryDecision::Stop(RetryState::NonRetryableFailure);
     }
     if policy.maximum_attempts > 0 && act.attempt >= policy.maximum_attempts {

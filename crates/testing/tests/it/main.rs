@@ -1,3 +1,4 @@
 //! End-to-end tests: official Rust SDK workers and clients against an in-process Kairos.
 mod support;
+mod tidy;
 mod workflows;

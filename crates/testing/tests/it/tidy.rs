@@ -1,0 +1,77 @@
+//! Tidy checks run as ordinary tests: every source file says what it is for, no test is
+//! ignored, and the crate dependency rules of docs/ARCHITECTURE.md hold.
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&workspace().join("crates"), &mut files);
+    assert!(files.len() > 20, "found only {} files", files.len());
+    files
+}
+
+#[test]
+fn every_file_starts_with_a_module_doc() {
+    let missing: Vec<_> = all_sources()
+        .into_iter()
+        .filter(|f| !std::fs::read_to_string(f).expect("readable").starts_with("//!"))
+        .collect();
+    assert!(missing.is_empty(), "files without a leading //! doc: {missing:?}");
+}
+
+#[test]
+fn no_ignored_tests() {
+    let marker = ["#[", "ignore"].concat();
+    let offenders: Vec<_> = all_sources()
+        .into_iter()
+        .filter(|f| std::fs::read_to_string(f).expect("readable").contains(&marker))
+        .collect();
+    assert!(offenders.is_empty(), "ignored tests in {offenders:?}");
+}
+
+fn dependencies(krate: &str) -> Vec<String> {
+    let manifest = std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml")).expect("manifest");
+    let deps = manifest.split("[dependencies]").nth(1).unwrap_or_default();
+    let deps = deps.split("\n[").next().unwrap_or_default();
+    deps.lines().filter_map(|l| l.split(['.', ' ', '=']).next()).filter(|n| n.starts_with("kairos-")).map(str::to_string).collect()
+}
+
+#[test]
+fn crate_dependency_rules_hold() {
+    assert!(dependencies("core").is_empty(), "core is a leaf: {:?}", dependencies("core"));
+    for (krate, forbidden) in [
+        ("persistence", &["kairos-history", "kairos-matching", "kairos-frontend", "kairos-server"][..]),
+        ("history", &["kairos-matching", "kairos-frontend", "kairos-server"][..]),
+        ("matching", &["kairos-history", "kairos-persistence", "kairos-frontend", "kairos-server"][..]),
+        ("frontend", &["kairos-persistence", "kairos-server"][..]),
+        ("cli", &["kairos-history", "kairos-matching", "kairos-persistence", "kairos-frontend"][..]),
+    ] {
+        let deps = dependencies(krate);
+        for f in forbidden {
+            assert!(!deps.iter().any(|d| d == f), "{krate} must not depend on {f}");
+        }
+    }
+    // history::state does no IO: no storage, no tokio, no clock reads.
+    let mut state_files = Vec::new();
+    rust_files(&workspace().join("crates/history/src/state"), &mut state_files);
+    for file in state_files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        for banned in ["kairos_persistence", "tokio", "SystemTime::now", "Instant::now"] {
+            assert!(!text.contains(banned), "{} uses {banned}", file.display());
+        }
+    }
+}
