@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -28,9 +31,16 @@ fn all_sources() -> Vec<PathBuf> {
 fn every_file_starts_with_a_module_doc() {
     let missing: Vec<_> = all_sources()
         .into_iter()
-        .filter(|f| !std::fs::read_to_string(f).expect("readable").starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .expect("readable")
+                .starts_with("//!")
+        })
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! doc: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:?}"
+    );
 }
 
 #[test]
@@ -38,39 +48,91 @@ fn no_ignored_tests() {
     let marker = ["#[", "ignore"].concat();
     let offenders: Vec<_> = all_sources()
         .into_iter()
-        .filter(|f| std::fs::read_to_string(f).expect("readable").contains(&marker))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .expect("readable")
+                .contains(&marker)
+        })
         .collect();
     assert!(offenders.is_empty(), "ignored tests in {offenders:?}");
 }
 
 fn dependencies(krate: &str) -> Vec<String> {
-    let manifest = std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml")).expect("manifest");
+    let manifest =
+        std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
+            .expect("manifest");
     let deps = manifest.split("[dependencies]").nth(1).unwrap_or_default();
     let deps = deps.split("\n[").next().unwrap_or_default();
-    deps.lines().filter_map(|l| l.split(['.', ' ', '=']).next()).filter(|n| n.starts_with("kairos-")).map(str::to_string).collect()
+    deps.lines()
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .filter(|n| n.starts_with("kairos-"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
 fn crate_dependency_rules_hold() {
-    assert!(dependencies("core").is_empty(), "core is a leaf: {:?}", dependencies("core"));
+    assert!(
+        dependencies("core").is_empty(),
+        "core is a leaf: {:?}",
+        dependencies("core")
+    );
     for (krate, forbidden) in [
-        ("persistence", &["kairos-history", "kairos-matching", "kairos-frontend", "kairos-server"][..]),
-        ("history", &["kairos-matching", "kairos-frontend", "kairos-server"][..]),
-        ("matching", &["kairos-history", "kairos-persistence", "kairos-frontend", "kairos-server"][..]),
+        (
+            "persistence",
+            &[
+                "kairos-history",
+                "kairos-matching",
+                "kairos-frontend",
+                "kairos-server",
+            ][..],
+        ),
+        (
+            "history",
+            &["kairos-matching", "kairos-frontend", "kairos-server"][..],
+        ),
+        (
+            "matching",
+            &[
+                "kairos-history",
+                "kairos-persistence",
+                "kairos-frontend",
+                "kairos-server",
+            ][..],
+        ),
         ("frontend", &["kairos-persistence", "kairos-server"][..]),
-        ("cli", &["kairos-history", "kairos-matching", "kairos-persistence", "kairos-frontend"][..]),
+        (
+            "cli",
+            &[
+                "kairos-history",
+                "kairos-matching",
+                "kairos-persistence",
+                "kairos-frontend",
+            ][..],
+        ),
     ] {
         let deps = dependencies(krate);
         for f in forbidden {
-            assert!(!deps.iter().any(|d| d == f), "{krate} must not depend on {f}");
+            assert!(
+                !deps.iter().any(|d| d == f),
+                "{krate} must not depend on {f}"
+            );
         }
     }
     // history::state does no IO: no storage, no tokio, no clock reads.
     let mut state_files = Vec::new();
-    rust_files(&workspace().join("crates/history/src/state"), &mut state_files);
+    rust_files(
+        &workspace().join("crates/history/src/state"),
+        &mut state_files,
+    );
     for file in state_files {
         let text = std::fs::read_to_string(&file).expect("readable");
-        for banned in ["kairos_persistence", "tokio", "SystemTime::now", "Instant::now"] {
+        for banned in [
+            "kairos_persistence",
+            "tokio",
+            "SystemTime::now",
+            "Instant::now",
+        ] {
             assert!(!text.contains(banned), "{} uses {banned}", file.display());
         }
     }
