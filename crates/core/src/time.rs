@@ -43,6 +43,11 @@ pub fn to_pb_duration(d: Duration) -> Option<PbDuration> {
     })
 }
 
+/// A protobuf duration that is present even when zero (for fields the reference always sets).
+pub fn to_pb_duration_explicit(d: Duration) -> PbDuration {
+    to_pb_duration(d).unwrap_or_default()
+}
+
 /// A `std` duration from an optional protobuf one; absent and negative both mean zero.
 pub fn from_pb_duration(d: Option<&PbDuration>) -> Duration {
     match d {

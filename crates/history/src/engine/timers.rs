@@ -1,7 +1,7 @@
 //! The durable timer queue: every timer row of the owned shards is held in memory in fire
 //! order; a loop fires what is due on the engine's clock, each firing one transition that also
 //! deletes the timer row, so a timer fires at least once and its effect is applied once.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kairos_core::ids::RunKey;
@@ -52,15 +52,30 @@ pub(super) async fn run(engine: Engine) {
     let mut jumps = engine.inner.clock.jumps();
     loop {
         let now_ms = to_millis(engine.inner.clock.now());
-        let due = engine.inner.timers.pop_due(now_ms);
-        for timer in due {
+        // Timers of one run fire in their queue order (time, then task id), one after the
+        // other: two timeouts due together must not race for the run (an activity's
+        // schedule-to-close before its start-to-close). Different runs fire concurrently.
+        let mut by_run: HashMap<(String, String, String), Vec<TimerTask>> = HashMap::new();
+        for timer in engine.inner.timers.pop_due(now_ms) {
+            by_run
+                .entry((
+                    timer.namespace_id.clone(),
+                    timer.workflow_id.clone(),
+                    timer.run_id.clone(),
+                ))
+                .or_default()
+                .push(timer);
+        }
+        for (_, timers) in by_run {
             let engine = engine.clone();
             tokio::spawn(async move {
-                if let Err(e) = fire(&engine, &timer).await {
-                    tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
-                    let mut retry = timer;
-                    retry.fire_at_ms = to_millis(engine.inner.clock.now()) + 1000;
-                    engine.inner.timers.push(retry);
+                for timer in timers {
+                    if let Err(e) = fire(&engine, &timer).await {
+                        tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
+                        let mut retry = timer;
+                        retry.fire_at_ms = to_millis(engine.inner.clock.now()) + 1000;
+                        engine.inner.timers.push(retry);
+                    }
                 }
             });
         }

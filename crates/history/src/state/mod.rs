@@ -137,6 +137,10 @@ pub fn event(
 }
 
 /// A timeout failure as the Go server writes it.
+/// The message of a timeout that leaves no time for another attempt (the reference's wording,
+/// which users match on).
+pub const NO_TIME_TO_RETRY: &str = "Not enough time to schedule next retry before activity ScheduleToClose timeout, giving up retrying";
+
 pub fn timeout_failure(
     timeout_type: TimeoutType,
     details: Option<Payloads>,
@@ -1048,10 +1052,11 @@ impl<'a> Transition<'a> {
                 }),
                 header: a.header.clone(),
                 input: a.input.clone(),
-                schedule_to_close_timeout: to_pb_duration(s2c),
-                schedule_to_start_timeout: to_pb_duration(s2s),
-                start_to_close_timeout: to_pb_duration(stc),
-                heartbeat_timeout: to_pb_duration(hb),
+                // The event records every timeout, zero included, as the reference does.
+                schedule_to_close_timeout: Some(kairos_core::time::to_pb_duration_explicit(s2c)),
+                schedule_to_start_timeout: Some(kairos_core::time::to_pb_duration_explicit(s2s)),
+                start_to_close_timeout: Some(kairos_core::time::to_pb_duration_explicit(stc)),
+                heartbeat_timeout: Some(kairos_core::time::to_pb_duration_explicit(hb)),
                 workflow_task_completed_event_id: completed_id,
                 retry_policy: Some(retry_policy.clone()),
                 priority: a.priority.clone(),
@@ -1469,16 +1474,21 @@ impl<'a> Transition<'a> {
             .remove_activity(scheduled_event_id)
             .expect("found above");
         self.transfers_done.push(act.transfer_task_id);
-        // A schedule-to-close timeout carries the last attempt's failure as its cause.
-        let failure = if timeout_type == TimeoutType::ScheduleToClose {
-            timeout_failure(
-                timeout_type,
-                act.heartbeat_details.clone(),
-                act.last_failure.clone(),
-            )
-        } else {
-            failure
-        };
+        // Out of time for another attempt (the schedule-to-close deadline fired, or a retry
+        // would land past it): reported as a schedule-to-close timeout, whichever timer fired,
+        // with the last attempt's failure as its cause.
+        let failure =
+            if retry_state == RetryState::Timeout && timeout_type != TimeoutType::ScheduleToStart {
+                let mut f = timeout_failure(
+                    TimeoutType::ScheduleToClose,
+                    act.heartbeat_details.clone(),
+                    act.last_failure.clone(),
+                );
+                f.message = NO_TIME_TO_RETRY.to_string();
+                f
+            } else {
+                failure
+            };
         let started = if act.started {
             self.write_activity_started(&act)
         } else {

@@ -103,6 +103,31 @@ impl Acts {
         Ok(ctx.info().attempt)
     }
 
+    /// Never finishes on its own: waits until the server cancels it (its timeout) or 30 s pass.
+    #[activity(name = "hang")]
+    async fn hang(ctx: ActivityContext) -> Result<(), ActivityError> {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = ctx.cancelled() => {}
+        }
+        Err(ActivityError::cancelled())
+    }
+
+    /// The first attempt heartbeats once (with 7) and then goes silent; later attempts return
+    /// the heartbeat details they were handed.
+    #[activity(name = "goes_silent")]
+    async fn goes_silent(ctx: ActivityContext) -> Result<u32, ActivityError> {
+        if ctx.info().attempt == 1 {
+            ctx.record_heartbeat(7u32).await?;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = ctx.cancelled() => {}
+            }
+            return Err(ActivityError::cancelled());
+        }
+        Ok(ctx.heartbeat_details().deserialize::<u32>()?.unwrap_or(0))
+    }
+
     /// Heartbeats until cancelled.
     #[activity(name = "wait_cancel")]
     async fn wait_cancel(ctx: ActivityContext) -> Result<(), ActivityError> {
@@ -204,6 +229,85 @@ impl Retries {
             }
         };
         Ok(attempt)
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+struct Timeouts;
+
+#[workflow_methods]
+impl Timeouts {
+    /// Lets the named activity time out and reports how: the timeout type the workflow saw,
+    /// or for "heartbeat_retry" the heartbeat details the retried attempt was handed.
+    #[run(name = "timeouts")]
+    async fn run(ctx: &mut WorkflowContext<Self>, which: String) -> WorkflowResult<String> {
+        let no_retry = RetryPolicy::builder().maximum_attempts(1).build();
+        let outcome = match which.as_str() {
+            // Nobody polls that queue: the task is never picked up.
+            "schedule_to_start" => ctx
+                .execute_activity(
+                    Acts::hello,
+                    "nobody".to_owned(),
+                    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+                        .task_queue(format!("unpolled-{}", ctx.task_queue()))
+                        .schedule_to_start_timeout(Duration::from_secs(1))
+                        .build(),
+                )
+                .await
+                .map(|_| ()),
+            // Retries are allowed, but the overall deadline ends them.
+            "schedule_to_close" => {
+                ctx.execute_activity(
+                    Acts::hang,
+                    (),
+                    ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(1))
+                        .retry_policy(quick_retry(0))
+                        .build(),
+                )
+                .await
+            }
+            "heartbeat" => ctx
+                .execute_activity(
+                    Acts::goes_silent,
+                    (),
+                    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+                        .heartbeat_timeout(Duration::from_secs(1))
+                        .retry_policy(no_retry)
+                        .build(),
+                )
+                .await
+                .map(|_| ()),
+            "heartbeat_retry" => {
+                let details = ctx
+                    .execute_activity(
+                        Acts::goes_silent,
+                        (),
+                        ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+                            .heartbeat_timeout(Duration::from_secs(1))
+                            .retry_policy(quick_retry(3))
+                            .build(),
+                    )
+                    .await?;
+                return Ok(format!("resumed with {details}"));
+            }
+            other => {
+                return Err(ApplicationFailure::new(format!("unknown case {other}")).into());
+            }
+        };
+        match outcome {
+            Ok(()) => Ok("no timeout".into()),
+            Err(e) => match e.as_timeout() {
+                Some(t) => {
+                    let details = t
+                        .raw_last_heartbeat_details()
+                        .map(|p| p.len())
+                        .unwrap_or_default();
+                    Ok(format!("{:?} details={details}", t.timeout_type()))
+                }
+                None => Ok(format!("not a timeout: {e}")),
+            },
+        }
     }
 }
 
@@ -311,6 +415,7 @@ fn worker(
         .register_workflow::<Parallel>()?
         .register_workflow::<Retries>()?
         .register_workflow::<CancelActivity>()?
+        .register_workflow::<Timeouts>()?
         .register_workflow::<Sleeper>()?
         .register_workflow::<FailsOnce>()?
         .build();
@@ -526,6 +631,52 @@ async fn start_to_close_timeout_retries_the_activity() -> anyhow::Result<()> {
         assert!(acts.c.slow_calls.load(Ordering::SeqCst) >= 2);
         anyhow::Ok(())
     })
+}
+
+async fn timeout_outcome(which: &str) -> anyhow::Result<String> {
+    scenario!(|client, tq, _acts, _server| {
+        let h = start(
+            &client,
+            "timeouts",
+            RawValue::from_value(&which.to_string(), &pc()),
+            &tq,
+        )
+        .await?;
+        let out: String = within(30, h.get_result(WorkflowGetResultOptions::default()))
+            .await??
+            .to_value(&pc());
+        anyhow::Ok(out)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_to_start_timeout() -> anyhow::Result<()> {
+    assert_eq!(
+        timeout_outcome("schedule_to_start").await?,
+        "ScheduleToStart details=0"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_to_close_timeout_ends_retries() -> anyhow::Result<()> {
+    assert_eq!(
+        timeout_outcome("schedule_to_close").await?,
+        "ScheduleToClose details=0"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_timeout_carries_the_last_details() -> anyhow::Result<()> {
+    assert_eq!(timeout_outcome("heartbeat").await?, "Heartbeat details=1");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_timeout_is_retried_with_the_details() -> anyhow::Result<()> {
+    assert_eq!(timeout_outcome("heartbeat_retry").await?, "resumed with 7");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

