@@ -52,6 +52,10 @@ struct StartDev {
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Dynamic config value, as KEY=VALUE (repeatable). The limit keys of the reference server
+    /// are honoured (e.g. `limit.historyCount.error=1000`); other keys are accepted and ignored.
+    #[arg(long = "dynamic-config-value", value_name = "KEY=VALUE")]
+    dynamic_config: Vec<String>,
     /// Accepted for compatibility with `temporal server start-dev`; the web UI is not built yet.
     #[arg(long)]
     headless: bool,
@@ -90,12 +94,25 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
             namespaces.push(ns);
         }
     }
-    let config = Config {
+    let mut config = Config {
         listen: SocketAddr::new(args.ip, args.port),
         database: database.clone(),
         namespaces: namespaces.clone(),
         ..Config::default()
     };
+    for kv in &args.dynamic_config {
+        let (key, value) = kv
+            .split_once('=')
+            .with_context(|| format!("--dynamic-config-value {kv:?}: expected KEY=VALUE"))?;
+        let known = config
+            .options
+            .limits
+            .set(key.trim(), value)
+            .map_err(|e| anyhow::anyhow!("--dynamic-config-value: {e}"))?;
+        if !known {
+            tracing::info!(key, "dynamic config key not used by Kairos; ignored");
+        }
+    }
     let server = Server::start(config).await?;
     let storage = match &database {
         Database::SqliteFile(path) => format!("SQLite file {}", path.display()),

@@ -14,6 +14,14 @@ pub struct Limits {
     pub history_page_size: i32,
     /// Events a history may hold before the workflow is terminated (`limit.historyCount.error`).
     pub history_count: i64,
+    /// Bytes a history may hold before the workflow is terminated (`limit.historySize.error`).
+    pub history_size: i64,
+    /// Events after which workflow tasks suggest continue-as-new
+    /// (`limit.historyCount.suggestContinueAsNew`).
+    pub history_count_suggest_continue_as_new: i64,
+    /// Bytes after which workflow tasks suggest continue-as-new
+    /// (`limit.historySize.suggestContinueAsNew`).
+    pub history_size_suggest_continue_as_new: i64,
     /// Pending activities one run may have (`limit.numPendingActivities.error`).
     pub pending_activities: usize,
 }
@@ -26,8 +34,57 @@ impl Default for Limits {
             max_id_length: 1000,
             history_page_size: 256,
             history_count: 51_200,
+            history_size: 50 * 1024 * 1024,
+            history_count_suggest_continue_as_new: 4 * 1024,
+            history_size_suggest_continue_as_new: 4 * 1024 * 1024,
             pending_activities: 2000,
         }
+    }
+}
+
+/// The dynamic-config keys of the reference server that set a [`Limits`] field.
+pub const LIMIT_KEYS: &[&str] = &[
+    "limit.blobSize.error",
+    "limit.memoSize.error",
+    "limit.maxIDLength",
+    "limit.historyCount.error",
+    "limit.historySize.error",
+    "limit.historyCount.suggestContinueAsNew",
+    "limit.historySize.suggestContinueAsNew",
+    "limit.numPendingActivities.error",
+];
+
+impl Limits {
+    /// Sets the limit the reference server calls `key` (see [`LIMIT_KEYS`]) to `value`, a
+    /// positive integer. `Ok(false)` for a key that is not a limit, so callers can accept the
+    /// reference's other dynamic-config keys and say they are ignored.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        if !LIMIT_KEYS.contains(&key) {
+            return Ok(false);
+        }
+        let n: i64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{key} needs a positive integer, got {value:?}"))?;
+        let as_usize = n as usize;
+        match key {
+            "limit.blobSize.error" => self.blob_size = as_usize,
+            "limit.memoSize.error" => self.memo_size = as_usize,
+            "limit.maxIDLength" => self.max_id_length = as_usize,
+            "limit.historyCount.error" => self.history_count = n,
+            "limit.historySize.error" => self.history_size = n,
+            "limit.historyCount.suggestContinueAsNew" => {
+                self.history_count_suggest_continue_as_new = n
+            }
+            "limit.historySize.suggestContinueAsNew" => {
+                self.history_size_suggest_continue_as_new = n
+            }
+            "limit.numPendingActivities.error" => self.pending_activities = as_usize,
+            _ => unreachable!("every key of LIMIT_KEYS is handled"),
+        }
+        Ok(true)
     }
 }
 
@@ -58,5 +115,29 @@ impl Default for ServerOptions {
             default_retention: Duration::from_secs(30 * 24 * 3600),
             limits: Limits::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_set_by_their_reference_names() {
+        let mut l = Limits::default();
+        assert_eq!(l.history_count, 51_200);
+        for key in LIMIT_KEYS {
+            assert_eq!(l.set(key, "77"), Ok(true), "{key}");
+        }
+        assert_eq!(l.history_count, 77);
+        assert_eq!(l.blob_size, 77);
+        assert_eq!(l.pending_activities, 77);
+        assert_eq!(
+            l.set("frontend.enableUpdateWorkflowExecution", "true"),
+            Ok(false)
+        );
+        assert!(l.set("limit.historyCount.error", "lots").is_err());
+        assert!(l.set("limit.historyCount.error", "0").is_err());
+        assert_eq!(l.history_count, 77, "a rejected value changes nothing");
     }
 }

@@ -1,6 +1,6 @@
-//! Crash tests: the server is SIGKILLed mid-workflow and restarted on the same SQLite file; a
-//! worker is SIGKILLed mid-activity. Every workflow still finishes, and no history event is lost
-//! or duplicated.
+//! Crash tests: the server is SIGKILLed mid-workflow and restarted on the same SQLite file. Every
+//! workflow still finishes, and no history event is lost or duplicated. (A worker process killed
+//! mid-activity is tested from Python: tests/python/test_worker_crash.py.)
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,14 +21,19 @@ use temporalio_sdk::{
     ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowResult,
 };
 
-struct Kairos {
+pub(crate) struct Kairos {
     child: Child,
     port: u16,
 }
 
 impl Kairos {
     /// Starts the binary and waits for its "listening" line.
-    fn start(db: &Path, port: u16) -> Kairos {
+    pub(crate) fn start(db: &Path, port: u16) -> Kairos {
+        Self::start_with(db, port, &[])
+    }
+
+    /// Starts the binary with extra flags and waits for its "listening" line.
+    pub(crate) fn start_with(db: &Path, port: u16, extra: &[&str]) -> Kairos {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args([
                 "server",
@@ -39,6 +44,7 @@ impl Kairos {
             ])
             .arg(db)
             .args(["--log-level", "warn"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -55,7 +61,7 @@ impl Kairos {
         Kairos { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -72,7 +78,7 @@ impl Drop for Kairos {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -80,7 +86,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn connect(url: &str) -> anyhow::Result<Client> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let options = ConnectionOptions::new(Url::parse(url)?)

@@ -306,6 +306,7 @@ impl Engine {
             sticky_alive,
             retention,
             max_pending_activities: self.inner.options.limits.pending_activities,
+            history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
         }
     }
 
@@ -636,6 +637,7 @@ impl Engine {
             sticky_alive: false,
             retention: ns.retention(),
             max_pending_activities: self.inner.options.limits.pending_activities,
+            history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
         };
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
         t.start_workflow(started);

@@ -15,8 +15,8 @@ use kairos_core::time::{
 use temporalio_protos::temporal::api::command::v1::{Command, command};
 use temporalio_protos::temporal::api::common::v1::{Memo, Payloads, SearchAttributes};
 use temporalio_protos::temporal::api::enums::v1::{
-    CommandType, EventType, RetryState, TaskQueueKind, TimeoutType, WorkflowExecutionStatus,
-    WorkflowTaskFailedCause,
+    CommandType, EventType, RetryState, SuggestContinueAsNewReason, TaskQueueKind, TimeoutType,
+    WorkflowExecutionStatus, WorkflowTaskFailedCause,
 };
 use temporalio_protos::temporal::api::failure::v1::{Failure, TimeoutFailureInfo, failure};
 use temporalio_protos::temporal::api::history::v1::{self as hist, HistoryEvent, history_event};
@@ -85,7 +85,40 @@ pub struct Env {
     pub retention: Duration,
     /// Pending activities a run may have.
     pub max_pending_activities: usize,
+    /// History count and size limits (terminate, suggest continue-as-new).
+    pub history: HistoryLimits,
 }
+
+/// When a history is too long: past `*_error` the run is terminated at its next workflow task
+/// completion; past `*_suggest` workflow tasks carry `suggest_continue_as_new`.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub count_error: i64,
+    pub size_error: i64,
+    pub count_suggest: i64,
+    pub size_suggest: i64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self::from_limits(&kairos_core::config::Limits::default())
+    }
+}
+
+impl HistoryLimits {
+    pub fn from_limits(l: &kairos_core::config::Limits) -> Self {
+        Self {
+            count_error: l.history_count,
+            size_error: l.history_size,
+            count_suggest: l.history_count_suggest_continue_as_new,
+            size_suggest: l.history_size_suggest_continue_as_new,
+        }
+    }
+}
+
+/// Termination reasons when a history outgrows its limits (the reference's wording).
+pub const HISTORY_COUNT_EXCEEDED: &str = "Workflow history count exceeds limit.";
+pub const HISTORY_SIZE_EXCEEDED: &str = "Workflow history size exceeds limit.";
 
 /// One state transition in progress: the state being changed and everything it produced.
 pub struct Transition<'a> {
@@ -448,6 +481,13 @@ impl<'a> Transition<'a> {
             }
             return Err(StateError::NotFound("workflow task already started".into()));
         }
+        let mut reasons = Vec::new();
+        if self.ms.history_size_bytes > self.env.history.size_suggest {
+            reasons.push(SuggestContinueAsNewReason::HistorySizeTooLarge as i32);
+        }
+        if self.ms.next_event_id > self.env.history.count_suggest {
+            reasons.push(SuggestContinueAsNewReason::TooManyHistoryEvents as i32);
+        }
         let started = self.append(event(
             EventType::WorkflowTaskStarted,
             hist::WorkflowTaskStartedEventAttributes {
@@ -455,6 +495,8 @@ impl<'a> Transition<'a> {
                 identity: identity.to_string(),
                 request_id: request_id.to_string(),
                 history_size_bytes: self.ms.history_size_bytes,
+                suggest_continue_as_new: !reasons.is_empty(),
+                suggest_continue_as_new_reasons: reasons,
                 ..Default::default()
             },
         ));
@@ -675,6 +717,19 @@ impl<'a> Transition<'a> {
             }
             if need_wft {
                 self.schedule_wft();
+            }
+        }
+        if !closed(self.ms.status) {
+            let limits = self.env.history;
+            let too_long = if self.ms.next_event_id - 1 > limits.count_error {
+                Some(HISTORY_COUNT_EXCEEDED)
+            } else if self.ms.history_size_bytes > limits.size_error {
+                Some(HISTORY_SIZE_EXCEEDED)
+            } else {
+                None
+            };
+            if let Some(reason) = too_long {
+                self.terminate(reason, None, "history-service")?;
             }
         }
         Ok(CompletionOutcome::Applied)

@@ -24,6 +24,7 @@ struct Run {
     ids: CounterIds,
     history: Vec<HistoryEvent>,
     timers: Vec<NewTimer>,
+    limits: HistoryLimits,
 }
 
 impl Run {
@@ -42,6 +43,7 @@ impl Run {
             ids: CounterIds::default(),
             history: Vec::new(),
             timers: Vec::new(),
+            limits: HistoryLimits::from_limits(&kairos_core::config::Limits::default()),
         };
         run.step(|t| t.start_workflow(WorkflowExecutionStartedEventAttributes::default()));
         run
@@ -52,6 +54,7 @@ impl Run {
             sticky_alive: true,
             retention: Duration::from_secs(86400),
             max_pending_activities: 2000,
+            history: self.limits,
         };
         let mut t = Transition::new(&mut self.ms, self.now, env, &mut self.ids);
         let out = f(&mut t);
@@ -434,4 +437,59 @@ fn stale_tokens_are_not_found() {
         .step(|t| t.complete_activity(5, 1, None, "w"))
         .expect_err("no such activity");
     assert!(matches!(err, StateError::NotFound(_)));
+}
+
+#[test]
+fn long_history_suggests_continue_as_new_then_is_terminated() {
+    let mut run = Run::start();
+    run.limits = HistoryLimits {
+        count_error: 12,
+        size_error: i64::MAX,
+        count_suggest: 6,
+        size_suggest: i64::MAX,
+    };
+    let started_attrs = |run: &Run| match &run
+        .history
+        .iter()
+        .rev()
+        .find(|e| e.event_type() == E::WorkflowTaskStarted)
+        .expect("a started task")
+        .attributes
+    {
+        Some(history_event::Attributes::WorkflowTaskStartedEventAttributes(a)) => a.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    // Events 1-2 exist; the first task starts at 3: below the suggestion threshold.
+    run.complete(vec![schedule_activity("a1", None)]);
+    assert!(!started_attrs(&run).suggest_continue_as_new);
+    let act = |run: &Run| run.ms.activities[0].scheduled_event_id;
+    let id = act(&run);
+    run.step(|t| t.start_activity(id, 1, "w", "r"))
+        .expect("starts");
+    run.step(|t| t.complete_activity(id, 1, None, "w"))
+        .expect("completes");
+    // The second task starts past event 6: continue-as-new is suggested, with its reason.
+    run.complete(vec![schedule_activity("a2", None)]);
+    let attrs = started_attrs(&run);
+    assert!(attrs.suggest_continue_as_new);
+    assert_eq!(
+        attrs.suggest_continue_as_new_reasons,
+        vec![SuggestContinueAsNewReason::TooManyHistoryEvents as i32]
+    );
+    let id = act(&run);
+    run.step(|t| t.start_activity(id, 1, "w", "r"))
+        .expect("starts");
+    run.step(|t| t.complete_activity(id, 1, None, "w"))
+        .expect("completes");
+    // Past 12 events at a completion: the run is terminated with the reference's reason.
+    run.complete(vec![schedule_activity("a3", None)]);
+    assert_eq!(run.types().last(), Some(&E::WorkflowExecutionTerminated));
+    match &run.history.last().expect("event").attributes {
+        Some(history_event::Attributes::WorkflowExecutionTerminatedEventAttributes(a)) => {
+            assert_eq!(a.reason, HISTORY_COUNT_EXCEEDED);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(run.ms.status, WorkflowExecutionStatus::Terminated as i32);
+    run.check_ids();
 }

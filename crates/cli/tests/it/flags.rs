@@ -1,0 +1,37 @@
+//! Start-up flags of `kairos server start-dev` that change behaviour a client can see.
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{UntypedWorkflow, WorkflowStartOptions};
+use temporalio_common::data_converters::RawValue;
+
+use crate::crash::{Kairos, connect, free_port};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_config_sets_limits_and_ignores_other_keys() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Kairos::start_with(
+        &dir.path().join("k.db"),
+        free_port(),
+        &[
+            "--dynamic-config-value",
+            "limit.maxIDLength=40",
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
+    );
+    let client = connect(&server.url()).await?;
+    let start = |id: &str| {
+        client.start_workflow(
+            UntypedWorkflow::new("wf"),
+            RawValue::new(vec![]),
+            WorkflowStartOptions::new("tq", id).build(),
+        )
+    };
+    start("short-id").await?;
+    match start("an-id-that-is-clearly-longer-than-forty-bytes").await {
+        Err(WorkflowStartError::Rpc(status)) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}")
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {:?}", other.map(|_| ())),
+    }
+    Ok(())
+}
