@@ -41,6 +41,7 @@ struct Redeliver<'a> {
 impl Drop for Redeliver<'_> {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
+            tracing::debug!(workflow_id = %task.workflow_id, scheduled_event_id = task.scheduled_event_id, "poll ended before its task was recorded as started; task goes back to matching");
             self.matching.add_task(task);
         }
     }

@@ -47,7 +47,10 @@ CREATE TABLE transfer_tasks (
 pub enum Location {
     /// A file, created if missing.
     File(PathBuf),
-    /// A private in-memory database that lives as long as the store.
+    /// A private database that lives as long as the store: a file in a fresh temporary
+    /// directory, removed when the store is dropped, written without fsync (nothing is kept,
+    /// so there is nothing to make durable). A file rather than SQLite's shared-cache memory
+    /// mode, whose table locks fail concurrent readers with SQLITE_LOCKED instead of waiting.
     Memory,
 }
 
@@ -59,6 +62,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// For [`Location::Memory`]: the directory holding the file, deleted with the last clone.
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 enum WriteRequest {
@@ -84,34 +89,33 @@ impl SqliteStore {
             | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
             | rusqlite::OpenFlags::SQLITE_OPEN_URI
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let uri = match location {
+        let (uri, scratch, synchronous) = match location {
             Location::File(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         Error::unavailable(format!("failed to create {}", parent.display()), e)
                     })?;
                 }
-                path_uri(path)
+                (path_uri(path), None, "FULL")
             }
             Location::Memory => {
-                format!("file:kairos-{}?mode=memory&cache=shared", unique_suffix())
+                let dir = tempfile::Builder::new()
+                    .prefix("kairos-scratch-")
+                    .tempdir()
+                    .map_err(|e| Error::unavailable("failed to create a scratch directory", e))?;
+                let uri = path_uri(&dir.path().join("kairos.db"));
+                (uri, Some(Arc::new(dir)), "OFF")
             }
         };
         let mut writer = open_connection(&uri, flags)?;
         writer
-            .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;",
-            )
+            .execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=OFF;"
+            ))
             .map_err(sql_err("failed to configure sqlite"))?;
         migrate(&mut writer)?;
         let readers = (0..4)
-            .map(|_| {
-                let conn = open_connection(&uri, flags)?;
-                if matches!(location, Location::Memory) {
-                    conn.execute_batch("PRAGMA read_uncommitted=OFF;").ok();
-                }
-                Ok(Mutex::new(conn))
-            })
+            .map(|_| Ok(Mutex::new(open_connection(&uri, flags)?)))
             .collect::<Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel::<WriteRequest>();
         std::thread::Builder::new()
@@ -122,6 +126,7 @@ impl SqliteStore {
             writer: tx,
             readers: Arc::new(readers),
             next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            _scratch: scratch,
         })
     }
 
@@ -161,16 +166,6 @@ fn closed() -> Error {
         message: "the sqlite writer has stopped".into(),
         source: None,
     }
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn path_uri(path: &Path) -> String {

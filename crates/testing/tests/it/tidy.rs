@@ -23,6 +23,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn all_sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(&workspace().join("crates"), &mut files);
+    rust_files(&workspace().join("bench"), &mut files);
     assert!(files.len() > 20, "found only {} files", files.len());
     files
 }
@@ -58,9 +59,11 @@ fn no_ignored_tests() {
 }
 
 fn dependencies(krate: &str) -> Vec<String> {
-    let manifest =
-        std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
-            .expect("manifest");
+    let dir = match krate {
+        "bench" => workspace().join("bench"),
+        _ => workspace().join("crates").join(krate),
+    };
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("manifest");
     let deps = manifest.split("[dependencies]").nth(1).unwrap_or_default();
     let deps = deps.split("\n[").next().unwrap_or_default();
     deps.lines()
@@ -72,6 +75,12 @@ fn dependencies(krate: &str) -> Vec<String> {
 
 #[test]
 fn crate_dependency_rules_hold() {
+    // The load generator is a black-box client: it must measure any server the same way.
+    assert!(
+        dependencies("bench").is_empty(),
+        "bench uses no Kairos crate: {:?}",
+        dependencies("bench")
+    );
     assert!(
         dependencies("core").is_empty(),
         "core is a leaf: {:?}",
