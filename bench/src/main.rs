@@ -13,9 +13,10 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowGetResultOptions,
-    WorkflowSignalOptions, WorkflowStartOptions,
+    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowFetchHistoryOptions,
+    WorkflowGetResultOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
+use temporalio_common::protos::temporal::api::enums::v1::EventType;
 use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::runtime::{PollerBehavior, RuntimeOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -52,6 +53,13 @@ struct Args {
     /// 10 ms timers each workflow sleeps on, one after the other.
     #[arg(long, default_value_t = 0)]
     timers: u32,
+    /// Each workflow ends by sleeping this many seconds on a durable timer.
+    #[arg(long, default_value_t = 0)]
+    sleep_secs: u64,
+    /// Do not wait for results: a workflow counts as done once it is sleeping on its
+    /// --sleep-secs timer (to fill a server with open workflows). Needs --sleep-secs.
+    #[arg(long)]
+    start_only: bool,
     /// Stop starting workflows after this many seconds (those in flight finish).
     #[arg(long)]
     duration: Option<u64>,
@@ -128,6 +136,10 @@ struct Shared {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(
+        !args.start_only || args.sleep_secs > 0,
+        "--start-only needs --sleep-secs (workflows that stay open)"
+    );
     anyhow::ensure!(
         args.workflow_pollers >= 2,
         "--workflow-pollers must be at least 2"
@@ -352,9 +364,16 @@ async fn client_loop(
             timers: args.timers,
             signals: args.signals,
             payload: payload.clone(),
+            sleep_secs: args.sleep_secs,
         };
         let began = Instant::now();
-        match one_workflow(&client, &task_queue, format!("bench-{run_id}-{i}"), input).await {
+        let id = format!("bench-{run_id}-{i}");
+        let outcome = if args.start_only {
+            start_until_sleeping(&client, &task_queue, id, input).await
+        } else {
+            one_workflow(&client, &task_queue, id, input).await
+        };
+        match outcome {
             Ok(()) => {
                 shared.latencies.lock().await.push(began.elapsed());
                 shared.done.fetch_add(1, Ordering::Relaxed);
@@ -398,6 +417,39 @@ async fn one_workflow(
         .context("workflow did not complete")?;
     anyhow::ensure!(out == activities, "unexpected result {out}");
     Ok(())
+}
+
+/// Starts a workflow and returns once its history shows the final sleep's timer started.
+async fn start_until_sleeping(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: String,
+    input: BenchInput,
+) -> anyhow::Result<()> {
+    let handle = client
+        .start_workflow(
+            BenchWorkflow::run,
+            input,
+            WorkflowStartOptions::new(task_queue, workflow_id).build(),
+        )
+        .await
+        .context("failed to start a workflow")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let events = handle
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await
+            .context("failed to read a history")?;
+        if events
+            .iter()
+            .any(|e| e.event_type() == EventType::TimerStarted)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "workflow never went to sleep");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn progress_loop(shared: Arc<Shared>, finished: Arc<AtomicBool>, total: u64) {

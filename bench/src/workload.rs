@@ -15,6 +15,9 @@ pub struct BenchInput {
     pub signals: u32,
     /// Sent to every activity and returned by it (B bytes).
     pub payload: String,
+    /// A final durable sleep, in seconds (0: none).
+    #[serde(default)]
+    pub sleep_secs: u64,
 }
 
 /// The activities of the workload.
@@ -52,6 +55,9 @@ impl BenchWorkflow {
         }
         for _ in 0..input.timers {
             ctx.timer(Duration::from_millis(10)).await;
+        }
+        if input.sleep_secs > 0 {
+            ctx.timer(Duration::from_secs(input.sleep_secs)).await;
         }
         let wanted = input.signals;
         if wanted > 0 {

@@ -103,6 +103,8 @@ pub struct ServerOptions {
     pub default_retention: Duration,
     /// Request limits.
     pub limits: Limits,
+    /// Runs whose mutable state history keeps in memory (`history.cacheMaxSize`).
+    pub cache_size: usize,
 }
 
 impl Default for ServerOptions {
@@ -113,6 +115,7 @@ impl Default for ServerOptions {
             sticky_poller_idle: Duration::from_secs(10),
             shard_count: 4,
             default_retention: Duration::from_secs(30 * 24 * 3600),
+            cache_size: 10_000,
             limits: Limits::default(),
         }
     }

@@ -178,8 +178,7 @@ fn path_uri(path: &Path) -> String {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+    let version: i64 = query_one(conn, "PRAGMA user_version", [], |r| r.get(0))
         .map_err(sql_err("failed to read the schema version"))?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn
@@ -227,22 +226,25 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
 fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender<Result<()>>)>) {
     let mut results: Vec<Result<()>> = Vec::with_capacity(batches.len());
     let outcome = (|| -> Result<()> {
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(sql_err("failed to begin"))?;
+        // Cached statements: these run several times per group, parsing them each time showed
+        // in profiles.
+        let run = |conn: &Connection, sql: &str, what: &str| -> Result<()> {
+            conn.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute([]))
+                .map(|_| ())
+                .map_err(sql_err(what))
+        };
+        run(conn, "BEGIN IMMEDIATE", "failed to begin")?;
         for (batch, _) in &batches {
-            conn.execute_batch("SAVEPOINT b")
-                .map_err(sql_err("failed to set a savepoint"))?;
+            run(conn, "SAVEPOINT b", "failed to set a savepoint")?;
             let applied = apply_batch(conn, batch);
             if applied.is_err() {
-                conn.execute_batch("ROLLBACK TO b")
-                    .map_err(sql_err("failed to roll back"))?;
+                run(conn, "ROLLBACK TO b", "failed to roll back")?;
             }
-            conn.execute_batch("RELEASE b")
-                .map_err(sql_err("failed to release"))?;
+            run(conn, "RELEASE b", "failed to release")?;
             results.push(applied);
         }
-        conn.execute_batch("COMMIT")
-            .map_err(sql_err("failed to commit"))
+        run(conn, "COMMIT", "failed to commit")
     })();
     match outcome {
         Ok(()) => {
@@ -264,15 +266,31 @@ fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender
     }
 }
 
+/// Runs a statement from the connection's statement cache (parsing SQL per call showed in
+/// profiles of the writer thread).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Reads one row with a cached statement.
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
-    let range: Option<i64> = conn
-        .query_row(
-            "SELECT range_id FROM shards WHERE shard_id = ?1",
-            [batch.shard_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql_err("failed to read the shard lease"))?;
+    let range: Option<i64> = query_one(
+        conn,
+        "SELECT range_id FROM shards WHERE shard_id = ?1",
+        [batch.shard_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql_err("failed to read the shard lease"))?;
     if range != Some(batch.range_id) {
         return Err(Error::ShardOwnershipLost {
             shard_id: batch.shard_id,
@@ -281,14 +299,14 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
     let ns = &batch.namespace_id;
     let wf = &batch.workflow_id;
     if let Some(current) = &batch.current {
-        let existing: Option<String> = conn
-            .query_row(
-                "SELECT run_id FROM current_executions WHERE namespace_id = ?1 AND workflow_id = ?2",
-                params![ns, wf],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql_err("failed to read the current run"))?;
+        let existing: Option<String> = query_one(
+            conn,
+            "SELECT run_id FROM current_executions WHERE namespace_id = ?1 AND workflow_id = ?2",
+            params![ns, wf],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err("failed to read the current run"))?;
         match current {
             CurrentWrite::Set {
                 run_id,
@@ -300,7 +318,8 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                         "current run of {wf} is {existing:?}, expected {expected_run_id:?}"
                     )));
                 }
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT INTO current_executions (namespace_id, workflow_id, shard_id, run_id, data)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (namespace_id, workflow_id) DO UPDATE SET run_id = ?4, data = ?5",
@@ -310,7 +329,8 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             }
             CurrentWrite::DeleteIf { run_id } => {
                 if existing.as_deref() == Some(run_id.as_str()) {
-                    conn.execute(
+                    exec(
+                    conn,
                         "DELETE FROM current_executions WHERE namespace_id = ?1 AND workflow_id = ?2",
                         params![ns, wf],
                     )
@@ -322,14 +342,14 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
     for (run_id, write) in &batch.executions {
         match write {
             ExecutionWrite::Insert { state } => {
-                let inserted = conn
-                    .execute(
-                        "INSERT OR IGNORE INTO executions
+                let inserted = exec(
+                    conn,
+                    "INSERT OR IGNORE INTO executions
                          (namespace_id, workflow_id, run_id, shard_id, db_version, state)
                          VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                        params![ns, wf, run_id, batch.shard_id, state],
-                    )
-                    .map_err(sql_err("failed to insert an execution"))?;
+                    params![ns, wf, run_id, batch.shard_id, state],
+                )
+                .map_err(sql_err("failed to insert an execution"))?;
                 if inserted == 0 {
                     return Err(Error::AlreadyExists(format!("run {run_id}")));
                 }
@@ -338,14 +358,14 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                 state,
                 expected_version,
             } => {
-                let updated = conn
-                    .execute(
-                        "UPDATE executions SET state = ?1, db_version = db_version + 1
+                let updated = exec(
+                    conn,
+                    "UPDATE executions SET state = ?1, db_version = db_version + 1
                          WHERE namespace_id = ?2 AND workflow_id = ?3 AND run_id = ?4
                            AND db_version = ?5",
-                        params![state, ns, wf, run_id, expected_version],
-                    )
-                    .map_err(sql_err("failed to update an execution"))?;
+                    params![state, ns, wf, run_id, expected_version],
+                )
+                .map_err(sql_err("failed to update an execution"))?;
                 if updated == 0 {
                     return Err(Error::ConditionFailed(format!(
                         "run {run_id} is not at version {expected_version}"
@@ -353,13 +373,18 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                 }
             }
             ExecutionWrite::Delete => {
-                conn.execute(
+                exec(
+                    conn,
                     "DELETE FROM executions WHERE namespace_id = ?1 AND workflow_id = ?2 AND run_id = ?3",
                     params![ns, wf, run_id],
                 )
                 .map_err(sql_err("failed to delete an execution"))?;
-                conn.execute("DELETE FROM history_events WHERE run_id = ?1", [run_id])
-                    .map_err(sql_err("failed to delete history"))?;
+                exec(
+                    conn,
+                    "DELETE FROM history_events WHERE run_id = ?1",
+                    [run_id],
+                )
+                .map_err(sql_err("failed to delete history"))?;
             }
         }
     }
@@ -468,7 +493,8 @@ impl Store for SqliteStore {
 
     async fn max_task_id(&self, shard_id: i32) -> Result<i64> {
         self.read(move |conn| {
-            conn.query_row(
+            query_one(
+                conn,
                 "SELECT MAX(m) FROM (SELECT MAX(task_id) AS m FROM timer_tasks WHERE shard_id = ?1
                  UNION ALL SELECT MAX(task_id) FROM transfer_tasks WHERE shard_id = ?1)",
                 [shard_id],
@@ -617,8 +643,7 @@ impl Store for SqliteStore {
             } else {
                 "INSERT OR IGNORE INTO namespaces (id, name, data) VALUES (?1, ?2, ?3)"
             };
-            let changed = conn
-                .execute(sql, params![row.id, row.name, row.data])
+            let changed = exec(conn, sql, params![row.id, row.name, row.data])
                 .map_err(sql_err("failed to write a namespace"))?;
             if changed == 0 {
                 return Err(Error::AlreadyExists(format!("namespace {}", row.name)));
@@ -651,7 +676,8 @@ impl Store for SqliteStore {
     async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = key.to_string();
         self.read(move |conn| {
-            conn.query_row(
+            query_one(
+                conn,
                 "SELECT value FROM cluster_metadata WHERE key = ?1",
                 [key],
                 |r| r.get(0),
@@ -665,7 +691,8 @@ impl Store for SqliteStore {
     async fn put_metadata(&self, key: &str, value: Vec<u8>) -> Result<()> {
         let key = key.to_string();
         self.write_job(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO cluster_metadata (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = ?2",
                 params![key, value],

@@ -94,6 +94,7 @@ impl Server {
                 shard_count: config.options.shard_count,
                 limits: config.options.limits.clone(),
                 history_long_poll_timeout: config.options.history_long_poll_timeout,
+                cache_size: config.options.cache_size,
             },
             namespaces,
             Arc::new(matching.clone()),

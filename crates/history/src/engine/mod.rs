@@ -50,6 +50,64 @@ pub struct EngineOptions {
     pub limits: Limits,
     /// How long history long polls wait.
     pub history_long_poll_timeout: Duration,
+    /// Runs whose mutable state is kept in memory; the oldest unused ones are dropped past it
+    /// (and read back from the store when needed again).
+    pub cache_size: usize,
+}
+
+/// Cached runs in insertion order, bounded: past the capacity the oldest entries no request is
+/// using are dropped. First-in-first-out rather than LRU: a hot run that is dropped only costs
+/// one read from the store, and the bookkeeping stays O(1).
+#[derive(Default)]
+struct RunCache {
+    slots: HashMap<RunKey, RunSlot>,
+    order: std::collections::VecDeque<RunKey>,
+}
+
+impl RunCache {
+    fn slot(&mut self, key: &RunKey, capacity: usize) -> RunSlot {
+        if let Some(slot) = self.slots.get(key) {
+            return slot.clone();
+        }
+        let slot = RunSlot::default();
+        self.slots.insert(key.clone(), slot.clone());
+        self.order.push_back(key.clone());
+        self.evict(capacity);
+        slot
+    }
+
+    fn evict(&mut self, capacity: usize) {
+        // Each entry is looked at once per call at most, so a cache full of busy runs cannot
+        // spin; it just stays over capacity until they are released.
+        let mut budget = self.order.len();
+        while self.slots.len() > capacity && budget > 0 {
+            budget -= 1;
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            match self.slots.get(&oldest) {
+                // In use by a request: keep it, look again later.
+                Some(slot) if Arc::strong_count(slot) > 1 => self.order.push_back(oldest),
+                Some(_) => {
+                    self.slots.remove(&oldest);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn get(&self, key: &RunKey) -> Option<RunSlot> {
+        self.slots.get(key).cloned()
+    }
+
+    fn remove(&mut self, key: &RunKey) {
+        // The key stays in `order` until it reaches the front; `evict` skips missing keys.
+        self.slots.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
 }
 
 struct Shard {
@@ -60,6 +118,65 @@ struct Shard {
 struct Cached {
     ms: MutableState,
     version: i64,
+    /// The run's most recent events, ids `tail_first..ms.next_event_id`, so that workflow task
+    /// answers (which carry the events since the last completed task) need no store read.
+    tail: Vec<HistoryEvent>,
+    tail_first: i64,
+}
+
+/// Events kept per cached run at most (a run with no completed task for long).
+const TAIL_MAX: usize = 512;
+
+impl Cached {
+    fn new(ms: MutableState, version: i64, events: &[HistoryEvent]) -> Self {
+        let mut cached = Cached {
+            tail_first: ms.next_event_id,
+            ms,
+            version,
+            tail: Vec::new(),
+        };
+        cached.tail_first -= events.len() as i64;
+        cached.tail = events.to_vec();
+        cached.trim_tail();
+        cached
+    }
+
+    /// Records the events of a committed transition (state already updated).
+    fn append(&mut self, events: &[HistoryEvent]) {
+        let expected = self.tail_first + self.tail.len() as i64;
+        match events.first() {
+            Some(first) if first.event_id == expected => self.tail.extend_from_slice(events),
+            Some(_) => {
+                // Not contiguous with what is held (should not happen): start over empty.
+                self.tail.clear();
+                self.tail_first = self.ms.next_event_id;
+            }
+            None => {}
+        }
+        self.trim_tail();
+    }
+
+    /// Drops events no workflow task answer needs any more, and bounds the tail.
+    fn trim_tail(&mut self) {
+        let keep_from = (self.ms.last_completed_wft_started_id + 1)
+            .max(self.tail_first + self.tail.len() as i64 - TAIL_MAX as i64);
+        if keep_from > self.tail_first {
+            let drop = ((keep_from - self.tail_first) as usize).min(self.tail.len());
+            self.tail.drain(..drop);
+            self.tail_first += drop as i64;
+        }
+    }
+
+    /// Events `first..=last` if all are held.
+    fn events(&self, first: i64, last: i64) -> Option<Vec<HistoryEvent>> {
+        let end = self.tail_first + self.tail.len() as i64;
+        if first < self.tail_first || last >= end || first > last {
+            return None;
+        }
+        let from = (first - self.tail_first) as usize;
+        let to = (last - self.tail_first) as usize;
+        Some(self.tail[from..=to].to_vec())
+    }
 }
 
 type RunSlot = Arc<tokio::sync::Mutex<Option<Cached>>>;
@@ -78,7 +195,7 @@ struct Inner {
     namespaces: Namespaces,
     matching: Arc<dyn TaskSink>,
     shards: Vec<Shard>,
-    runs: Mutex<HashMap<RunKey, RunSlot>>,
+    runs: Mutex<RunCache>,
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<i64>>>,
     timers: timers::Queue,
@@ -157,7 +274,7 @@ impl Engine {
                 namespaces,
                 matching,
                 shards,
-                runs: Mutex::new(HashMap::new()),
+                runs: Mutex::new(RunCache::default()),
                 workflow_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
                 timers: timers::Queue::default(),
@@ -219,15 +336,21 @@ impl Engine {
         self.inner
             .runs
             .lock()
-            .entry(key.clone())
-            .or_default()
-            .clone()
+            .slot(key, self.inner.options.cache_size)
+    }
+
+    /// Number of runs whose state is cached (for tests and metrics).
+    pub fn cached_runs(&self) -> usize {
+        self.inner.runs.lock().len()
     }
 
     fn workflow_lock(&self, namespace_id: &str, workflow_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
-            .workflow_locks
-            .lock()
+        let mut locks = self.inner.workflow_locks.lock();
+        // Drop the locks nobody holds once there are many: they only guard starts.
+        if locks.len() > self.inner.options.cache_size {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks
             .entry((namespace_id.to_string(), workflow_id.to_string()))
             .or_default()
             .clone()
@@ -246,17 +369,21 @@ impl Engine {
                         key.run_id
                     ))
                 })?;
-            *slot = Some(Cached {
-                ms: decode_state(&row.state)?,
-                version: row.db_version,
-            });
+            *slot = Some(Cached::new(decode_state(&row.state)?, row.db_version, &[]));
         }
         Ok(())
     }
 
     /// Reads a run's mutable state (from cache when possible).
     pub async fn read_state(&self, key: &RunKey) -> Result<MutableState> {
-        let slot = self.slot(key);
+        // A run that is not cached is read without caching it: reads of closed runs (result
+        // long polls, describe) must not refill the cache that closing just emptied.
+        let existing = self.inner.runs.lock().get(key);
+        let Some(slot) = existing else {
+            let mut fresh = None;
+            self.load(key, &mut fresh).await?;
+            return Ok(fresh.expect("loaded").ms);
+        };
         let mut guard = slot.lock().await;
         self.load(key, &mut guard).await?;
         Ok(guard.as_ref().expect("loaded").ms.clone())
@@ -387,8 +514,17 @@ impl Engine {
             Ok(()) => {
                 cached.ms = ms;
                 cached.version += 1;
+                cached.append(&events);
                 let next_event_id = cached.ms.next_event_id;
+                let closed_now = status_changed && crate::state::is_closed(cached.ms.status);
                 drop(guard);
+                if closed_now {
+                    // A closed run is rarely touched again (its close event is read from the
+                    // store): free its memory now rather than when it ages out. A request still
+                    // holding the old slot commits against the stored version, so it cannot
+                    // overwrite anything.
+                    self.inner.runs.lock().remove(key);
+                }
                 self.after_commit(key, next_event_id, timer_rows, transfer_rows);
                 Ok(out)
             }
@@ -676,7 +812,7 @@ impl Engine {
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
         let next_event_id = ms.next_event_id;
-        *self.slot(&key).lock().await = Some(Cached { ms, version: 1 });
+        *self.slot(&key).lock().await = Some(Cached::new(ms, 1, &events));
         self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
         Ok(StartOutcome {
             run_id,
@@ -741,9 +877,19 @@ impl Engine {
         } else {
             1
         };
-        let events = self
-            .read_events(&key.run_id, first, wft.started_event_id)
-            .await?;
+        let held = self
+            .slot(&key)
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|c| c.events(first, wft.started_event_id));
+        let events = match held {
+            Some(events) => events,
+            None => {
+                self.read_events(&key.run_id, first, wft.started_event_id)
+                    .await?
+            }
+        };
         let token = token::encode(&TaskTokenData {
             namespace_id: ms.namespace_id.clone(),
             workflow_id: ms.workflow_id.clone(),
@@ -1365,4 +1511,86 @@ fn event_type_name(t: i32) -> &'static str {
     EventType::try_from(t)
         .map(|e| e.as_str_name())
         .unwrap_or("Unknown")
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn key(n: u32) -> RunKey {
+        RunKey {
+            namespace_id: "ns".into(),
+            workflow_id: format!("wf-{n}"),
+            run_id: format!("run-{n}"),
+        }
+    }
+
+    #[test]
+    fn oldest_unused_runs_are_dropped_past_capacity() {
+        let mut cache = RunCache::default();
+        let held = cache.slot(&key(1), 2);
+        let _ = cache.slot(&key(2), 2);
+        let _ = cache.slot(&key(3), 2);
+        // Run 1 is in use, so run 2 (the oldest unused) went instead.
+        assert_eq!(cache.len(), 2);
+        assert!(cache.slots.contains_key(&key(1)));
+        assert!(!cache.slots.contains_key(&key(2)));
+        assert!(
+            Arc::ptr_eq(&held, &cache.slot(&key(1), 2)),
+            "same slot while cached"
+        );
+        drop(held);
+        let _ = cache.slot(&key(4), 2);
+        assert_eq!(cache.len(), 2);
+        assert!(
+            !cache.slots.contains_key(&key(1)),
+            "released, then dropped as oldest"
+        );
+    }
+
+    fn ev(id: i64) -> HistoryEvent {
+        HistoryEvent {
+            event_id: id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_event_tail_serves_ranges_it_holds_and_forgets_completed_tasks() {
+        let ms = MutableState {
+            next_event_id: 4,
+            ..Default::default()
+        };
+        let mut cached = Cached::new(ms, 1, &[ev(1), ev(2), ev(3)]);
+        assert_eq!(cached.events(1, 3).map(|v| v.len()), Some(3));
+        assert!(cached.events(1, 4).is_none(), "not yet written");
+        // A task completes (started id 3) and events 4..=6 are written.
+        cached.ms.last_completed_wft_started_id = 3;
+        cached.ms.next_event_id = 7;
+        cached.append(&[ev(4), ev(5), ev(6)]);
+        assert!(
+            cached.events(1, 6).is_none(),
+            "events of completed tasks are dropped"
+        );
+        let got = cached.events(4, 6).expect("held");
+        assert_eq!(
+            got.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            [4, 5, 6]
+        );
+        // A gap (should not happen) empties the tail rather than serving wrong events.
+        cached.ms.next_event_id = 10;
+        cached.append(&[ev(9)]);
+        assert!(cached.events(4, 6).is_none());
+        assert!(cached.events(9, 9).is_none());
+    }
+
+    #[test]
+    fn a_cache_of_busy_runs_grows_instead_of_spinning() {
+        let mut cache = RunCache::default();
+        let held: Vec<_> = (0..5).map(|n| cache.slot(&key(n), 2)).collect();
+        assert_eq!(cache.len(), 5);
+        drop(held);
+        let _ = cache.slot(&key(9), 2);
+        assert_eq!(cache.len(), 2);
+    }
 }

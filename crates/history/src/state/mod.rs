@@ -142,6 +142,11 @@ fn closed(status: i32) -> bool {
     status != WorkflowExecutionStatus::Running as i32
 }
 
+/// Whether a run with this status has closed.
+pub fn is_closed(status: i32) -> bool {
+    closed(status)
+}
+
 fn is_close_event(event_type: i32) -> bool {
     matches!(
         EventType::try_from(event_type),

@@ -424,8 +424,9 @@ fn worker(
 
 /// Starts a server, a client and a worker on a fresh task queue, and runs `body` with them.
 macro_rules! scenario {
-    (|$client:ident, $tq:ident, $acts:ident, $server:ident| $body:block) => {{
-        let $server = TestServer::start().await?;
+    (|$client:ident, $tq:ident, $acts:ident, $server:ident| $body:block) => {{ scenario!(TestServer::start(), |$client, $tq, $acts, $server| $body) }};
+    ($server_start:expr, |$client:ident, $tq:ident, $acts:ident, $server:ident| $body:block) => {{
+        let $server = $server_start.await?;
         let $client = connect(&$server).await?;
         let rt = runtime()?;
         let $tq = unique("tq");
@@ -502,6 +503,40 @@ async fn parallel_activities_and_a_history_over_several_pages() -> anyhow::Resul
         }
         anyhow::Ok(())
     })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_cache_of_one_run_loses_nothing() -> anyhow::Result<()> {
+    // Every other transition finds its run evicted and reads it back from the store.
+    let options = kairos_core::config::ServerOptions {
+        cache_size: 1,
+        ..Default::default()
+    };
+    scenario!(
+        TestServer::builder().options(options).start(),
+        |client, tq, _acts, _server| {
+            let mut handles = Vec::new();
+            for i in 0..4 {
+                handles.push(
+                    start(
+                        &client,
+                        "parallel",
+                        RawValue::from_value(&(3 + i as u32), &pc()),
+                        &tq,
+                    )
+                    .await?,
+                );
+            }
+            for (i, h) in handles.iter().enumerate() {
+                let out: Vec<String> =
+                    within(60, h.get_result(WorkflowGetResultOptions::default()))
+                        .await??
+                        .to_value(&pc());
+                assert_eq!(out.len(), 3 + i, "{out:?}");
+            }
+            anyhow::Ok(())
+        }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

