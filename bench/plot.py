@@ -27,7 +27,9 @@ def main() -> None:
     runs = [r for r in data["runs"] if r["label"].startswith("K3_C")]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, style in (("kairos", "o-"), ("reference", "s--")):
-        pts = sorted((r["concurrency"], r) for r in runs if r["server_name"] == name)
+        # One point per concurrency (the headline C=200 run and the sweep's may both exist).
+        by_c = {r["concurrency"]: r for r in runs if r["server_name"] == name}
+        pts = sorted(by_c.items(), key=lambda kv: kv[0])
         if not pts:
             continue
         xs = [c for c, _ in pts]

@@ -112,11 +112,27 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
         let (key, value) = kv
             .split_once('=')
             .with_context(|| format!("--dynamic-config-value {kv:?}: expected KEY=VALUE"))?;
-        let known = config
-            .options
-            .limits
-            .set(key.trim(), value)
-            .map_err(|e| anyhow::anyhow!("--dynamic-config-value: {e}"))?;
+        let key = key.trim();
+        let known = if key == "history.cacheMaxSize" {
+            config.options.cache_size =
+                value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| {
+                        format!(
+                            "--dynamic-config-value: {key} needs a positive integer, got {value:?}"
+                        )
+                    })?;
+            true
+        } else {
+            config
+                .options
+                .limits
+                .set(key, value)
+                .map_err(|e| anyhow::anyhow!("--dynamic-config-value: {e}"))?
+        };
         if !known {
             tracing::info!(key, "dynamic config key not used by Kairos; ignored");
         }

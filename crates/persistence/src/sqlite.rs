@@ -55,13 +55,18 @@ pub enum Location {
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Reader threads, each with its own connection, taking jobs from one queue. A fixed pool
+/// rather than tokio's blocking pool: under load that grew to hundreds of threads waiting on a
+/// few connections, each with its own stack and allocator heap.
+const READERS: usize = 4;
 
 /// A SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
-    readers: Arc<Vec<Mutex<Connection>>>,
-    next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    readers: mpsc::Sender<ReadJob>,
     /// For [`Location::Memory`]: the directory holding the file, deleted with the last clone.
     _scratch: Option<Arc<tempfile::TempDir>>,
 }
@@ -114,9 +119,25 @@ impl SqliteStore {
             ))
             .map_err(sql_err("failed to configure sqlite"))?;
         migrate(&mut writer)?;
-        let readers = (0..4)
-            .map(|_| Ok(Mutex::new(open_connection(&uri, flags)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for n in 0..READERS {
+            let conn = open_connection(&uri, flags)?;
+            let jobs = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("kairos-sqlite-r{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take the next job, not while running it.
+                        let job = jobs.lock().recv();
+                        match job {
+                            Ok(job) => job(&conn),
+                            Err(_) => return, // the store is gone
+                        }
+                    }
+                })
+                .map_err(|e| Error::unavailable("failed to start a sqlite reader", e))?;
+        }
         let (tx, rx) = mpsc::channel::<WriteRequest>();
         std::thread::Builder::new()
             .name("kairos-sqlite-writer".into())
@@ -124,8 +145,7 @@ impl SqliteStore {
             .map_err(|e| Error::unavailable("failed to start the sqlite writer", e))?;
         Ok(Self {
             writer: tx,
-            readers: Arc::new(readers),
-            next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            readers: read_tx,
             _scratch: scratch,
         })
     }
@@ -134,16 +154,12 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let readers = self.readers.clone();
-        let index = self
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            let conn = readers[index % readers.len()].lock();
-            f(&conn)
-        })
-        .await
-        .map_err(|e| Error::unavailable("sqlite reader task failed", e))?
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.readers.send(job).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     async fn write_job<T: Send + 'static>(

@@ -101,8 +101,13 @@ impl RunCache {
     }
 
     fn remove(&mut self, key: &RunKey) {
-        // The key stays in `order` until it reaches the front; `evict` skips missing keys.
+        // The key stays in `order` until it reaches the front (`evict` skips missing keys) or
+        // the next compaction, which keeps `order` from growing with removed runs.
         self.slots.remove(key);
+        if self.order.len() > 2 * self.slots.len() + 1024 {
+            let slots = &self.slots;
+            self.order.retain(|k| slots.contains_key(k));
+        }
     }
 
     fn len(&self) -> usize {
@@ -119,8 +124,10 @@ struct Cached {
     ms: MutableState,
     version: i64,
     /// The run's most recent events, ids `tail_first..ms.next_event_id`, so that workflow task
-    /// answers (which carry the events since the last completed task) need no store read.
-    tail: Vec<HistoryEvent>,
+    /// answers (which carry the events since the last completed task) need no store read. Kept
+    /// encoded: a decoded `HistoryEvent` is kilobytes (its attribute enum is as large as the
+    /// largest variant), the encoded one a hundred bytes or so.
+    tail: Vec<Vec<u8>>,
     tail_first: i64,
 }
 
@@ -136,7 +143,7 @@ impl Cached {
             tail: Vec::new(),
         };
         cached.tail_first -= events.len() as i64;
-        cached.tail = events.to_vec();
+        cached.tail = events.iter().map(|e| e.encode_to_vec()).collect();
         cached.trim_tail();
         cached
     }
@@ -145,7 +152,9 @@ impl Cached {
     fn append(&mut self, events: &[HistoryEvent]) {
         let expected = self.tail_first + self.tail.len() as i64;
         match events.first() {
-            Some(first) if first.event_id == expected => self.tail.extend_from_slice(events),
+            Some(first) if first.event_id == expected => {
+                self.tail.extend(events.iter().map(|e| e.encode_to_vec()))
+            }
             Some(_) => {
                 // Not contiguous with what is held (should not happen): start over empty.
                 self.tail.clear();
@@ -175,7 +184,10 @@ impl Cached {
         }
         let from = (first - self.tail_first) as usize;
         let to = (last - self.tail_first) as usize;
-        Some(self.tail[from..=to].to_vec())
+        self.tail[from..=to]
+            .iter()
+            .map(|bytes| HistoryEvent::decode(bytes.as_slice()).ok())
+            .collect()
     }
 }
 
@@ -1582,6 +1594,21 @@ mod cache_tests {
         cached.append(&[ev(9)]);
         assert!(cached.events(4, 6).is_none());
         assert!(cached.events(9, 9).is_none());
+    }
+
+    #[test]
+    fn removed_runs_do_not_pile_up_in_the_order() {
+        let mut cache = RunCache::default();
+        for n in 0..5000 {
+            let _ = cache.slot(&key(n), 10_000);
+            cache.remove(&key(n));
+        }
+        assert_eq!(cache.len(), 0);
+        assert!(
+            cache.order.len() <= 1024 + 1,
+            "order holds {}",
+            cache.order.len()
+        );
     }
 
     #[test]

@@ -493,3 +493,39 @@ fn long_history_suggests_continue_as_new_then_is_terminated() {
     assert_eq!(run.ms.status, WorkflowExecutionStatus::Terminated as i32);
     run.check_ids();
 }
+
+#[test]
+fn a_started_workflow_task_that_times_out_is_retried_and_a_late_answer_is_refused() {
+    let mut run = Run::start();
+    let (scheduled, attempt) = {
+        let wft = run.ms.wft.as_ref().expect("scheduled");
+        (wft.scheduled_event_id, wft.attempt)
+    };
+    run.step(|t| t.start_wft(scheduled, "worker", "req"))
+        .expect("starts");
+    // The start-to-close timer (the task timeout, 10 s) fires.
+    run.now += Duration::from_secs(10);
+    run.step(|t| t.wft_timeout(scheduled, attempt, TimeoutType::StartToClose));
+    let types = run.types();
+    assert_eq!(
+        &types[types.len() - 2..],
+        &[E::WorkflowTaskTimedOut, E::WorkflowTaskScheduled]
+    );
+    let retry = run.ms.wft.clone().expect("a new task");
+    assert_eq!(retry.attempt, 2);
+    // The worker that lost the task answers late: refused, nothing written.
+    let before = run.history.len();
+    let req = RespondWorkflowTaskCompletedRequest::default();
+    assert!(
+        run.step(|t| t.complete_wft(scheduled, attempt, &req))
+            .is_err()
+    );
+    assert_eq!(run.history.len(), before);
+    // A stale timer for the old attempt does nothing either.
+    run.step(|t| t.wft_timeout(scheduled, attempt, TimeoutType::StartToClose));
+    assert_eq!(run.history.len(), before);
+    // The retried task completes normally.
+    run.complete(vec![complete_workflow()]);
+    assert_eq!(run.types().last(), Some(&E::WorkflowExecutionCompleted));
+    run.check_ids();
+}
