@@ -15,10 +15,12 @@ use tokio::sync::Notify;
 use super::Engine;
 use crate::state::{TimerData, TimerKind};
 
-/// Timers waiting to fire, by (fire time, task id).
+/// Timers waiting to fire, by (fire time, shard, task id).
 #[derive(Default)]
 pub(super) struct Queue {
-    pending: Mutex<BTreeMap<(i64, i64), TimerTask>>,
+    /// Keyed by (fire time, shard, task id): task ids are unique per shard only, so two shards'
+    /// timers may share an id (and a millisecond); without the shard one would replace the other.
+    pending: Mutex<BTreeMap<(i64, i32, i64), TimerTask>>,
     wake: Notify,
 }
 
@@ -26,7 +28,7 @@ impl Queue {
     pub(super) fn push(&self, timer: TimerTask) {
         let earliest = {
             let mut pending = self.pending.lock();
-            let key = (timer.fire_at_ms, timer.task_id);
+            let key = (timer.fire_at_ms, timer.shard_id, timer.task_id);
             pending.insert(key, timer);
             pending.keys().next() == Some(&key)
         };
@@ -37,7 +39,7 @@ impl Queue {
 
     fn pop_due(&self, now_ms: i64) -> Vec<TimerTask> {
         let mut pending = self.pending.lock();
-        let later = pending.split_off(&(now_ms + 1, i64::MIN));
+        let later = pending.split_off(&(now_ms + 1, i32::MIN, i64::MIN));
         let due = std::mem::replace(&mut *pending, later);
         due.into_values().collect()
     }
@@ -147,5 +149,36 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
                 .await
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(shard_id: i32, task_id: i64, fire_at_ms: i64, run: &str) -> TimerTask {
+        TimerTask {
+            task_id,
+            shard_id,
+            fire_at_ms,
+            namespace_id: "ns".into(),
+            workflow_id: format!("wf-{run}"),
+            run_id: run.into(),
+            data: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn same_task_id_and_time_on_two_shards_are_two_timers() {
+        // Every shard numbers its tasks from the same base, so this happens in practice.
+        let queue = Queue::default();
+        queue.push(timer(0, 1 << 40, 1_000, "a"));
+        queue.push(timer(1, 1 << 40, 1_000, "b"));
+        queue.push(timer(1, (1 << 40) + 1, 2_000, "b"));
+        let due = queue.pop_due(1_000);
+        let mut runs: Vec<_> = due.iter().map(|t| t.run_id.as_str()).collect();
+        runs.sort();
+        assert_eq!(runs, ["a", "b"]);
+        assert_eq!(queue.next_fire_ms(), Some(2_000));
     }
 }
