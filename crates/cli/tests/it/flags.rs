@@ -3,7 +3,7 @@ use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{UntypedWorkflow, WorkflowStartOptions};
 use temporalio_common::data_converters::RawValue;
 
-use crate::crash::{Kairos, connect, free_port};
+use crate::support::{Kairos, connect, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_config_sets_limits_and_ignores_other_keys() -> anyhow::Result<()> {

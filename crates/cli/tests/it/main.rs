@@ -2,3 +2,4 @@
 //! of the server in the middle of a workflow.
 mod crash;
 mod flags;
+mod support;

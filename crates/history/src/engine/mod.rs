@@ -781,12 +781,7 @@ impl Engine {
         let shard_id = self.shard_of(&ns.id, &req.workflow_id);
         let shard = &self.inner.shards[shard_id as usize];
         let mut ids = TaskIdsRef(&shard.ids);
-        let env = Env {
-            sticky_alive: false,
-            retention: ns.retention(),
-            max_pending_activities: self.inner.options.limits.pending_activities,
-            history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
-        };
+        let env = self.env_for(&ms);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
         t.start_workflow(started);
         let Transition {
