@@ -142,11 +142,11 @@ def warm_up_probe() -> None:
 
 
 def startup_only(args: argparse.Namespace, temporal: str, version: str) -> None:
-    """Cold start to SERVING, 3 times per server: Kairos on a fresh file and on an existing one
+    """Cold start to SERVING, 7 times per server: Kairos on a fresh file and on an existing one
     (a restart), the reference in memory. Prints medians."""
     scratch = Path(tempfile.mkdtemp(prefix="kairos-startup-"))
     results: Dict[str, List[float]] = {"kairos (new file)": [], "kairos (restart)": [], "reference": []}
-    for i in range(3):
+    for i in range(7):
         db = scratch / f"k{i}.db"
         for label in ("kairos (new file)", "kairos (restart)"):
             port = free_port()
@@ -159,8 +159,8 @@ def startup_only(args: argparse.Namespace, temporal: str, version: str) -> None:
                                  "--port", str(port), "--log-level", "error"], port, scratch / "r.log")
         results["reference"].append(s.cold_start_ms)
         s.stop()
-    med = {k: sorted(v)[1] for k, v in results.items()}
-    print(json.dumps({"reference_version": version, "cold_start_ms_median_of_3": med,
+    med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
+    print(json.dumps({"reference_version": version, "cold_start_ms_median_of_7": med,
                       "all": results}, indent=1))
 
 
@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 s workloads, headline only (a smoke run)")
     ap.add_argument("--no-scaling", action="store_true", help="skip the concurrency sweep")
     ap.add_argument("--startup-only", action="store_true",
-                    help="only measure cold start to SERVING (3 runs each, medians)")
+                    help="only measure cold start to SERVING (7 runs each, medians)")
     args = ap.parse_args()
 
     temporal = args.temporal or next(

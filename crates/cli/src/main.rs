@@ -113,7 +113,16 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--dynamic-config-value {kv:?}: expected KEY=VALUE"))?;
         let key = key.trim();
-        let known = if key == "history.cacheMaxSize" {
+        let known = if key == "system.enableActivityEagerExecution" {
+            config.options.eager_activities = match value.trim() {
+                "true" => true,
+                "false" => false,
+                other => anyhow::bail!(
+                    "--dynamic-config-value: {key} needs true or false, got {other:?}"
+                ),
+            };
+            true
+        } else if key == "history.cacheMaxSize" {
             config.options.cache_size =
                 value
                     .trim()
@@ -143,9 +152,9 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
         Database::SqliteMemory => "in memory (nothing is kept)".to_string(),
     };
     println!(
-        "Kairos server listening on {} (started in {} ms)",
+        "Kairos server listening on {} (started in {:.1} ms)",
         server.addr(),
-        began.elapsed().as_millis()
+        began.elapsed().as_secs_f64() * 1000.0
     );
     println!("Data: {storage}");
     println!("Namespaces: {}", namespaces.join(", "));

@@ -105,6 +105,9 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Runs whose mutable state history keeps in memory (`history.cacheMaxSize`).
     pub cache_size: usize,
+    /// Hand activities a worker asks to run eagerly back in its workflow task completion answer
+    /// (`system.enableActivityEagerExecution`; off by default, as in the reference server).
+    pub eager_activities: bool,
 }
 
 impl Default for ServerOptions {
@@ -116,6 +119,7 @@ impl Default for ServerOptions {
             shard_count: 4,
             default_retention: Duration::from_secs(30 * 24 * 3600),
             cache_size: 10_000,
+            eager_activities: false,
             limits: Limits::default(),
         }
     }

@@ -4,6 +4,7 @@
 
 mod error;
 mod health;
+mod inflate;
 mod operator;
 mod validate;
 mod workflow;
@@ -17,6 +18,7 @@ use kairos_proto::operatorservice::operator_service_server::OperatorServiceServe
 use kairos_proto::workflowservice::workflow_service_server::WorkflowServiceServer;
 use tonic::codec::CompressionEncoding;
 
+pub use inflate::InflateLayer;
 pub use workflow::Frontend;
 
 /// The three gRPC services, ready to be added to a tonic router.

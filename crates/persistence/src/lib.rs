@@ -143,15 +143,25 @@ pub struct WriteBatch {
     pub transfers_delete: Vec<i64>,
 }
 
+/// A shard's lease as taken at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardLease {
+    /// The shard.
+    pub shard_id: i32,
+    /// The lease number, bumped by every start.
+    pub range_id: i64,
+    /// The highest task id the shard has stored (0 if none).
+    pub max_task_id: i64,
+}
+
 /// A persistence backend. Every method is one atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits one state transition.
     async fn commit(&self, batch: WriteBatch) -> Result<()>;
-    /// Takes ownership of a shard by bumping its lease; returns the new `range_id`.
-    async fn acquire_shard(&self, shard_id: i32) -> Result<i64>;
-    /// The highest task id ever stored for a shard (0 if none).
-    async fn max_task_id(&self, shard_id: i32) -> Result<i64>;
+    /// Takes ownership of shards `0..count` by bumping each lease in one transaction; returns
+    /// each shard's new `range_id` and the highest task id it has stored (0 if none).
+    async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>>;
     /// Reads one run's mutable state.
     async fn get_execution(
         &self,
@@ -172,10 +182,13 @@ pub trait Store: Send + Sync + 'static {
         first: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>>;
-    /// All timers of a shard, in fire order.
-    async fn load_timers(&self, shard_id: i32) -> Result<Vec<TimerTask>>;
-    /// All transfer tasks of a shard, in id order.
-    async fn load_transfers(&self, shard_id: i32) -> Result<Vec<TransferTask>>;
+    /// Makes start-up after a clean stop cheap (SQLite: folds the write-ahead log into the
+    /// database and empties it). Called once serving has stopped; the store stays usable.
+    async fn checkpoint(&self) -> Result<()>;
+    /// Every stored timer, in fire order.
+    async fn load_timers(&self) -> Result<Vec<TimerTask>>;
+    /// Every stored transfer task, in (shard, id) order.
+    async fn load_transfers(&self) -> Result<Vec<TransferTask>>;
     /// Creates a namespace (`AlreadyExists` on a taken name) or, with `replace`, overwrites it.
     async fn put_namespace(&self, row: NamespaceRow, replace: bool) -> Result<()>;
     /// Reads every namespace.

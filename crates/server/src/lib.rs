@@ -53,12 +53,20 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     serving: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    store: Arc<dyn Store>,
 }
 
 impl Server {
     /// Opens the store, starts every role and begins serving. Returns once the port accepts
     /// connections.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        // Bound first: a taken port fails before anything else, and clients that connect while
+        // the store opens wait in the accept backlog (a few ms) instead of being refused and
+        // backing off.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
         let location = match &config.database {
             Database::SqliteFile(path) => Location::File(path.clone()),
             Database::SqliteMemory => Location::Memory,
@@ -68,6 +76,7 @@ impl Server {
                 .await
                 .context("failed to open the database")??,
         );
+        let checkpoint_store = store.clone();
         let namespaces = Namespaces::load(store.clone()).await?;
         for name in &config.namespaces {
             if namespaces.get(name).is_err() {
@@ -95,16 +104,13 @@ impl Server {
                 limits: config.options.limits.clone(),
                 history_long_poll_timeout: config.options.history_long_poll_timeout,
                 cache_size: config.options.cache_size,
+                eager_activities: config.options.eager_activities,
             },
             namespaces,
             Arc::new(matching.clone()),
         )
         .await?;
         let services = kairos_frontend::services(engine, matching, config.options.clone());
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
         // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
         let incoming =
@@ -112,6 +118,7 @@ impl Server {
         let serving = tokio::spawn(
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .layer(kairos_frontend::InflateLayer)
                 .add_service(services.workflow)
                 .add_service(services.operator)
                 .add_service(services.health)
@@ -123,6 +130,7 @@ impl Server {
             addr,
             shutdown: Some(tx),
             serving,
+            store: checkpoint_store,
         })
     }
 
@@ -137,6 +145,10 @@ impl Server {
             let _ = tx.send(());
         }
         (&mut self.serving).await.context("server task failed")??;
+        // A clean stop leaves nothing for the next start to recover.
+        if let Err(e) = self.store.checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint at shutdown failed; the next start recovers the log");
+        }
         Ok(())
     }
 

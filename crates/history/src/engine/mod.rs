@@ -36,8 +36,8 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::namespace::{Namespace, Namespaces};
 use crate::state::{
-    CounterIds, CurrentData, Env, MutableState, StateError, TaskIds, TaskTokenData, TransferData,
-    TransferKind, Transition,
+    CounterIds, CurrentData, Env, MutableState, StateError, TaskIds, TaskTokenData, TimerChanges,
+    TransferData, TransferKind, Transition, settle_timers,
 };
 use crate::token;
 
@@ -53,6 +53,8 @@ pub struct EngineOptions {
     /// Runs whose mutable state is kept in memory; the oldest unused ones are dropped past it
     /// (and read back from the store when needed again).
     pub cache_size: usize,
+    /// Start eagerly requested activities inside the workflow task completion.
+    pub eager_activities: bool,
 }
 
 /// Cached runs in insertion order, bounded: past the capacity the oldest entries no request is
@@ -267,14 +269,18 @@ impl Engine {
         namespaces: Namespaces,
         matching: Arc<dyn TaskSink>,
     ) -> Result<Self> {
+        // Nothing else touches the store yet: the lease write and the two scans run together.
+        let (leases, transfers, timers) = tokio::try_join!(
+            store.acquire_shards(options.shard_count),
+            store.load_transfers(),
+            store.load_timers()
+        )?;
         let mut shards = Vec::new();
-        for shard_id in 0..options.shard_count {
-            let range_id = store.acquire_shard(shard_id).await?;
-            let max = store.max_task_id(shard_id).await?;
+        for lease in leases {
             // Task ids grow monotonically per shard: past anything stored and unique per lease.
-            let base = max.max(range_id << 40);
+            let base = lease.max_task_id.max(lease.range_id << 40);
             shards.push(Shard {
-                range_id,
+                range_id: lease.range_id,
                 ids: Mutex::new(CounterIds(base)),
             });
         }
@@ -292,13 +298,11 @@ impl Engine {
                 timers: timers::Queue::default(),
             }),
         };
-        for shard_id in 0..engine.inner.options.shard_count {
-            for task in store.load_transfers(shard_id).await? {
-                engine.dispatch_row(&task);
-            }
-            for timer in store.load_timers(shard_id).await? {
-                engine.inner.timers.push(timer);
-            }
+        for task in &transfers {
+            engine.dispatch_row(task);
+        }
+        for timer in timers {
+            engine.inner.timers.push(timer);
         }
         tokio::spawn(timers::run(engine.clone()));
         Ok(engine)
@@ -476,6 +480,28 @@ impl Engine {
             transfers_done,
             ..
         } = t;
+        let TimerChanges {
+            write: timers,
+            delete: timers_obsolete,
+        } = settle_timers(&cached.ms, &mut ms, timers);
+        // A task created and taken in the same transition (an eagerly started activity) is
+        // never written.
+        let (transfers, transfers_done): (Vec<_>, Vec<_>) = if transfers_done.is_empty() {
+            (transfers, transfers_done)
+        } else {
+            let taken: std::collections::HashSet<i64> = transfers_done.iter().copied().collect();
+            let created: std::collections::HashSet<i64> = transfers.iter().map(|t| t.0).collect();
+            (
+                transfers
+                    .into_iter()
+                    .filter(|t| !taken.contains(&t.0))
+                    .collect(),
+                transfers_done
+                    .into_iter()
+                    .filter(|id| !created.contains(id))
+                    .collect(),
+            )
+        };
         let unchanged = ms == cached.ms;
         if unchanged
             && events.is_empty()
@@ -521,6 +547,9 @@ impl Engine {
         if let Some(timer_id) = extra_timer_delete {
             batch.timers_delete.push(timer_id);
         }
+        batch
+            .timers_delete
+            .extend(timers_obsolete.iter().map(|t| t.task_id));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         match self.inner.store.commit(batch).await {
             Ok(()) => {
@@ -536,6 +565,9 @@ impl Engine {
                     // holding the old slot commits against the stored version, so it cannot
                     // overwrite anything.
                     self.inner.runs.lock().remove(key);
+                }
+                for t in &timers_obsolete {
+                    self.inner.timers.remove(t.fire_at_ms, shard_id, t.task_id);
                 }
                 self.after_commit(key, next_event_id, timer_rows, transfer_rows);
                 Ok(out)
@@ -791,6 +823,7 @@ impl Engine {
             transfers_done,
             ..
         } = t;
+        let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
         ms.state_transition_count = 1;
         let mut batch = self.batch_for(&key, shard_id, shard.range_id);
         batch.executions.push((
@@ -988,14 +1021,31 @@ impl Engine {
             ));
         }
         let key = Self::token_key(&data);
-        let outcome = self
+        let eager = self.inner.options.eager_activities;
+        let (outcome, started) = self
             .transact(&key, None, |t| {
-                t.complete_wft(data.scheduled_event_id, data.attempt, req)
+                let outcome = t.complete_wft(data.scheduled_event_id, data.attempt, req)?;
+                let started = if eager && outcome == crate::state::CompletionOutcome::Applied {
+                    t.start_eager_activities(req)
+                } else {
+                    Vec::new()
+                };
+                Ok((
+                    outcome,
+                    (started, t.ms.workflow_type.clone(), t.ms.namespace.clone()),
+                ))
             })
             .await?;
         match outcome {
             crate::state::CompletionOutcome::Applied => {
-                Ok(ws::RespondWorkflowTaskCompletedResponse::default())
+                let (acts, workflow_type, namespace) = started;
+                Ok(ws::RespondWorkflowTaskCompletedResponse {
+                    activity_tasks: acts
+                        .iter()
+                        .map(|act| activity_task(&key, act, &workflow_type, &namespace))
+                        .collect(),
+                    ..Default::default()
+                })
             }
             crate::state::CompletionOutcome::Failed { message, .. } => Err(Error::Invalid(message)),
         }
@@ -1091,45 +1141,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let token = token::encode(&TaskTokenData {
-            namespace_id: key.namespace_id.clone(),
-            workflow_id: key.workflow_id.clone(),
-            run_id: key.run_id.clone(),
-            scheduled_event_id: act.scheduled_event_id,
-            attempt: act.attempt,
-            activity_id: act.activity_id.clone(),
-            kind: token::ACTIVITY_TASK,
-            started_time_ms: act.started_time_ms,
-            ..Default::default()
-        });
-        Ok(Some(ws::PollActivityTaskQueueResponse {
-            task_token: token,
-            workflow_namespace: namespace,
-            workflow_type: Some(WorkflowType {
-                name: workflow_type,
-            }),
-            workflow_execution: Some(WorkflowExecution {
-                workflow_id: key.workflow_id.clone(),
-                run_id: key.run_id.clone(),
-            }),
-            activity_type: act.activity_type.clone(),
-            activity_id: act.activity_id.clone(),
-            header: act.header.clone(),
-            input: act.input.clone(),
-            heartbeat_details: act.heartbeat_details.clone(),
-            scheduled_time: Some(to_timestamp(from_millis(act.scheduled_time_ms))),
-            current_attempt_scheduled_time: Some(to_timestamp(from_millis(
-                act.current_attempt_scheduled_time_ms,
-            ))),
-            started_time: Some(to_timestamp(from_millis(act.started_time_ms))),
-            attempt: act.attempt,
-            schedule_to_close_timeout: act.schedule_to_close,
-            start_to_close_timeout: act.start_to_close,
-            heartbeat_timeout: act.heartbeat,
-            retry_policy: act.retry_policy.clone(),
-            priority: act.priority.clone(),
-            ..Default::default()
-        }))
+        Ok(Some(activity_task(&key, &act, &workflow_type, &namespace)))
     }
 
     /// Finds the activity a by-id request names: (run key, scheduled event id, attempt).
@@ -1518,6 +1530,54 @@ fn event_type_name(t: i32) -> &'static str {
     EventType::try_from(t)
         .map(|e| e.as_str_name())
         .unwrap_or("Unknown")
+}
+
+/// The task a worker receives for a started activity attempt (from a poll or eagerly).
+fn activity_task(
+    key: &RunKey,
+    act: &crate::state::ActivityInfo,
+    workflow_type: &str,
+    namespace: &str,
+) -> ws::PollActivityTaskQueueResponse {
+    let token = token::encode(&TaskTokenData {
+        namespace_id: key.namespace_id.clone(),
+        workflow_id: key.workflow_id.clone(),
+        run_id: key.run_id.clone(),
+        scheduled_event_id: act.scheduled_event_id,
+        attempt: act.attempt,
+        activity_id: act.activity_id.clone(),
+        kind: token::ACTIVITY_TASK,
+        started_time_ms: act.started_time_ms,
+        ..Default::default()
+    });
+    ws::PollActivityTaskQueueResponse {
+        task_token: token,
+        workflow_namespace: namespace.to_string(),
+        workflow_type: Some(WorkflowType {
+            name: workflow_type.to_string(),
+        }),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: key.workflow_id.clone(),
+            run_id: key.run_id.clone(),
+        }),
+        activity_type: act.activity_type.clone(),
+        activity_id: act.activity_id.clone(),
+        header: act.header.clone(),
+        input: act.input.clone(),
+        heartbeat_details: act.heartbeat_details.clone(),
+        scheduled_time: Some(to_timestamp(from_millis(act.scheduled_time_ms))),
+        current_attempt_scheduled_time: Some(to_timestamp(from_millis(
+            act.current_attempt_scheduled_time_ms,
+        ))),
+        started_time: Some(to_timestamp(from_millis(act.started_time_ms))),
+        attempt: act.attempt,
+        schedule_to_close_timeout: act.schedule_to_close,
+        start_to_close_timeout: act.start_to_close,
+        heartbeat_timeout: act.heartbeat,
+        retry_policy: act.retry_policy.clone(),
+        priority: act.priority.clone(),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,11 @@ impl Queue {
         }
     }
 
+    /// Forgets a timer whose row was deleted (what it timed is gone).
+    pub(super) fn remove(&self, fire_at_ms: i64, shard_id: i32, task_id: i64) {
+        self.pending.lock().remove(&(fire_at_ms, shard_id, task_id));
+    }
+
     fn pop_due(&self, now_ms: i64) -> Vec<TimerTask> {
         let mut pending = self.pending.lock();
         let later = pending.split_off(&(now_ms + 1, i32::MIN, i64::MIN));

@@ -5,6 +5,7 @@
 
 pub mod model;
 mod retry;
+mod timers;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -25,6 +26,7 @@ use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCo
 
 pub use model::*;
 pub use retry::{RetryDecision, normalize_retry_policy};
+pub use timers::{TimerChanges, settle_timers};
 
 /// Placeholder for the started event id of a close event whose started event is still buffered.
 const BUFFERED_EVENT_ID: i64 = -123;
@@ -909,6 +911,7 @@ impl<'a> Transition<'a> {
                     timer_id: a.timer_id.clone(),
                     started_event_id: id,
                     fire_time_ms: to_millis(fire_at),
+                    timer_tasks: Vec::new(),
                 });
                 self.timer(
                     fire_at,
@@ -1276,6 +1279,44 @@ impl<'a> Transition<'a> {
         Ok(act)
     }
 
+    /// Starts, for the worker completing a workflow task, the activities its commands asked to
+    /// run eagerly: scheduled on the run's own task queue, first attempt. Returns them started.
+    pub fn start_eager_activities(
+        &mut self,
+        req: &RespondWorkflowTaskCompletedRequest,
+    ) -> Vec<ActivityInfo> {
+        let mut started = Vec::new();
+        for cmd in &req.commands {
+            let Some(command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+                &cmd.attributes
+            else {
+                continue;
+            };
+            let same_queue = a
+                .task_queue
+                .as_ref()
+                .is_some_and(|q| q.name == self.ms.task_queue);
+            if !a.request_eager_execution || !same_queue {
+                continue;
+            }
+            let Some(scheduled_event_id) = self
+                .ms
+                .activities
+                .iter()
+                .find(|act| act.activity_id == a.activity_id && !act.started)
+                .map(|act| act.scheduled_event_id)
+            else {
+                continue;
+            };
+            let request_id = format!("eager-{}-{scheduled_event_id}", self.ms.run_id);
+            if let Ok(act) = self.start_activity(scheduled_event_id, 1, &req.identity, &request_id)
+            {
+                started.push(act);
+            }
+        }
+        started
+    }
+
     /// Records a heartbeat; returns whether cancellation was requested.
     pub fn heartbeat_activity(
         &mut self,
@@ -1423,6 +1464,8 @@ impl<'a> Transition<'a> {
         let now = self.now;
         let act = &mut self.ms.activities[idx];
         act.attempt += 1;
+        // The finished attempt's timers are obsolete; schedule-to-close (attempt 0) stays.
+        act.timer_tasks.retain(|t| t.attempt == 0);
         act.started = false;
         act.started_time_ms = 0;
         act.last_failure = Some(failure);

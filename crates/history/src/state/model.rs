@@ -95,6 +95,22 @@ pub struct MutableState {
     /// Request ids of terminate/signal style requests already applied (dedup).
     #[prost(string, repeated, tag = "37")]
     pub applied_request_ids: Vec<String>,
+    /// The stored run timeout, execution timeout and start backoff timers.
+    #[prost(message, repeated, tag = "38")]
+    pub run_timer_tasks: Vec<TimerRef>,
+}
+
+/// A stored timer task that something in the state waits for; when that something goes, the
+/// timer row is deleted in the same transaction instead of firing for nothing later.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimerRef {
+    #[prost(int64, tag = "1")]
+    pub task_id: i64,
+    #[prost(int64, tag = "2")]
+    pub fire_at_ms: i64,
+    /// The attempt the timer guards; 0 for one that spans every attempt.
+    #[prost(int32, tag = "3")]
+    pub attempt: i32,
 }
 
 /// The one scheduled or started workflow task of a run.
@@ -122,6 +138,9 @@ pub struct WorkflowTaskInfo {
     /// The transfer task that dispatches it, deleted when it starts.
     #[prost(int64, tag = "10")]
     pub transfer_task_id: i64,
+    /// Its schedule-to-start and start-to-close timeout timers.
+    #[prost(message, repeated, tag = "11")]
+    pub timer_tasks: Vec<TimerRef>,
 }
 
 /// A pending activity.
@@ -182,6 +201,9 @@ pub struct ActivityInfo {
     /// The attempt is waiting for its retry backoff to pass.
     #[prost(bool, tag = "27")]
     pub backing_off: bool,
+    /// Its timeout and retry timers.
+    #[prost(message, repeated, tag = "28")]
+    pub timer_tasks: Vec<TimerRef>,
 }
 
 /// A pending user timer.
@@ -193,6 +215,9 @@ pub struct TimerInfo {
     pub started_event_id: i64,
     #[prost(int64, tag = "3")]
     pub fire_time_ms: i64,
+    /// The timer task that fires it.
+    #[prost(message, repeated, tag = "4")]
+    pub timer_tasks: Vec<TimerRef>,
 }
 
 /// What a durable timer does when it fires.

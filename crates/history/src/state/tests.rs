@@ -24,6 +24,8 @@ struct Run {
     ids: CounterIds,
     history: Vec<HistoryEvent>,
     timers: Vec<NewTimer>,
+    /// Timer rows as the store would hold them: written minus deleted (by `settle_timers`).
+    stored: std::collections::BTreeMap<i64, TimerKind>,
     limits: HistoryLimits,
 }
 
@@ -43,6 +45,7 @@ impl Run {
             ids: CounterIds::default(),
             history: Vec::new(),
             timers: Vec::new(),
+            stored: Default::default(),
             limits: HistoryLimits::from_limits(&kairos_core::config::Limits::default()),
         };
         run.step(|t| t.start_workflow(WorkflowExecutionStartedEventAttributes::default()));
@@ -56,12 +59,21 @@ impl Run {
             max_pending_activities: 2000,
             history: self.limits,
         };
+        let before = self.ms.clone();
         let mut t = Transition::new(&mut self.ms, self.now, env, &mut self.ids);
         let out = f(&mut t);
         let events = std::mem::take(&mut t.events);
-        let timers: Vec<_> = t.timers.drain(..).map(|(_, timer)| timer).collect();
+        let new = std::mem::take(&mut t.timers);
+        let changes = settle_timers(&before, &mut self.ms, new.clone());
+        for (id, timer) in &changes.write {
+            let kind = TimerKind::try_from(timer.data.kind).expect("known kind");
+            self.stored.insert(*id, kind);
+        }
+        for gone in &changes.delete {
+            self.stored.remove(&gone.task_id);
+        }
         self.history.extend(events);
-        self.timers.extend(timers);
+        self.timers.extend(new.into_iter().map(|(_, timer)| timer));
         out
     }
 
@@ -528,4 +540,119 @@ fn a_started_workflow_task_that_times_out_is_retried_and_a_late_answer_is_refuse
     run.complete(vec![complete_workflow()]);
     assert_eq!(run.types().last(), Some(&E::WorkflowExecutionCompleted));
     run.check_ids();
+}
+
+#[test]
+fn timer_rows_go_with_what_they_time() {
+    let mut run = Run::start();
+    let scheduled = run.ms.wft.as_ref().expect("scheduled").scheduled_event_id;
+    run.step(|t| t.start_wft(scheduled, "worker", "req"))
+        .expect("starts");
+    assert_eq!(
+        run.stored.values().collect::<Vec<_>>(),
+        vec![&TimerKind::WorkflowTaskTimeout],
+        "the started task's start-to-close timer is stored"
+    );
+    let policy = RetryPolicy {
+        initial_interval: kairos_core::time::to_pb_duration(Duration::from_secs(1)),
+        maximum_attempts: 3,
+        ..Default::default()
+    };
+    let mut cmd = schedule_activity("a1", Some(policy));
+    if let Some(command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+        cmd.attributes.as_mut()
+    {
+        a.schedule_to_close_timeout = kairos_core::time::to_pb_duration(Duration::from_secs(60));
+    }
+    run.respond(scheduled, 1, vec![cmd]);
+    assert_eq!(
+        run.stored.values().collect::<Vec<_>>(),
+        vec![&TimerKind::ActivityTimeout, &TimerKind::ActivityTimeout],
+        "completing the workflow task deleted its timer; schedule-to-close and \
+         schedule-to-start (defaulted from it) are stored"
+    );
+    run.step(|t| t.start_activity(5, 1, "w", "r"))
+        .expect("starts");
+    assert_eq!(run.stored.len(), 3, "plus start-to-close: {:?}", run.stored);
+    run.step(|t| t.fail_activity(5, 1, app_failure(false), None, "w"))
+        .expect("fails");
+    let mut kinds: Vec<_> = run.stored.values().copied().collect();
+    kinds.sort_by_key(|k| *k as i32);
+    assert_eq!(
+        kinds,
+        vec![TimerKind::ActivityTimeout, TimerKind::ActivityRetry],
+        "the failed attempt's timers went; schedule-to-close and the backoff stay"
+    );
+    run.step(|t| t.activity_retry_fired(5, 2));
+    run.step(|t| t.start_activity(5, 2, "w", "r2"))
+        .expect("starts");
+    run.step(|t| t.complete_activity(5, 2, None, "w"))
+        .expect("completes");
+    assert!(
+        run.stored.is_empty(),
+        "nothing of the finished activity is left: {:?}",
+        run.stored
+    );
+    run.complete(vec![complete_workflow()]);
+    assert!(
+        run.stored
+            .values()
+            .all(|k| *k == TimerKind::DeleteExecution),
+        "a closed run keeps only its retention timer: {:?}",
+        run.stored
+    );
+}
+
+#[test]
+fn eagerly_requested_activities_start_inside_the_completion() {
+    let mut run = Run::start();
+    let scheduled = run.ms.wft.as_ref().expect("scheduled").scheduled_event_id;
+    run.step(|t| t.start_wft(scheduled, "worker", "req"))
+        .expect("starts");
+    let eager = |id: &str, queue: &str| {
+        let mut cmd = schedule_activity(id, None);
+        if let Some(command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+            cmd.attributes.as_mut()
+        {
+            a.request_eager_execution = true;
+            a.task_queue = Some(temporalio_protos::temporal::api::taskqueue::v1::TaskQueue {
+                name: queue.into(),
+                ..Default::default()
+            });
+        }
+        cmd
+    };
+    let req = RespondWorkflowTaskCompletedRequest {
+        commands: vec![
+            eager("a1", "tq"),
+            eager("other-queue", "elsewhere"),
+            schedule_activity("not-asked", None),
+        ],
+        identity: "worker".into(),
+        ..Default::default()
+    };
+    let (started, transfers, done) = run.step(|t| {
+        t.complete_wft(scheduled, 1, &req).expect("completes");
+        let started = t.start_eager_activities(&req);
+        (started, t.transfers.clone(), t.transfers_done.clone())
+    });
+    assert_eq!(
+        started
+            .iter()
+            .map(|a| a.activity_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a1"],
+        "only the eager request on the run's own queue"
+    );
+    assert!(started[0].started && started[0].attempt == 1);
+    let a1_task = started[0].transfer_task_id;
+    assert!(
+        transfers.iter().any(|(id, _)| *id == a1_task) && done.contains(&a1_task),
+        "its dispatch task is created and taken in the same transition (never written)"
+    );
+    assert_eq!(
+        run.ms.activities.iter().filter(|a| a.started).count(),
+        1,
+        "the other two wait for pollers"
+    );
 }

@@ -474,6 +474,57 @@ async fn activities_in_sequence_with_a_timer() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_activities_run_inline_and_write_the_same_history() -> anyhow::Result<()> {
+    let options = kairos_core::config::ServerOptions {
+        eager_activities: true,
+        ..Default::default()
+    };
+    scenario!(
+        TestServer::builder().options(options).start(),
+        |client, tq, _acts, _server| {
+            let h = start(
+                &client,
+                "greet",
+                RawValue::from_value(&"world".to_string(), &pc()),
+                &tq,
+            )
+            .await?;
+            let out: String = within(30, h.get_result(WorkflowGetResultOptions::default()))
+                .await??
+                .to_value(&pc());
+            assert_eq!(out, "hello hello world");
+            let events = h
+                .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+                .into_events()
+                .await?;
+            let started: Vec<_> = events
+                .iter()
+                .filter_map(|e| match &e.attributes {
+                    Some(temporalio_common::protos::temporal::api::history::v1::history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => {
+                        Some(a.request_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(started.len(), 2);
+            assert!(
+                started.iter().all(|r| r.starts_with("eager-")),
+                "the SDK asks for eager execution and both activities were started inline: {started:?}"
+            );
+            let t = types(&events);
+            let expected_tail = [
+                EventType::ActivityTaskScheduled,
+                EventType::ActivityTaskStarted,
+                EventType::ActivityTaskCompleted,
+                EventType::WorkflowTaskScheduled,
+            ];
+            assert_eq!(&t[4..8], &expected_tail, "{t:?}");
+            anyhow::Ok(())
+        }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_activities_and_a_history_over_several_pages() -> anyhow::Result<()> {
     scenario!(|client, tq, _acts, _server| {
         let h = start(
