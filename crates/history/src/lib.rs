@@ -14,3 +14,4 @@ pub mod token;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use namespace::{Namespace, Namespaces};
+pub use state::Signal;

@@ -36,8 +36,8 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::namespace::{Namespace, Namespaces};
 use crate::state::{
-    CounterIds, CurrentData, Env, MutableState, StateError, TaskIds, TaskTokenData, TimerChanges,
-    TransferData, TransferKind, Transition, settle_timers,
+    CounterIds, CurrentData, Env, MutableState, Signal, StateError, TaskIds, TaskTokenData,
+    TimerChanges, TransferData, TransferKind, Transition, settle_timers,
 };
 use crate::token;
 
@@ -664,6 +664,38 @@ impl Engine {
         ns: &Namespace,
         req: &ws::StartWorkflowExecutionRequest,
     ) -> Result<StartOutcome> {
+        self.start_workflow_with(ns, req, None).await
+    }
+
+    /// `SignalWithStartWorkflowExecution`: signals the running workflow of that id, or starts a
+    /// run whose history opens with the signal (Started, Signaled, WorkflowTaskScheduled).
+    pub async fn signal_with_start(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+        signal: Signal,
+    ) -> Result<StartOutcome> {
+        self.start_workflow_with(ns, req, Some(signal)).await
+    }
+
+    /// `SignalWorkflowExecution`: `run_id` empty means the current run.
+    pub async fn signal(
+        &self,
+        ns: &Namespace,
+        workflow_id: &str,
+        run_id: &str,
+        signal: Signal,
+    ) -> Result<()> {
+        let key = self.resolve_run(ns, workflow_id, run_id).await?;
+        self.transact(&key, None, |t| t.signal(signal)).await
+    }
+
+    async fn start_workflow_with(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+        signal: Option<Signal>,
+    ) -> Result<StartOutcome> {
         let lock = self.workflow_lock(&ns.id, &req.workflow_id);
         let _held = lock.lock().await;
         let current = self
@@ -692,6 +724,22 @@ impl Engine {
                     .unwrap_or(WorkflowIdConflictPolicy::Unspecified);
                 let reuse = WorkflowIdReusePolicy::try_from(req.workflow_id_reuse_policy)
                     .unwrap_or(WorkflowIdReusePolicy::Unspecified);
+                let terminate = conflict == WorkflowIdConflictPolicy::TerminateExisting
+                    || reuse == WorkflowIdReusePolicy::TerminateIfRunning;
+                if let Some(signal) = signal.as_ref().filter(|_| !terminate) {
+                    // Signal-with-start on a running workflow: just the signal.
+                    let key = RunKey {
+                        namespace_id: ns.id.clone(),
+                        workflow_id: req.workflow_id.clone(),
+                        run_id: current.run_id.clone(),
+                    };
+                    let signal = signal.clone();
+                    self.transact(&key, None, |t| t.signal(signal)).await?;
+                    return Ok(StartOutcome {
+                        run_id: current.run_id.clone(),
+                        started: false,
+                    });
+                }
                 match conflict {
                     WorkflowIdConflictPolicy::UseExisting => {
                         return Ok(StartOutcome {
@@ -815,7 +863,7 @@ impl Engine {
         let mut ids = TaskIdsRef(&shard.ids);
         let env = self.env_for(&ms);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
-        t.start_workflow(started);
+        t.start_workflow_with_signal(started, signal);
         let Transition {
             events,
             timers,

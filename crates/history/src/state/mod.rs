@@ -42,6 +42,37 @@ pub enum StateError {
     Invalid(String),
 }
 
+/// Signal request ids a run remembers for deduplication; the oldest are forgotten past it.
+const MAX_REMEMBERED_REQUEST_IDS: usize = 10_000;
+
+/// A signal as a client or another workflow sends it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signal {
+    pub name: String,
+    pub input: Option<Payloads>,
+    pub identity: String,
+    pub header: Option<temporalio_protos::temporal::api::common::v1::Header>,
+    pub request_id: String,
+    /// The sending workflow, for a signal from another workflow.
+    pub external: Option<temporalio_protos::temporal::api::common::v1::WorkflowExecution>,
+}
+
+impl Signal {
+    fn into_event(self) -> HistoryEvent {
+        event(
+            EventType::WorkflowExecutionSignaled,
+            hist::WorkflowExecutionSignaledEventAttributes {
+                signal_name: self.name,
+                input: self.input,
+                identity: self.identity,
+                header: self.header,
+                external_workflow_execution: self.external,
+                ..Default::default()
+            },
+        )
+    }
+}
+
 /// A timer the transition asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTimer {
@@ -331,7 +362,17 @@ impl<'a> Transition<'a> {
 
     /// Creates the first events of a new run. `ms` must be freshly filled by the caller with
     /// ids, type, queue, timeouts and `next_event_id = 1`.
-    pub fn start_workflow(&mut self, mut started: hist::WorkflowExecutionStartedEventAttributes) {
+    pub fn start_workflow(&mut self, started: hist::WorkflowExecutionStartedEventAttributes) {
+        self.start_workflow_with_signal(started, None);
+    }
+
+    /// Like [`Transition::start_workflow`], with a signal written right after the started event
+    /// (`SignalWithStartWorkflowExecution`: Started, Signaled, WorkflowTaskScheduled).
+    pub fn start_workflow_with_signal(
+        &mut self,
+        mut started: hist::WorkflowExecutionStartedEventAttributes,
+        signal: Option<Signal>,
+    ) {
         let start_delay = dur(started.first_workflow_task_backoff.as_ref());
         self.ms.status = WorkflowExecutionStatus::Running as i32;
         self.ms.start_time_ms = self.now_ms();
@@ -339,6 +380,14 @@ impl<'a> Transition<'a> {
         self.ms.wft_attempt = 1;
         started.original_execution_run_id = self.ms.run_id.clone();
         self.append(event(EventType::WorkflowExecutionStarted, started));
+        if let Some(mut signal) = signal {
+            if !signal.request_id.is_empty() {
+                self.ms
+                    .applied_request_ids
+                    .push(std::mem::take(&mut signal.request_id));
+            }
+            self.append(signal.into_event());
+        }
         let run_timeout = dur(self.ms.run_timeout.as_ref());
         if !run_timeout.is_zero() {
             self.timer(
@@ -1636,6 +1685,28 @@ impl<'a> Transition<'a> {
     // ----- whole-run operations -----
 
     /// Asks the workflow to cancel itself (idempotent).
+    /// Delivers a signal: `WorkflowExecutionSignaled`, buffered while a workflow task is in
+    /// flight, otherwise written with a workflow task to deliver it. A repeated `request_id` is
+    /// a no-op (the client retried).
+    pub fn signal(&mut self, signal: Signal) -> Result<(), StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
+        }
+        if !signal.request_id.is_empty() {
+            if self.ms.applied_request_ids.contains(&signal.request_id) {
+                return Ok(());
+            }
+            if self.ms.applied_request_ids.len() >= MAX_REMEMBERED_REQUEST_IDS {
+                self.ms.applied_request_ids.remove(0);
+            }
+            self.ms.applied_request_ids.push(signal.request_id.clone());
+        }
+        self.add_external(signal.into_event());
+        Ok(())
+    }
+
     pub fn request_cancel(
         &mut self,
         reason: &str,

@@ -1,0 +1,209 @@
+//! Signals through the official Rust SDK: order under a storm, request-id deduplication,
+//! headers, signal-with-start, and signals to closed runs.
+use std::time::Duration;
+
+use kairos_testing::TestServer;
+use temporalio_client::{
+    WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowSignalOptions,
+    WorkflowStartOptions,
+};
+use temporalio_common::protos::temporal::api::common::v1::{Header, Payload};
+use temporalio_common::protos::temporal::api::enums::v1::EventType;
+use temporalio_common::protos::temporal::api::history::v1::{HistoryEvent, history_event};
+use temporalio_sdk::workflows::{workflow, workflow_methods};
+use temporalio_sdk::{SyncWorkflowContext, Worker, WorkflowContext, WorkflowResult};
+
+use crate::support::{connect, run_with_worker, runtime, unique, within};
+use crate::worker_options;
+
+#[workflow]
+#[derive(Default)]
+struct Collector {
+    got: Vec<u32>,
+}
+
+#[workflow_methods]
+impl Collector {
+    /// Returns the signalled numbers once `want` of them arrived.
+    #[run(name = "collector")]
+    async fn run(ctx: &mut WorkflowContext<Self>, want: u32) -> WorkflowResult<Vec<u32>> {
+        ctx.wait_condition(|s| s.got.len() >= want as usize).await?;
+        Ok(ctx.state(|s| s.got.clone()))
+    }
+
+    #[signal(name = "item")]
+    fn item(&mut self, _ctx: &mut SyncWorkflowContext<Self>, n: u32) {
+        self.got.push(n);
+    }
+}
+
+fn signaled(events: &[HistoryEvent]) -> Vec<&HistoryEvent> {
+    events
+        .iter()
+        .filter(|e| e.event_type() == EventType::WorkflowExecutionSignaled)
+        .collect()
+}
+
+macro_rules! with_worker {
+    (|$client:ident, $tq:ident| $body:block) => {{
+        let server = TestServer::start().await?;
+        let $client = connect(&server).await?;
+        let rt = runtime()?;
+        let $tq = unique("tq");
+        let options = worker_options!(&$tq)
+            .register_workflow::<Collector>()?
+            .build();
+        let mut w = Worker::new(&rt, $client.clone(), options)?;
+        let result = run_with_worker(&mut w, async { $body }).await;
+        server.shutdown().await?;
+        result
+    }};
+}
+
+fn start_options(tq: &str, id: &str) -> WorkflowStartOptions {
+    WorkflowStartOptions::new(tq, id)
+        .execution_timeout(Duration::from_secs(120))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_signals_arrive_all_and_in_order() -> anyhow::Result<()> {
+    with_worker!(|client, tq| {
+        let h = client
+            .start_workflow(Collector::run, 1000, start_options(&tq, &unique("storm")))
+            .await?;
+        for n in 0..1000u32 {
+            h.signal(Collector::item, n, WorkflowSignalOptions::default())
+                .await?;
+        }
+        let got = within(60, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(got, (0..1000).collect::<Vec<u32>>());
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        assert_eq!(signaled(&events).len(), 1000);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.event_id, i as i64 + 1, "contiguous event ids");
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_signal_is_applied_once_and_keeps_its_header() -> anyhow::Result<()> {
+    with_worker!(|client, tq| {
+        let h = client
+            .start_workflow(Collector::run, 2, start_options(&tq, &unique("dedup")))
+            .await?;
+        let header = Header {
+            fields: [(
+                "trace".to_string(),
+                Payload {
+                    data: b"abc".to_vec(),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        };
+        for _ in 0..2 {
+            let options = WorkflowSignalOptions::builder()
+                .request_id("same-request".to_string())
+                .header(header.clone())
+                .build();
+            h.signal(Collector::item, 7, options).await?;
+        }
+        h.signal(Collector::item, 8, WorkflowSignalOptions::default())
+            .await?;
+        let got = within(30, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(
+            got,
+            vec![7, 8],
+            "the retried signal was not delivered twice"
+        );
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        let signals = signaled(&events);
+        assert_eq!(signals.len(), 2);
+        match &signals[0].attributes {
+            Some(history_event::Attributes::WorkflowExecutionSignaledEventAttributes(a)) => {
+                assert_eq!(a.signal_name, "item");
+                assert_eq!(a.identity, "kairos-e2e-client");
+                let trace = a.header.as_ref().and_then(|h| h.fields.get("trace"));
+                assert_eq!(trace.map(|p| p.data.as_slice()), Some(&b"abc"[..]));
+            }
+            other => panic!("not a signal: {other:?}"),
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_with_start_starts_once_then_signals_the_running_workflow() -> anyhow::Result<()> {
+    with_worker!(|client, tq| {
+        let id = unique("sws");
+        let first = client
+            .signal_with_start_workflow(
+                Collector::run,
+                2,
+                Collector::item,
+                1,
+                start_options(&tq, &id),
+            )
+            .await?;
+        let second = client
+            .signal_with_start_workflow(
+                Collector::run,
+                2,
+                Collector::item,
+                2,
+                start_options(&tq, &id),
+            )
+            .await?;
+        assert_eq!(
+            first.info().run_id,
+            second.info().run_id,
+            "the second call signals the running workflow"
+        );
+        let got = within(30, first.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(got, vec![1, 2]);
+        let events = first
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        let types: Vec<_> = events.iter().map(|e| e.event_type()).collect();
+        assert_eq!(
+            &types[..3],
+            &[
+                EventType::WorkflowExecutionStarted,
+                EventType::WorkflowExecutionSignaled,
+                EventType::WorkflowTaskScheduled
+            ],
+            "the signal is in the start's transaction, before the first task"
+        );
+        anyhow::Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_to_a_closed_workflow_is_not_found() -> anyhow::Result<()> {
+    with_worker!(|client, tq| {
+        let h = client
+            .start_workflow(Collector::run, 0, start_options(&tq, &unique("closed")))
+            .await?;
+        let got = within(30, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert!(got.is_empty());
+        let err = h
+            .signal(Collector::item, 1, WorkflowSignalOptions::default())
+            .await
+            .expect_err("the run is closed");
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("NotFound") && text.contains("workflow execution already completed"),
+            "{text}"
+        );
+        anyhow::Ok(())
+    })
+}
