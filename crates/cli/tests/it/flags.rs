@@ -35,3 +35,29 @@ async fn dynamic_config_sets_limits_and_ignores_other_keys() -> anyhow::Result<(
     }
     Ok(())
 }
+
+#[test]
+fn a_malformed_dynamic_config_value_stops_the_start_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (kv, expected) in [
+        (
+            "system.enableActivityEagerExecution=yes",
+            "system.enableActivityEagerExecution needs true or false",
+        ),
+        (
+            "history.cacheMaxSize=0",
+            "history.cacheMaxSize needs a positive integer",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["server", "start-dev", "--port", &free_port().to_string()])
+            .arg("--db-filename")
+            .arg(dir.path().join("k.db"))
+            .args(["--dynamic-config-value", kv])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{kv} must stop the start");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{kv}: {stderr}");
+    }
+}
