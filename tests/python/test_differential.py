@@ -31,8 +31,14 @@ from google.protobuf.json_format import MessageToDict
 
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import RetryPolicy
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import QueryRejectCondition, RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -278,6 +284,14 @@ class Collector:
     def item(self, n: int) -> None:
         self.got.append(n)
 
+    @workflow.query
+    def count(self) -> int:
+        return len(self.got)
+
+    @workflow.query
+    def broken(self) -> int:
+        raise ValueError("no such order")
+
 
 WORKFLOWS = [Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
@@ -423,7 +437,28 @@ async def _signals(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle,
     return handle, (outcome, late)
 
 
+async def _queries(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Queries before and after a signal and after the close; a failing query; a rejection."""
+    handle = await client.start_workflow(Collector.run, 1, id=wf_id, task_queue=tq)
+    first = await handle.query(Collector.count)
+    await handle.signal(Collector.item, 4)
+    outcome = await _outcome(handle)
+    after = await handle.query(Collector.count)
+    try:
+        await handle.query(Collector.broken)
+        failed: Any = "answered"
+    except WorkflowQueryFailedError as e:
+        failed = ("failed", str(e))
+    try:
+        await handle.query(Collector.count, reject_condition=QueryRejectCondition.NOT_OPEN)
+        rejected: Any = "answered"
+    except WorkflowQueryRejectedError as e:
+        rejected = ("rejected", e.status.name if e.status else None)
+    return handle, (first, outcome, after, failed, rejected)
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "queries": _queries,
     "signals": _signals,
     "activities_and_timer": _simple(Delivery.run, "order-1"),
     "server_side_retries": _simple(Payment.run),

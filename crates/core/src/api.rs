@@ -32,6 +32,8 @@ pub struct QueuedTask {
     pub scheduled_event_id: i64,
     /// Attempt it was dispatched for.
     pub attempt: i32,
+    /// Set for a query task: the id of the query it carries (never stored; no transfer row).
+    pub query_id: String,
 }
 
 /// What history needs from matching.

@@ -39,6 +39,30 @@ pub fn not_found(message: impl Into<String>) -> Status {
     )
 }
 
+/// `FAILED_PRECONDITION` with `WorkflowNotReadyFailure`: a query to a run that never completed
+/// a workflow task.
+pub fn workflow_not_ready() -> Status {
+    with_detail(
+        Code::FailedPrecondition,
+        "workflow not ready".to_string(),
+        "temporal.api.errordetails.v1.WorkflowNotReadyFailure",
+        details::WorkflowNotReadyFailure::default().encode_to_vec(),
+    )
+}
+
+/// `INVALID_ARGUMENT` with `QueryFailedFailure`: the workflow's query handler failed.
+pub fn query_failed(
+    message: String,
+    failure: Option<temporalio_protos::temporal::api::failure::v1::Failure>,
+) -> Status {
+    with_detail(
+        Code::InvalidArgument,
+        message,
+        "temporal.api.errordetails.v1.QueryFailedFailure",
+        details::QueryFailedFailure { failure }.encode_to_vec(),
+    )
+}
+
 /// `INVALID_ARGUMENT` without a detail, as the Go server sends it.
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message.into())

@@ -1,5 +1,6 @@
 //! WorkflowService: the RPCs of the foundation issue; every other RPC answers UNIMPLEMENTED
 //! naming itself (generated default stubs).
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +13,17 @@ use temporalio_protos::temporal::api::common::v1::WorkflowExecution;
 use temporalio_protos::temporal::api::enums::v1::{
     HistoryEventFilterType, WorkflowExecutionStatus,
 };
+use temporalio_protos::temporal::api::enums::v1::{QueryRejectCondition, QueryResultType};
 use temporalio_protos::temporal::api::history::v1::History;
 use temporalio_protos::temporal::api::namespace::v1::{
     NamespaceConfig, NamespaceInfo, namespace_info,
 };
+use temporalio_protos::temporal::api::query::v1::{QueryRejected, WorkflowQuery};
 use temporalio_protos::temporal::api::workflowservice::v1::*;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::error::{invalid, namespace_not_found, to_status};
+use crate::error::{invalid, namespace_not_found, query_failed, to_status, workflow_not_ready};
 use crate::validate;
 
 /// The WorkflowService implementation (cheap clone).
@@ -28,6 +32,15 @@ pub struct Frontend {
     engine: Engine,
     matching: kairos_matching::Handle,
     options: Arc<ServerOptions>,
+    queries: Arc<parking_lot::Mutex<HashMap<String, PendingQuery>>>,
+}
+
+/// A query waiting for a worker's answer. Queries are not durable (as in the reference): one
+/// that outlives its caller's deadline, or the process, is simply gone.
+struct PendingQuery {
+    key: RunKey,
+    query: WorkflowQuery,
+    answer: oneshot::Sender<RespondQueryTaskCompletedRequest>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -47,6 +60,26 @@ impl Drop for Redeliver<'_> {
     }
 }
 
+/// The deadline a client set on its call (`grpc-timeout`), if any.
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn query_timed_out() -> Status {
+    Status::deadline_exceeded("query timed out before a worker answered it")
+}
+
 fn request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -61,6 +94,7 @@ impl Frontend {
             engine,
             matching,
             options,
+            queries: Default::default(),
         }
     }
 
@@ -335,6 +369,23 @@ impl WorkflowService for Frontend {
             else {
                 return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
             };
+            if !task.query_id.is_empty() {
+                // A query task: answered from the registry, never recorded in the run.
+                let pending = self
+                    .queries
+                    .lock()
+                    .get(&task.query_id)
+                    .map(|q| (q.key.clone(), q.query.clone()));
+                let Some((key, query)) = pending else {
+                    continue; // its caller gave up
+                };
+                let response = self
+                    .engine
+                    .query_task(&key, &task.query_id, query)
+                    .await
+                    .map_err(to_status)?;
+                return Ok(Response::new(response));
+            }
             let mut guard = Redeliver {
                 matching: &self.matching,
                 task: Some(task.clone()),
@@ -696,6 +747,109 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(RequestCancelWorkflowExecutionResponse {}))
+    }
+
+    async fn query_workflow(
+        &self,
+        request: Request<QueryWorkflowRequest>,
+    ) -> Reply<QueryWorkflowResponse> {
+        let timeout = grpc_timeout(&request).unwrap_or(Duration::from_secs(60));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.execution.as_ref()).await?;
+        let query = req
+            .query
+            .ok_or_else(|| invalid("Query is not set on request."))?;
+        validate::required_id(&self.options.limits, "QueryType", &query.query_type)?;
+        validate::payloads(&self.options.limits, "QueryArgs", query.query_args.as_ref())?;
+        let state = self.engine.read_state(&key).await.map_err(to_status)?;
+        let closed = state.status != WorkflowExecutionStatus::Running as i32;
+        let reject = match QueryRejectCondition::try_from(req.query_reject_condition) {
+            Ok(QueryRejectCondition::NotOpen) => closed,
+            Ok(QueryRejectCondition::NotCompletedCleanly) => {
+                closed && state.status != WorkflowExecutionStatus::Completed as i32
+            }
+            _ => false,
+        };
+        if reject {
+            return Ok(Response::new(QueryWorkflowResponse {
+                query_rejected: Some(QueryRejected {
+                    status: state.status,
+                }),
+                ..Default::default()
+            }));
+        }
+        if closed && state.last_completed_wft_started_id == 0 {
+            return Err(workflow_not_ready());
+        }
+        // A workflow task in flight answers first; the query then goes to a worker on its own.
+        let Some(state) = self
+            .engine
+            .wait_for_query_slot(&key, deadline)
+            .await
+            .map_err(to_status)?
+        else {
+            return Err(query_timed_out());
+        };
+        let query_id = request_id();
+        let (tx, rx) = oneshot::channel();
+        self.queries.lock().insert(
+            query_id.clone(),
+            PendingQuery {
+                key: key.clone(),
+                query,
+                answer: tx,
+            },
+        );
+        self.matching.add_task(QueuedTask {
+            namespace_id: ns.id.clone(),
+            task_queue: state.task_queue.clone(),
+            kind: TaskKind::Workflow,
+            task_id: 0,
+            shard_id: 0,
+            workflow_id: key.workflow_id.clone(),
+            run_id: key.run_id.clone(),
+            scheduled_event_id: 0,
+            attempt: 1,
+            query_id: query_id.clone(),
+        });
+        let answer = tokio::time::timeout_at(deadline, rx).await;
+        self.queries.lock().remove(&query_id);
+        let Ok(Ok(answer)) = answer else {
+            return Err(query_timed_out());
+        };
+        match QueryResultType::try_from(answer.completed_type) {
+            Ok(QueryResultType::Answered) => Ok(Response::new(QueryWorkflowResponse {
+                query_result: answer.query_result,
+                ..Default::default()
+            })),
+            _ => Err(query_failed(answer.error_message, answer.failure)),
+        }
+    }
+
+    async fn respond_query_task_completed(
+        &self,
+        request: Request<RespondQueryTaskCompletedRequest>,
+    ) -> Reply<RespondQueryTaskCompletedResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let query_id = self
+            .engine
+            .query_token(&ns, &req.task_token)
+            .map_err(to_status)?;
+        validate::payloads(
+            &self.options.limits,
+            "QueryResult",
+            req.query_result.as_ref(),
+        )?;
+        let Some(pending) = self.queries.lock().remove(&query_id) else {
+            return Err(crate::error::not_found(
+                "query task not found, or already expired",
+            ));
+        };
+        let _ = pending.answer.send(req);
+        Ok(Response::new(RespondQueryTaskCompletedResponse::default()))
     }
 
     async fn signal_workflow_execution(

@@ -8,6 +8,8 @@ use crate::state::TaskTokenData;
 pub const WORKFLOW_TASK: i32 = 1;
 /// Token kind for activity tasks.
 pub const ACTIVITY_TASK: i32 = 2;
+/// Token kind for query tasks.
+pub const QUERY_TASK: i32 = 3;
 
 /// Encodes a token.
 pub fn encode(data: &TaskTokenData) -> Vec<u8> {

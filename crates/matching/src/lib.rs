@@ -151,6 +151,7 @@ mod tests {
             run_id: "run".into(),
             scheduled_event_id: 2,
             attempt: 1,
+            query_id: String::new(),
         }
     }
 

@@ -345,6 +345,7 @@ impl Engine {
             run_id: task.run_id.clone(),
             scheduled_event_id: data.scheduled_event_id,
             attempt: data.attempt,
+            query_id: String::new(),
         });
     }
 
@@ -1442,6 +1443,82 @@ impl Engine {
             events,
             next_page_token,
         })
+    }
+
+    /// Waits until the run has no workflow task scheduled or started (a query can then go to a
+    /// worker as a task of its own) or has closed, and returns its state; `None` when
+    /// `deadline` passes first.
+    pub async fn wait_for_query_slot(
+        &self,
+        key: &RunKey,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<MutableState>> {
+        let mut rx = self.watch(key);
+        loop {
+            let ms = self.read_state(key).await?;
+            if status_closed(ms.status) || ms.wft.is_none() {
+                return Ok(Some(ms));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// The poll answer carrying a query: a query-task token, the run's whole history and the
+    /// query (legacy query task, brief B.4 path 1).
+    pub async fn query_task(
+        &self,
+        key: &RunKey,
+        query_id: &str,
+        query: temporalio_protos::temporal::api::query::v1::WorkflowQuery,
+    ) -> Result<ws::PollWorkflowTaskQueueResponse> {
+        let ms = self.read_state(key).await?;
+        let events = self
+            .read_events(&key.run_id, 1, ms.next_event_id - 1)
+            .await?;
+        let token = token::encode(&TaskTokenData {
+            namespace_id: key.namespace_id.clone(),
+            workflow_id: key.workflow_id.clone(),
+            run_id: key.run_id.clone(),
+            kind: token::QUERY_TASK,
+            query_id: query_id.to_string(),
+            attempt: 1,
+            ..Default::default()
+        });
+        Ok(ws::PollWorkflowTaskQueueResponse {
+            task_token: token,
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: key.workflow_id.clone(),
+                run_id: key.run_id.clone(),
+            }),
+            workflow_type: Some(WorkflowType {
+                name: ms.workflow_type.clone(),
+            }),
+            previous_started_event_id: ms.last_completed_wft_started_id,
+            started_event_id: 0,
+            attempt: 1,
+            history: Some(temporalio_protos::temporal::api::history::v1::History { events }),
+            query: Some(query),
+            workflow_execution_task_queue: Some(TaskQueue {
+                name: ms.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// The query id a query-task token names.
+    pub fn query_token(&self, ns: &Namespace, token_bytes: &[u8]) -> Result<String> {
+        let data = token::decode(token_bytes, token::QUERY_TASK)?;
+        if data.namespace_id != ns.id {
+            return Err(Error::Invalid(
+                "task token does not belong to this namespace".into(),
+            ));
+        }
+        Ok(data.query_id)
     }
 
     fn watch(&self, key: &RunKey) -> watch::Receiver<i64> {

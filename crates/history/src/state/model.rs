@@ -302,11 +302,14 @@ pub struct TaskTokenData {
     pub attempt: i32,
     #[prost(string, tag = "7")]
     pub activity_id: String,
-    /// 1 = workflow task, 2 = activity task.
+    /// 1 = workflow task, 2 = activity task, 3 = query task.
     #[prost(int32, tag = "8")]
     pub kind: i32,
     #[prost(int64, tag = "9")]
     pub started_time_ms: i64,
+    /// For a query task (kind 3): the query it answers.
+    #[prost(string, tag = "10")]
+    pub query_id: String,
 }
 
 /// A namespace as stored in its row's blob.

@@ -1,17 +1,21 @@
-//! Signals through the official Rust SDK: order under a storm, request-id deduplication,
-//! headers, signal-with-start, and signals to closed runs.
+//! Signals and queries through the official Rust SDK: order under a storm, request-id
+//! deduplication, headers, signal-with-start, signals to closed runs, queries on running and
+//! closed runs and the reject condition.
 use std::time::Duration;
 
 use kairos_testing::TestServer;
+use temporalio_client::errors::WorkflowQueryError;
 use temporalio_client::{
-    WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowSignalOptions,
-    WorkflowStartOptions,
+    QueryRejectCondition, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Header, Payload};
 use temporalio_common::protos::temporal::api::enums::v1::EventType;
 use temporalio_common::protos::temporal::api::history::v1::{HistoryEvent, history_event};
 use temporalio_sdk::workflows::{workflow, workflow_methods};
-use temporalio_sdk::{SyncWorkflowContext, Worker, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{
+    SyncWorkflowContext, Worker, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
 
 use crate::support::{connect, run_with_worker, runtime, unique, within};
 use crate::worker_options;
@@ -34,6 +38,11 @@ impl Collector {
     #[signal(name = "item")]
     fn item(&mut self, _ctx: &mut SyncWorkflowContext<Self>, n: u32) {
         self.got.push(n);
+    }
+
+    #[query(name = "count")]
+    fn count(&self, _ctx: &WorkflowContextView) -> u32 {
+        self.got.len() as u32
     }
 }
 
@@ -204,6 +213,99 @@ async fn a_signal_to_a_closed_workflow_is_not_found() -> anyhow::Result<()> {
             text.contains("NotFound") && text.contains("workflow execution already completed"),
             "{text}"
         );
+        anyhow::Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_see_running_and_closed_workflows() -> anyhow::Result<()> {
+    with_worker!(|client, tq| {
+        let h = client
+            .start_workflow(Collector::run, 2, start_options(&tq, &unique("query")))
+            .await?;
+        // Right after the start a workflow task is pending: the query waits for it.
+        let n = within(
+            30,
+            h.query(Collector::count, (), WorkflowQueryOptions::default()),
+        )
+        .await??;
+        assert_eq!(n, 0);
+        h.signal(Collector::item, 5, WorkflowSignalOptions::default())
+            .await?;
+        let n = within(
+            30,
+            h.query(Collector::count, (), WorkflowQueryOptions::default()),
+        )
+        .await??;
+        assert_eq!(n, 1, "the query runs after the signal's workflow task");
+        h.signal(Collector::item, 6, WorkflowSignalOptions::default())
+            .await?;
+        let got = within(30, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(got, vec![5, 6]);
+        let n = within(
+            30,
+            h.query(Collector::count, (), WorkflowQueryOptions::default()),
+        )
+        .await??;
+        assert_eq!(n, 2, "a closed workflow is queried by replaying it");
+        let rejected = h
+            .query(
+                Collector::count,
+                (),
+                WorkflowQueryOptions::builder()
+                    .reject_condition(QueryRejectCondition::NotOpen)
+                    .build(),
+            )
+            .await;
+        match rejected {
+            Err(WorkflowQueryError::Rejected { status }) => {
+                assert_eq!(
+                    status,
+                    Some(temporalio_client::WorkflowExecutionStatus::Completed)
+                );
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        assert!(
+            events
+                .iter()
+                .all(|e| e.event_type() != EventType::WorkflowTaskFailed),
+            "queries leave no trace in the history"
+        );
+        anyhow::Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_to_a_run_closed_before_its_first_task_is_not_ready() -> anyhow::Result<()> {
+    with_worker!(|client, _tq| {
+        // No worker polls this queue: the run never completes a workflow task.
+        let h = client
+            .start_workflow(
+                Collector::run,
+                1,
+                start_options(&unique("nobody-polls"), &unique("not-ready")),
+            )
+            .await?;
+        h.terminate(temporalio_client::WorkflowTerminateOptions::builder().build())
+            .await?;
+        match h
+            .query(Collector::count, (), WorkflowQueryOptions::default())
+            .await
+        {
+            Err(WorkflowQueryError::Rpc(status)) => {
+                assert_eq!(
+                    format!("{:?}", status.code()),
+                    "FailedPrecondition",
+                    "{status:?}"
+                );
+            }
+            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+        }
         anyhow::Ok(())
     })
 }
