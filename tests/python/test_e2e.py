@@ -17,7 +17,13 @@ import pytest
 
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
@@ -407,3 +413,58 @@ async def test_duplicate_workflow_id_rejected(kairos_target: str) -> None:
         assert (await handle.describe()).run_id == handle.result_run_id
     finally:
         await handle.terminate(reason="test cleanup")
+
+
+@workflow.defn
+class TipJar:
+    """Collects tips by update; a validator refuses absurd ones."""
+
+    def __init__(self) -> None:
+        self.tips = 0
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self.done)
+        return self.tips
+
+    @workflow.update
+    def add_tip(self, amount: int) -> int:
+        self.tips += amount
+        return self.tips
+
+    @add_tip.validator
+    def check_tip(self, amount: int) -> None:
+        if amount < 0 or amount > 100:
+            raise ValueError(f"refusing a tip of {amount}")
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.query
+    def total(self) -> int:
+        return self.tips
+
+
+@bounded
+async def test_updates_signals_and_queries(kairos_target: str) -> None:
+    client = await connect(kairos_target)
+    tq = unique("tq-tips")
+    async with Worker(client, task_queue=tq, workflows=[TipJar]):
+        handle = await client.start_workflow(TipJar.run, id=unique("wf-tips"), task_queue=tq)
+        assert await handle.execute_update(TipJar.add_tip, 3) == 3
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(TipJar.add_tip, -5)
+        assert "refusing a tip of -5" in str(refused.value.cause)
+        update = await handle.start_update(
+            TipJar.add_tip, 4, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+        assert await update.result() == 7
+        assert await handle.query(TipJar.total) == 7
+        await handle.signal(TipJar.finish)
+        assert await handle.result() == 7
+        types = await event_types(handle)
+        assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED) == 2
+        assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == 2
+        assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 1

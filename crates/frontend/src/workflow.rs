@@ -76,6 +76,36 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     })
 }
 
+/// How long an update call waits for its stage: 20 s (as the reference), or less when the
+/// caller's deadline is nearer, so the answer (the stage reached so far) arrives in time.
+fn update_deadline<T>(request: &Request<T>) -> tokio::time::Instant {
+    let cap = Duration::from_secs(20);
+    let wait = grpc_timeout(request).map_or(cap, |t| (t.mul_f64(0.9)).min(cap));
+    tokio::time::Instant::now() + wait
+}
+
+/// The stage a caller waits for: its wait policy, COMPLETED when unset.
+fn wanted_stage(policy: Option<&temporalio_protos::temporal::api::update::v1::WaitPolicy>) -> i32 {
+    use temporalio_protos::temporal::api::enums::v1::UpdateWorkflowExecutionLifecycleStage as S;
+    match policy.map(|p| p.lifecycle_stage) {
+        Some(s) if s == S::Accepted as i32 || s == S::Admitted as i32 => S::Accepted as i32,
+        _ => S::Completed as i32,
+    }
+}
+
+fn update_ref(
+    key: &RunKey,
+    update_id: &str,
+) -> temporalio_protos::temporal::api::update::v1::UpdateRef {
+    temporalio_protos::temporal::api::update::v1::UpdateRef {
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: key.workflow_id.clone(),
+            run_id: key.run_id.clone(),
+        }),
+        update_id: update_id.to_string(),
+    }
+}
+
 fn query_timed_out() -> Status {
     Status::deadline_exceeded("query timed out before a worker answered it")
 }
@@ -171,8 +201,8 @@ impl Frontend {
         let mut info = ns.info.clone();
         info.capabilities = Some(namespace_info::Capabilities {
             eager_workflow_start: false,
-            sync_update: false,
-            async_update: false,
+            sync_update: true,
+            async_update: true,
             ..Default::default()
         });
         info.limits = Some(namespace_info::Limits {
@@ -850,6 +880,77 @@ impl WorkflowService for Frontend {
         };
         let _ = pending.answer.send(req);
         Ok(Response::new(RespondQueryTaskCompletedResponse::default()))
+    }
+
+    async fn update_workflow_execution(
+        &self,
+        request: Request<UpdateWorkflowExecutionRequest>,
+    ) -> Reply<UpdateWorkflowExecutionResponse> {
+        let deadline = update_deadline(&request);
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
+        let update = req
+            .request
+            .ok_or_else(|| invalid("Update request is not set on request."))?;
+        let limits = &self.options.limits;
+        let update_id = update
+            .meta
+            .as_ref()
+            .map(|m| m.update_id.clone())
+            .unwrap_or_default();
+        validate::required_id(limits, "UpdateId", &update_id)?;
+        let input = update
+            .input
+            .as_ref()
+            .ok_or_else(|| invalid("Update input is not set on request."))?;
+        validate::required_id(limits, "UpdateName", &input.name)?;
+        validate::payloads(limits, "Args", input.args.as_ref())?;
+        let wanted = wanted_stage(req.wait_policy.as_ref());
+        self.engine
+            .admit_update(&key, update)
+            .await
+            .map_err(to_status)?;
+        let info = self
+            .engine
+            .wait_update(&key, &update_id, wanted, deadline)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(UpdateWorkflowExecutionResponse {
+            update_ref: Some(update_ref(&key, &update_id)),
+            outcome: info
+                .outcome
+                .filter(|_| info.stage >= wanted || info.rejected),
+            stage: info.stage,
+            ..Default::default()
+        }))
+    }
+
+    async fn poll_workflow_execution_update(
+        &self,
+        request: Request<PollWorkflowExecutionUpdateRequest>,
+    ) -> Reply<PollWorkflowExecutionUpdateResponse> {
+        let deadline = update_deadline(&request);
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let reference = req
+            .update_ref
+            .ok_or_else(|| invalid("Update reference is not set on request."))?;
+        validate::required_id(&self.options.limits, "UpdateId", &reference.update_id)?;
+        let key = self
+            .run_key(&ns, reference.workflow_execution.as_ref())
+            .await?;
+        let wanted = wanted_stage(req.wait_policy.as_ref());
+        let info = self
+            .engine
+            .wait_update(&key, &reference.update_id, wanted, deadline)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(PollWorkflowExecutionUpdateResponse {
+            update_ref: Some(update_ref(&key, &reference.update_id)),
+            outcome: info.outcome,
+            stage: info.stage,
+        }))
     }
 
     async fn signal_workflow_execution(

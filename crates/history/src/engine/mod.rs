@@ -944,10 +944,11 @@ impl Engine {
         let started = self
             .transact(&key, None, |t| {
                 let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
-                Ok((wft, t.ms.clone()))
+                let messages = t.update_messages(wft.scheduled_event_id, wft.started_event_id);
+                Ok((wft, t.ms.clone(), messages))
             })
             .await;
-        let (wft, ms) = match started {
+        let (wft, ms, messages) = match started {
             Ok(v) => v,
             Err(Error::NotFound(_)) => {
                 self.drop_stale_transfer(task).await;
@@ -1013,6 +1014,7 @@ impl Engine {
             }),
             scheduled_time: Some(to_timestamp(from_millis(wft.scheduled_time_ms))),
             started_time: Some(to_timestamp(from_millis(wft.started_time_ms))),
+            messages,
             ..Default::default()
         }))
     }
@@ -1462,6 +1464,50 @@ impl Engine {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => return Ok(None),
+            }
+        }
+    }
+
+    /// `UpdateWorkflowExecution`, first half: admits the update into the run (or finds the
+    /// known one with that id).
+    pub async fn admit_update(
+        &self,
+        key: &RunKey,
+        request: temporalio_protos::temporal::api::update::v1::Request,
+    ) -> Result<crate::state::UpdateInfo> {
+        self.transact(key, None, |t| t.admit_update(request)).await
+    }
+
+    /// Waits until the update reaches `wanted` (completed includes rejected) or `deadline`
+    /// passes, and returns it as it then is. NOT_FOUND for an unknown update, or when the run
+    /// closes before the update got there.
+    pub async fn wait_update(
+        &self,
+        key: &RunKey,
+        update_id: &str,
+        wanted: i32,
+        deadline: tokio::time::Instant,
+    ) -> Result<crate::state::UpdateInfo> {
+        let mut rx = self.watch(key);
+        loop {
+            let ms = self.read_state(key).await?;
+            let update = ms
+                .updates
+                .iter()
+                .find(|u| u.update_id == update_id)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("update {update_id} not found")))?;
+            if update.stage >= wanted {
+                return Ok(update);
+            }
+            if status_closed(ms.status) {
+                return Err(Error::NotFound(
+                    "workflow execution already completed".into(),
+                ));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(update),
             }
         }
     }

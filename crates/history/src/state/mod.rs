@@ -6,6 +6,7 @@
 pub mod model;
 mod retry;
 mod timers;
+mod updates;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -760,11 +761,29 @@ impl<'a> Transition<'a> {
             None => self.ms.sticky_task_queue.clear(),
         }
         let mut need_wft = req.force_create_new_workflow_task;
+        let mut positioned = Vec::new();
         for cmd in &req.commands {
             if closed(self.ms.status) {
                 break; // a second terminal command, or anything after one, is ignored
             }
+            if let Some(command::Attributes::ProtocolMessageCommandAttributes(p)) = &cmd.attributes
+            {
+                // Writes the referenced message's event here, in command order.
+                if let Some(msg) = req.messages.iter().find(|m| m.id == p.message_id) {
+                    self.apply_update_message(msg);
+                    positioned.push(p.message_id.as_str());
+                }
+                continue;
+            }
             need_wft |= self.apply_command(cmd, completed_id, &req.identity);
+        }
+        if !closed(self.ms.status) {
+            for msg in &req.messages {
+                if !positioned.contains(&msg.id.as_str()) {
+                    self.apply_update_message(msg);
+                }
+            }
+            need_wft |= self.settle_updates(scheduled_event_id);
         }
         if !closed(self.ms.status) {
             if !self.ms.buffered.is_empty() {

@@ -98,6 +98,33 @@ pub struct MutableState {
     /// The stored run timeout, execution timeout and start backoff timers.
     #[prost(message, repeated, tag = "38")]
     pub run_timer_tasks: Vec<TimerRef>,
+    /// Updates admitted to the run, and what became of them (kept for deduplication).
+    #[prost(message, repeated, tag = "39")]
+    pub updates: Vec<UpdateInfo>,
+}
+
+/// An update admitted to a run.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateInfo {
+    #[prost(string, tag = "1")]
+    pub update_id: String,
+    /// The request as the client sent it.
+    #[prost(message, optional, tag = "2")]
+    pub request: Option<temporalio_protos::temporal::api::update::v1::Request>,
+    /// `UpdateWorkflowExecutionLifecycleStage`: admitted, accepted or completed.
+    #[prost(int32, tag = "3")]
+    pub stage: i32,
+    /// The workflow task that carried the request to a worker; 0 until delivered.
+    #[prost(int64, tag = "4")]
+    pub delivered_in_wft: i64,
+    #[prost(int64, tag = "5")]
+    pub accepted_event_id: i64,
+    /// Set once completed, or rejected by the workflow's validator.
+    #[prost(message, optional, tag = "6")]
+    pub outcome: Option<temporalio_protos::temporal::api::update::v1::Outcome>,
+    /// Rejected: no event was written, and the id may be used again.
+    #[prost(bool, tag = "7")]
+    pub rejected: bool,
 }
 
 /// A stored timer task that something in the state waits for; when that something goes, the

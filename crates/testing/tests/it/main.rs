@@ -2,4 +2,5 @@
 mod signals;
 mod support;
 mod tidy;
+mod updates;
 mod workflows;

@@ -1,0 +1,192 @@
+//! Workflow updates (brief B.5), delivered on normal workflow tasks: a request is admitted into
+//! the mutable state, carried to the worker as a protocol message on the next workflow task, and
+//! the worker's acceptance, rejection and response become events (rejections none).
+use prost::Message as _;
+use temporalio_protos::temporal::api::enums::v1::{
+    EventType, UpdateWorkflowExecutionLifecycleStage as Stage,
+};
+use temporalio_protos::temporal::api::failure::v1::{ApplicationFailureInfo, Failure, failure};
+use temporalio_protos::temporal::api::history::v1 as hist;
+use temporalio_protos::temporal::api::protocol::v1::{Message, message};
+use temporalio_protos::temporal::api::update::v1::{
+    Acceptance, Outcome, Rejection, Request, Response, outcome,
+};
+
+use super::{StateError, Transition, UpdateInfo, closed, event};
+
+const TYPE_PREFIX: &str = "type.googleapis.com/";
+const REQUEST_TYPE: &str = "temporal.api.update.v1.Request";
+
+impl Transition<'_> {
+    /// Admits an update: recorded in the run and, unless a workflow task is already pending, a
+    /// workflow task is scheduled to carry it. A known id returns the existing entry (a
+    /// completed one with its outcome); a rejected one may be sent again.
+    pub fn admit_update(&mut self, request: Request) -> Result<UpdateInfo, StateError> {
+        if closed(self.ms.status) {
+            return Err(StateError::NotFound(
+                "workflow execution already completed".into(),
+            ));
+        }
+        let update_id = request
+            .meta
+            .as_ref()
+            .map(|m| m.update_id.clone())
+            .unwrap_or_default();
+        if let Some(pos) = self.update_index(&update_id) {
+            if !self.ms.updates[pos].rejected {
+                return Ok(self.ms.updates[pos].clone());
+            }
+            self.ms.updates.remove(pos);
+        }
+        let info = UpdateInfo {
+            update_id,
+            request: Some(request),
+            stage: Stage::Admitted as i32,
+            ..Default::default()
+        };
+        self.ms.updates.push(info.clone());
+        if self.ms.wft.is_none() {
+            self.schedule_wft();
+        }
+        Ok(info)
+    }
+
+    /// The protocol messages a starting workflow task carries: every admitted update not yet
+    /// accepted or rejected (again, if an earlier task carrying it failed).
+    pub fn update_messages(
+        &mut self,
+        scheduled_event_id: i64,
+        started_event_id: i64,
+    ) -> Vec<Message> {
+        let mut messages = Vec::new();
+        for u in self.ms.updates.iter_mut() {
+            if u.rejected || u.stage != Stage::Admitted as i32 {
+                continue;
+            }
+            u.delivered_in_wft = scheduled_event_id;
+            let body = u.request.clone().unwrap_or_default().encode_to_vec();
+            messages.push(Message {
+                id: format!("{}/request", u.update_id),
+                protocol_instance_id: u.update_id.clone(),
+                sequencing_id: Some(message::SequencingId::EventId(started_event_id - 1)),
+                body: Some(prost_wkt_types::Any {
+                    type_url: format!("{TYPE_PREFIX}{REQUEST_TYPE}"),
+                    value: body,
+                }),
+            });
+        }
+        messages
+    }
+
+    /// Applies one message of a workflow task completion: acceptance and response write their
+    /// events (where a ProtocolMessage command put them), a rejection writes nothing.
+    pub(super) fn apply_update_message(&mut self, msg: &Message) {
+        let Some(pos) = self.update_index(&msg.protocol_instance_id) else {
+            return;
+        };
+        let Some(body) = &msg.body else { return };
+        let kind = body.type_url.rsplit('/').next().unwrap_or_default();
+        match kind {
+            "temporal.api.update.v1.Acceptance" => {
+                let Ok(acc) = Acceptance::decode(body.value.as_slice()) else {
+                    return;
+                };
+                if self.ms.updates[pos].stage != Stage::Admitted as i32 {
+                    return;
+                }
+                let stored = self.ms.updates[pos].request.clone();
+                let id = self.append(event(
+                    EventType::WorkflowExecutionUpdateAccepted,
+                    hist::WorkflowExecutionUpdateAcceptedEventAttributes {
+                        protocol_instance_id: msg.protocol_instance_id.clone(),
+                        accepted_request_message_id: acc.accepted_request_message_id,
+                        accepted_request_sequencing_event_id: acc
+                            .accepted_request_sequencing_event_id,
+                        accepted_request: acc.accepted_request.or(stored),
+                    },
+                ));
+                let u = &mut self.ms.updates[pos];
+                u.stage = Stage::Accepted as i32;
+                u.accepted_event_id = id;
+            }
+            "temporal.api.update.v1.Rejection" => {
+                let Ok(rej) = Rejection::decode(body.value.as_slice()) else {
+                    return;
+                };
+                let u = &mut self.ms.updates[pos];
+                if u.stage == Stage::Admitted as i32 {
+                    u.rejected = true;
+                    u.stage = Stage::Completed as i32;
+                    u.outcome = Some(Outcome {
+                        value: Some(outcome::Value::Failure(rej.failure.unwrap_or_default())),
+                    });
+                }
+            }
+            "temporal.api.update.v1.Response" => {
+                let Ok(resp) = Response::decode(body.value.as_slice()) else {
+                    return;
+                };
+                let accepted_event_id = self.ms.updates[pos].accepted_event_id;
+                if self.ms.updates[pos].stage != Stage::Accepted as i32 {
+                    return;
+                }
+                self.append(event(
+                    EventType::WorkflowExecutionUpdateCompleted,
+                    hist::WorkflowExecutionUpdateCompletedEventAttributes {
+                        meta: resp.meta,
+                        accepted_event_id,
+                        outcome: resp.outcome.clone(),
+                    },
+                ));
+                let u = &mut self.ms.updates[pos];
+                u.stage = Stage::Completed as i32;
+                u.outcome = resp.outcome;
+            }
+            _ => {}
+        }
+    }
+
+    /// After a completion: updates the task carried but the worker neither accepted nor
+    /// rejected are rejected for it; returns whether updates admitted meanwhile still need a
+    /// workflow task.
+    pub(super) fn settle_updates(&mut self, scheduled_event_id: i64) -> bool {
+        let mut waiting = false;
+        for u in self.ms.updates.iter_mut() {
+            if u.rejected || u.stage != Stage::Admitted as i32 {
+                continue;
+            }
+            if u.delivered_in_wft == scheduled_event_id {
+                u.rejected = true;
+                u.stage = Stage::Completed as i32;
+                u.outcome = Some(Outcome {
+                    value: Some(outcome::Value::Failure(unprocessed_update())),
+                });
+            } else {
+                waiting = true;
+            }
+        }
+        waiting
+    }
+
+    fn update_index(&self, update_id: &str) -> Option<usize> {
+        self.ms
+            .updates
+            .iter()
+            .position(|u| u.update_id == update_id)
+    }
+}
+
+fn unprocessed_update() -> Failure {
+    Failure {
+        message: "Workflow Update is rejected because it wasn't processed by worker. Probably, Workflow Update is not supported by the worker.".into(),
+        source: "Server".into(),
+        failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
+            ApplicationFailureInfo {
+                r#type: "UnprocessedUpdate".into(),
+                non_retryable: true,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
