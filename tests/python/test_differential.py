@@ -321,7 +321,38 @@ class Tipper:
         self.done = True
 
 
-WORKFLOWS = [Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper]
+@workflow.defn
+class Saga:
+    """Charges, waits for delivery; cancelled meanwhile, refunds and ends cancelled."""
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.execute_activity(prepare, "charge", start_to_close_timeout=timedelta(seconds=10))
+        try:
+            await workflow.sleep(3600)
+            return "delivered"
+        except asyncio.CancelledError:
+            await workflow.execute_activity(
+                prepare, "refund", start_to_close_timeout=timedelta(seconds=10)
+            )
+            raise
+
+
+@workflow.defn
+class Chain:
+    """Continues as new until n reaches 3."""
+
+    @workflow.run
+    async def run(self, n: int) -> int:
+        if n < 3:
+            workflow.continue_as_new(n + 1)
+        return n
+
+
+WORKFLOWS = [
+    Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
+    Chain,
+]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
 
@@ -338,7 +369,7 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     "workflow_execution_started_event_attributes": [
         "workflow_type.name", "task_queue.name", "task_queue.kind", "input",
         "workflow_run_timeout", "workflow_execution_timeout", "workflow_task_timeout",
-        "attempt",
+        "attempt", "initiator",
     ],
     "workflow_task_scheduled_event_attributes": [
         "task_queue.kind", "start_to_close_timeout", "attempt",
@@ -374,6 +405,10 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     + [f"failure.{f}" for f in FAILURE] + ["failure.application_failure_info.details"],
     "workflow_execution_cancel_requested_event_attributes": ["cause"],
     "workflow_execution_signaled_event_attributes": ["signal_name", "input", "identity"],
+    "workflow_execution_continued_as_new_event_attributes": [
+        "workflow_type.name", "task_queue.name", "input", "workflow_run_timeout",
+        "workflow_task_timeout", "workflow_task_completed_event_id", "initiator",
+    ],
     "workflow_execution_update_accepted_event_attributes": [
         "accepted_request.input.name", "accepted_request.input.args",
         "accepted_request_sequencing_event_id",
@@ -510,7 +545,24 @@ async def _updates(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle,
     return handle, (first, again, outcome, late)
 
 
+async def _saga(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    handle = await client.start_workflow(Saga.run, id=wf_id, task_queue=tq)
+    await _wait_for(handle, EventType.EVENT_TYPE_TIMER_STARTED)
+    await handle.cancel()
+    return handle, await _outcome(handle)
+
+
+async def _chain(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A chain of three runs: the first run's history is compared, and the last run's."""
+    handle = await client.start_workflow(Chain.run, 1, id=wf_id, task_queue=tq)
+    outcome = await _outcome(handle)
+    last = await client.get_workflow_handle(wf_id).fetch_history()
+    return handle, (outcome, reduce_history(list(last.events)))
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "continue_as_new_chain": _chain,
+    "cancel_with_compensation": _saga,
     "updates": _updates,
     "queries": _queries,
     "signals": _signals,

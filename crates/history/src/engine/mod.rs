@@ -248,6 +248,10 @@ impl TaskIds for TaskIdsRef<'_> {
     fn next_task_id(&mut self) -> i64 {
         self.0.lock().next_task_id()
     }
+
+    fn new_run_id(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
 }
 
 fn status_closed(status: i32) -> bool {
@@ -479,8 +483,10 @@ impl Engine {
             timers,
             transfers,
             transfers_done,
+            continued_as_new,
             ..
         } = t;
+        let next_run = continued_as_new.map(|can| self.next_run(key, &ms, can, now, &mut ids));
         let TimerChanges {
             write: timers,
             delete: timers_obsolete,
@@ -545,6 +551,32 @@ impl Engine {
             &transfers,
             &transfers_done,
         );
+        if let Some(next) = &next_run {
+            // The next run is created in this same transaction and becomes the current one.
+            batch.executions.push((
+                next.key.run_id.clone(),
+                ExecutionWrite::Insert {
+                    state: next.ms.encode_to_vec(),
+                },
+            ));
+            batch.current = Some(CurrentWrite::Set {
+                run_id: next.key.run_id.clone(),
+                expected_run_id: Some(key.run_id.clone()),
+                data: CurrentData {
+                    status: next.ms.status,
+                    start_request_id: next.ms.start_request_id.clone(),
+                }
+                .encode_to_vec(),
+            });
+            self.fill_batch(
+                &mut batch,
+                &next.key,
+                &next.events,
+                &next.timers,
+                &next.transfers,
+                &[],
+            );
+        }
         if let Some(timer_id) = extra_timer_delete {
             batch.timers_delete.push(timer_id);
         }
@@ -570,6 +602,10 @@ impl Engine {
                 for t in &timers_obsolete {
                     self.inner.timers.remove(t.fire_at_ms, shard_id, t.task_id);
                 }
+                if let Some(next) = next_run {
+                    *self.slot(&next.key).lock().await =
+                        Some(Cached::new(next.ms, 1, &next.events));
+                }
                 self.after_commit(key, next_event_id, timer_rows, transfer_rows);
                 Ok(out)
             }
@@ -578,6 +614,82 @@ impl Engine {
                 tracing::warn!(run = %key, error = %e, "failed to commit a transition");
                 Err(e.into())
             }
+        }
+    }
+
+    /// Builds the run a continue-as-new starts: its state and first events, carrying the
+    /// chain (first run id, execution deadline) and the command's inputs.
+    fn next_run(
+        &self,
+        key: &RunKey,
+        closing: &MutableState,
+        can: crate::state::ContinuedAsNew,
+        now: std::time::SystemTime,
+        ids: &mut TaskIdsRef<'_>,
+    ) -> NextRun {
+        let a = can.attributes;
+        let req = ws::StartWorkflowExecutionRequest {
+            namespace: closing.namespace.clone(),
+            workflow_id: key.workflow_id.clone(),
+            workflow_type: a.workflow_type.clone(),
+            task_queue: a.task_queue.clone(),
+            input: a.input.clone(),
+            workflow_execution_timeout: closing.execution_timeout,
+            workflow_run_timeout: a.workflow_run_timeout,
+            workflow_task_timeout: a.workflow_task_timeout,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            retry_policy: a
+                .retry_policy
+                .clone()
+                .or_else(|| closing.retry_policy.clone()),
+            memo: a.memo.clone().or_else(|| closing.memo.clone()),
+            search_attributes: a
+                .search_attributes
+                .clone()
+                .or_else(|| closing.search_attributes.clone()),
+            header: a.header.clone(),
+            workflow_start_delay: a.backoff_start_interval,
+            ..Default::default()
+        };
+        let (mut ms, mut started) = new_run(
+            &key.namespace_id,
+            &closing.namespace,
+            &req,
+            &can.new_run_id,
+            now,
+        );
+        ms.first_execution_run_id = closing.first_execution_run_id.clone();
+        ms.execution_expiration_ms = closing.execution_expiration_ms;
+        started.first_execution_run_id = closing.first_execution_run_id.clone();
+        started.continued_execution_run_id = key.run_id.clone();
+        // As the reference writes it: a continued run states its run timeout, zero included.
+        started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
+        started.initiator = a.initiator;
+        started.continued_failure = a.failure.clone();
+        started.last_completion_result = a.last_completion_result.clone();
+        started.workflow_execution_expiration_time = (closing.execution_expiration_ms > 0)
+            .then(|| to_timestamp(from_millis(closing.execution_expiration_ms)));
+        let env = self.env_for(&ms);
+        let mut t = Transition::new(&mut ms, now, env, ids);
+        t.start_workflow(started);
+        let Transition {
+            events,
+            timers,
+            transfers,
+            ..
+        } = t;
+        let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
+        ms.state_transition_count = 1;
+        NextRun {
+            key: RunKey {
+                namespace_id: key.namespace_id.clone(),
+                workflow_id: key.workflow_id.clone(),
+                run_id: can.new_run_id,
+            },
+            ms,
+            events,
+            timers,
+            transfers,
         }
     }
 
@@ -797,68 +909,7 @@ impl Engine {
             run_id: run_id.clone(),
         };
         let now = self.inner.clock.now();
-        let (run_timeout, execution_timeout, wft_timeout) = normalize_workflow_timeouts(req);
-        let mut ms = MutableState {
-            namespace_id: ns.id.clone(),
-            namespace: ns.name.clone(),
-            workflow_id: req.workflow_id.clone(),
-            run_id: run_id.clone(),
-            first_execution_run_id: run_id.clone(),
-            workflow_type: req
-                .workflow_type
-                .as_ref()
-                .map(|t| t.name.clone())
-                .unwrap_or_default(),
-            task_queue: req
-                .task_queue
-                .as_ref()
-                .map(|q| q.name.clone())
-                .unwrap_or_default(),
-            next_event_id: 1,
-            run_timeout: to_pb_duration(run_timeout),
-            execution_timeout: to_pb_duration(execution_timeout),
-            wft_timeout: to_pb_duration(wft_timeout),
-            start_request_id: req.request_id.clone(),
-            memo: req.memo.clone(),
-            search_attributes: req.search_attributes.clone(),
-            attempt: 1,
-            retry_policy: req.retry_policy.clone(),
-            execution_expiration_ms: if execution_timeout.is_zero() {
-                0
-            } else {
-                to_millis(now + execution_timeout)
-            },
-            ..Default::default()
-        };
-        let started = WorkflowExecutionStartedEventAttributes {
-            workflow_type: req.workflow_type.clone(),
-            task_queue: Some(TaskQueue {
-                name: ms.task_queue.clone(),
-                kind: TaskQueueKind::Normal as i32,
-                normal_name: String::new(),
-            }),
-            input: req.input.clone(),
-            workflow_execution_timeout: ms.execution_timeout,
-            workflow_run_timeout: ms.run_timeout,
-            workflow_task_timeout: ms.wft_timeout,
-            identity: req.identity.clone(),
-            first_execution_run_id: run_id.clone(),
-            original_execution_run_id: run_id.clone(),
-            retry_policy: req.retry_policy.clone(),
-            attempt: 1,
-            cron_schedule: req.cron_schedule.clone(),
-            workflow_execution_expiration_time: if execution_timeout.is_zero() {
-                None
-            } else {
-                Some(to_timestamp(now + execution_timeout))
-            },
-            first_workflow_task_backoff: req.workflow_start_delay,
-            memo: req.memo.clone(),
-            search_attributes: req.search_attributes.clone(),
-            header: req.header.clone(),
-            priority: req.priority.clone(),
-            ..Default::default()
-        };
+        let (mut ms, started) = new_run(&ns.id, &ns.name, req, &run_id, now);
         let shard_id = self.shard_of(&ns.id, &req.workflow_id);
         let shard = &self.inner.shards[shard_id as usize];
         let mut ids = TaskIdsRef(&shard.ids);
@@ -1677,6 +1728,89 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
 
 /// Applies Temporal's defaults and caps to a start request's timeouts:
 /// (run, execution, workflow task).
+/// A run created by a continue-as-new, committed with the run it continues.
+struct NextRun {
+    key: RunKey,
+    ms: MutableState,
+    events: Vec<HistoryEvent>,
+    timers: Vec<(i64, crate::state::NewTimer)>,
+    transfers: Vec<(i64, TransferData)>,
+}
+
+/// The mutable state and started-event attributes of a new run (a start, or the next run of a
+/// continue-as-new), before its first transition.
+fn new_run(
+    namespace_id: &str,
+    namespace: &str,
+    req: &ws::StartWorkflowExecutionRequest,
+    run_id: &str,
+    now: std::time::SystemTime,
+) -> (MutableState, WorkflowExecutionStartedEventAttributes) {
+    let (run_timeout, execution_timeout, wft_timeout) = normalize_workflow_timeouts(req);
+    let ms = MutableState {
+        namespace_id: namespace_id.to_string(),
+        namespace: namespace.to_string(),
+        workflow_id: req.workflow_id.clone(),
+        run_id: run_id.to_string(),
+        first_execution_run_id: run_id.to_string(),
+        workflow_type: req
+            .workflow_type
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        task_queue: req
+            .task_queue
+            .as_ref()
+            .map(|q| q.name.clone())
+            .unwrap_or_default(),
+        next_event_id: 1,
+        run_timeout: to_pb_duration(run_timeout),
+        execution_timeout: to_pb_duration(execution_timeout),
+        wft_timeout: to_pb_duration(wft_timeout),
+        start_request_id: req.request_id.clone(),
+        memo: req.memo.clone(),
+        search_attributes: req.search_attributes.clone(),
+        attempt: 1,
+        retry_policy: req.retry_policy.clone(),
+        execution_expiration_ms: if execution_timeout.is_zero() {
+            0
+        } else {
+            to_millis(now + execution_timeout)
+        },
+        ..Default::default()
+    };
+    let started = WorkflowExecutionStartedEventAttributes {
+        workflow_type: req.workflow_type.clone(),
+        task_queue: Some(TaskQueue {
+            name: ms.task_queue.clone(),
+            kind: TaskQueueKind::Normal as i32,
+            normal_name: String::new(),
+        }),
+        input: req.input.clone(),
+        workflow_execution_timeout: ms.execution_timeout,
+        workflow_run_timeout: ms.run_timeout,
+        workflow_task_timeout: ms.wft_timeout,
+        identity: req.identity.clone(),
+        first_execution_run_id: run_id.to_string(),
+        original_execution_run_id: run_id.to_string(),
+        retry_policy: req.retry_policy.clone(),
+        attempt: 1,
+        cron_schedule: req.cron_schedule.clone(),
+        workflow_execution_expiration_time: if execution_timeout.is_zero() {
+            None
+        } else {
+            Some(to_timestamp(now + execution_timeout))
+        },
+        first_workflow_task_backoff: req.workflow_start_delay,
+        memo: req.memo.clone(),
+        search_attributes: req.search_attributes.clone(),
+        header: req.header.clone(),
+        priority: req.priority.clone(),
+        ..Default::default()
+    };
+    (ms, started)
+}
+
 fn normalize_workflow_timeouts(
     req: &ws::StartWorkflowExecutionRequest,
 ) -> (Duration, Duration, Duration) {

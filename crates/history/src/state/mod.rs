@@ -15,10 +15,12 @@ use kairos_core::time::{
     from_millis, from_pb_duration, is_negative, to_millis, to_pb_duration, to_timestamp,
 };
 use temporalio_protos::temporal::api::command::v1::{Command, command};
-use temporalio_protos::temporal::api::common::v1::{Memo, Payloads, SearchAttributes};
+use temporalio_protos::temporal::api::common::v1::{
+    Memo, Payloads, SearchAttributes, WorkflowType,
+};
 use temporalio_protos::temporal::api::enums::v1::{
-    CommandType, EventType, RetryState, SuggestContinueAsNewReason, TaskQueueKind, TimeoutType,
-    WorkflowExecutionStatus, WorkflowTaskFailedCause,
+    CommandType, ContinueAsNewInitiator, EventType, RetryState, SuggestContinueAsNewReason,
+    TaskQueueKind, TimeoutType, WorkflowExecutionStatus, WorkflowTaskFailedCause,
 };
 use temporalio_protos::temporal::api::failure::v1::{Failure, TimeoutFailureInfo, failure};
 use temporalio_protos::temporal::api::history::v1::{self as hist, HistoryEvent, history_event};
@@ -97,6 +99,19 @@ pub enum CompletionOutcome {
 /// Allocates task ids for the transfer tasks and timers a transition creates.
 pub trait TaskIds {
     fn next_task_id(&mut self) -> i64;
+    /// A fresh run id (continue-as-new). The default derives a UUID-shaped id from the task
+    /// counter, which keeps tests deterministic; the engine uses random UUIDs.
+    fn new_run_id(&mut self) -> String {
+        format!("00000000-0000-4000-8000-{:012x}", self.next_task_id())
+    }
+}
+
+/// A run continued as new by its workflow: the next run to create in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinuedAsNew {
+    pub new_run_id: String,
+    /// The command, with what it left unset filled from the closing run.
+    pub attributes: temporalio_protos::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes,
 }
 
 /// A simple counter, for tests and single-owner shards.
@@ -165,6 +180,8 @@ pub struct Transition<'a> {
     pub transfers: Vec<(i64, TransferData)>,
     /// Transfer tasks that are done with (their work started or became moot).
     pub transfers_done: Vec<i64>,
+    /// Set when the run continued as new: the next run goes into the same transaction.
+    pub continued_as_new: Option<ContinuedAsNew>,
     ids: &'a mut (dyn TaskIds + Send),
 }
 
@@ -254,6 +271,7 @@ impl<'a> Transition<'a> {
             timers: Vec::new(),
             transfers: Vec::new(),
             transfers_done: Vec::new(),
+            continued_as_new: None,
             ids,
         }
     }
@@ -923,6 +941,7 @@ impl<'a> Transition<'a> {
                 command::Attributes::CompleteWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
+                | command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(_)
                 | command::Attributes::ModifyWorkflowPropertiesCommandAttributes(_) => {}
                 command::Attributes::ProtocolMessageCommandAttributes(_) => {}
@@ -936,9 +955,6 @@ impl<'a> Transition<'a> {
                         }
                         command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
                             C::BadRequestCancelExternalWorkflowExecutionAttributes
-                        }
-                        command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_) => {
-                            C::BadContinueAsNewAttributes
                         }
                         _ => C::BadBinary,
                     };
@@ -1112,6 +1128,57 @@ impl<'a> Transition<'a> {
                     },
                 ));
                 self.close(WorkflowExecutionStatus::Failed, id);
+                false
+            }
+            command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(a) => {
+                let mut a = a.clone();
+                if a.workflow_type.as_ref().is_none_or(|t| t.name.is_empty()) {
+                    a.workflow_type = Some(WorkflowType {
+                        name: self.ms.workflow_type.clone(),
+                    });
+                }
+                if a.task_queue.as_ref().is_none_or(|q| q.name.is_empty()) {
+                    a.task_queue = Some(TaskQueue {
+                        name: self.ms.task_queue.clone(),
+                        kind: TaskQueueKind::Normal as i32,
+                        normal_name: String::new(),
+                    });
+                }
+                if dur(a.workflow_run_timeout.as_ref()).is_zero() {
+                    a.workflow_run_timeout = self.ms.run_timeout;
+                }
+                if dur(a.workflow_task_timeout.as_ref()).is_zero() {
+                    a.workflow_task_timeout = self.ms.wft_timeout;
+                }
+                if a.initiator == ContinueAsNewInitiator::Unspecified as i32 {
+                    a.initiator = ContinueAsNewInitiator::Workflow as i32;
+                }
+                let new_run_id = self.ids.new_run_id();
+                let id = self.append(event(
+                    EventType::WorkflowExecutionContinuedAsNew,
+                    hist::WorkflowExecutionContinuedAsNewEventAttributes {
+                        new_execution_run_id: new_run_id.clone(),
+                        workflow_type: a.workflow_type.clone(),
+                        task_queue: a.task_queue.clone(),
+                        input: a.input.clone(),
+                        workflow_run_timeout: a.workflow_run_timeout,
+                        workflow_task_timeout: a.workflow_task_timeout,
+                        workflow_task_completed_event_id: completed_id,
+                        backoff_start_interval: a.backoff_start_interval,
+                        initiator: a.initiator,
+                        failure: a.failure.clone(),
+                        last_completion_result: a.last_completion_result.clone(),
+                        header: a.header.clone(),
+                        memo: a.memo.clone(),
+                        search_attributes: a.search_attributes.clone(),
+                        ..Default::default()
+                    },
+                ));
+                self.close(WorkflowExecutionStatus::ContinuedAsNew, id);
+                self.continued_as_new = Some(ContinuedAsNew {
+                    new_run_id,
+                    attributes: a,
+                });
                 false
             }
             command::Attributes::CancelWorkflowExecutionCommandAttributes(a) => {

@@ -1,4 +1,5 @@
 //! End-to-end tests: official Rust SDK workers and clients against an in-process Kairos.
+mod continue_as_new;
 mod signals;
 mod support;
 mod tidy;

@@ -342,6 +342,33 @@ impl CancelActivity {
 
 #[workflow]
 #[derive(Default)]
+struct Saga;
+
+#[workflow_methods]
+impl Saga {
+    /// Charges, then waits for delivery; cancelled meanwhile, it refunds and ends cancelled.
+    #[run(name = "saga")]
+    async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<String> {
+        let opts = || ActivityOptions::start_to_close_timeout(Duration::from_secs(10));
+        ctx.execute_activity(Acts::hello, "charge".to_string(), opts())
+            .await?;
+        match ctx.timer(Duration::from_secs(3600)).await {
+            TimerResult::Fired => Ok("delivered".into()),
+            TimerResult::Cancelled => {
+                // Compensation must outlive the workflow's cancellation: a detached token.
+                let refund = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+                    .cancellation_token(temporalio_sdk::WorkflowCancellationToken::new())
+                    .build();
+                ctx.execute_activity(Acts::hello, "refund".to_string(), refund)
+                    .await?;
+                Err(WorkflowTermination::cancelled())
+            }
+        }
+    }
+}
+
+#[workflow]
+#[derive(Default)]
 struct Sleeper;
 
 #[workflow_methods]
@@ -417,6 +444,7 @@ fn worker(
         .register_workflow::<CancelActivity>()?
         .register_workflow::<Timeouts>()?
         .register_workflow::<Sleeper>()?
+        .register_workflow::<Saga>()?
         .register_workflow::<FailsOnce>()?
         .build();
     Ok(Worker::new(rt, server_client.clone(), options)?)
@@ -780,6 +808,40 @@ async fn workflow_cancels_its_activity() -> anyhow::Result<()> {
         );
         assert!(t.contains(&EventType::ActivityTaskCancelRequested), "{t:?}");
         assert!(t.contains(&EventType::ActivityTaskCanceled), "{t:?}");
+        anyhow::Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_order_is_compensated_before_it_ends_cancelled() -> anyhow::Result<()> {
+    scenario!(|client, tq, _acts, _server| {
+        let h = start(&client, "saga", RawValue::new(vec![]), &tq).await?;
+        wait_for_event(&h, EventType::TimerStarted).await?;
+        h.cancel(WorkflowCancelOptions::builder().reason("customer").build())
+            .await?;
+        assert!(matches!(
+            within(30, h.get_result(WorkflowGetResultOptions::default())).await?,
+            Err(WorkflowGetResultError::Cancelled { .. })
+        ));
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        let t = types(&events);
+        let requested = t
+            .iter()
+            .position(|e| *e == EventType::WorkflowExecutionCancelRequested)
+            .expect("cancel requested");
+        let refunded = t
+            .iter()
+            .rposition(|e| *e == EventType::ActivityTaskCompleted)
+            .expect("refund completed");
+        assert!(
+            refunded > requested,
+            "the refund ran after the request: {t:?}"
+        );
+        assert_eq!(t.last(), Some(&EventType::WorkflowExecutionCanceled));
+        assert!(t.contains(&EventType::TimerCanceled), "{t:?}");
         anyhow::Ok(())
     })
 }
