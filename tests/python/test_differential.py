@@ -349,9 +349,22 @@ class Chain:
         return n
 
 
+@workflow.defn
+class FailsUntilThird:
+    """Fails its first two attempts (a workflow retry policy starts it again)."""
+
+    @workflow.run
+    async def run(self, fatal: bool) -> int:
+        if fatal:
+            raise ApplicationError("card declined", non_retryable=True)
+        if workflow.info().attempt < 3:
+            raise ApplicationError(f"attempt {workflow.info().attempt} failed")
+        return workflow.info().attempt
+
+
 WORKFLOWS = [
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
-    Chain,
+    Chain, FailsUntilThird,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
@@ -369,7 +382,7 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     "workflow_execution_started_event_attributes": [
         "workflow_type.name", "task_queue.name", "task_queue.kind", "input",
         "workflow_run_timeout", "workflow_execution_timeout", "workflow_task_timeout",
-        "attempt", "initiator",
+        "attempt", "initiator", "first_workflow_task_backoff", "continued_failure.message",
     ],
     "workflow_task_scheduled_event_attributes": [
         "task_queue.kind", "start_to_close_timeout", "attempt",
@@ -428,6 +441,10 @@ def _dig(d: Any, path: str) -> Any:
     return d
 
 
+# Durations measured from "now" on each server: compared to the second.
+ROUNDED = {"first_workflow_task_backoff"}
+
+
 def reduce_history(events: List[Any]) -> List[Tuple[int, str, Dict[str, Any]]]:
     out = []
     for e in events:
@@ -435,6 +452,9 @@ def reduce_history(events: List[Any]) -> List[Tuple[int, str, Dict[str, Any]]]:
         attrs = MessageToDict(getattr(e, which), preserving_proto_field_name=True)
         keys = KEY_ATTRIBUTES.get(which, [])
         picked = {k: _dig(attrs, k) for k in keys}
+        for k in ROUNDED:
+            if isinstance(picked.get(k), str):
+                picked[k] = f"~{round(float(picked[k].rstrip('s')))}s"
         out.append((e.event_id, EventType.Name(e.event_type), {k: v for k, v in picked.items() if v is not None}))
     return out
 
@@ -560,7 +580,25 @@ async def _chain(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     return handle, (outcome, reduce_history(list(last.events)))
 
 
+def _workflow_retries(fatal: bool, attempts: int) -> Scenario:
+    async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+        handle = await client.start_workflow(
+            FailsUntilThird.run, fatal, id=wf_id, task_queue=tq,
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                                     backoff_coefficient=1.0, maximum_attempts=attempts),
+        )
+        outcome = await _outcome(handle)
+        first = await client.get_workflow_handle(wf_id, run_id=handle.first_execution_run_id).fetch_history()
+        last = await client.get_workflow_handle(wf_id).fetch_history()
+        return handle, (outcome, reduce_history(list(first.events)), reduce_history(list(last.events)))
+
+    return run
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "workflow_retry_succeeds": _workflow_retries(False, 5),
+    "workflow_retry_gives_up": _workflow_retries(False, 2),
+    "workflow_retry_non_retryable": _workflow_retries(True, 5),
     "continue_as_new_chain": _chain,
     "cancel_with_compensation": _saga,
     "updates": _updates,

@@ -72,6 +72,23 @@ struct StartDev {
     ui_port: Option<u16>,
 }
 
+/// A dynamic-config duration: `500ms`, `1s`, `2m`, `1h`, optionally quoted (the reference
+/// takes JSON strings).
+fn parse_duration(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim_matches('"');
+    let split = value.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = value.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+}
+
 fn default_db_path() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".local/share/kairos/dev.db"),
@@ -113,7 +130,13 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--dynamic-config-value {kv:?}: expected KEY=VALUE"))?;
         let key = key.trim();
-        let known = if key == "system.enableActivityEagerExecution" {
+        let known = if key == "history.continueAsNewMinInterval" {
+            config.options.continue_as_new_min_interval = parse_duration(value.trim())
+                .with_context(|| {
+                    format!("--dynamic-config-value: {key} needs a duration such as \"1s\", got {value:?}")
+                })?;
+            true
+        } else if key == "system.enableActivityEagerExecution" {
             config.options.eager_activities = match value.trim() {
                 "true" => true,
                 "false" => false,

@@ -108,6 +108,10 @@ pub struct ServerOptions {
     /// Hand activities a worker asks to run eagerly back in its workflow task completion answer
     /// (`system.enableActivityEagerExecution`; off by default, as in the reference server).
     pub eager_activities: bool,
+    /// Runs of one workflow id started by continue-as-new or a retry are at least this far
+    /// apart: a shorter-lived run's successor waits out the rest as a start backoff
+    /// (`history.continueAsNewMinInterval`, 1 s as in the reference).
+    pub continue_as_new_min_interval: Duration,
 }
 
 impl Default for ServerOptions {
@@ -120,6 +124,7 @@ impl Default for ServerOptions {
             default_retention: Duration::from_secs(30 * 24 * 3600),
             cache_size: 10_000,
             eager_activities: false,
+            continue_as_new_min_interval: Duration::from_secs(1),
             limits: Limits::default(),
         }
     }

@@ -105,6 +105,7 @@ impl Server {
                 history_long_poll_timeout: config.options.history_long_poll_timeout,
                 cache_size: config.options.cache_size,
                 eager_activities: config.options.eager_activities,
+                continue_as_new_min_interval: config.options.continue_as_new_min_interval,
             },
             namespaces,
             Arc::new(matching.clone()),

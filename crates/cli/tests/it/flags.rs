@@ -48,6 +48,10 @@ fn a_malformed_dynamic_config_value_stops_the_start_with_one_line() {
             "history.cacheMaxSize=0",
             "history.cacheMaxSize needs a positive integer",
         ),
+        (
+            "history.continueAsNewMinInterval=soon",
+            "history.continueAsNewMinInterval needs a duration",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(["server", "start-dev", "--port", &free_port().to_string()])

@@ -55,6 +55,8 @@ pub struct EngineOptions {
     pub cache_size: usize,
     /// Start eagerly requested activities inside the workflow task completion.
     pub eager_activities: bool,
+    /// Minimum time between the starts of a run and the run continuing it.
+    pub continue_as_new_min_interval: Duration,
 }
 
 /// Cached runs in insertion order, bounded: past the capacity the oldest entries no request is
@@ -627,7 +629,17 @@ impl Engine {
         now: std::time::SystemTime,
         ids: &mut TaskIdsRef<'_>,
     ) -> NextRun {
-        let a = can.attributes;
+        let mut a = can.attributes;
+        // No tight loops: a successor starts at least the minimum interval after its
+        // predecessor started (the reference's rule), the rest waited out as a backoff.
+        let lifetime = now
+            .duration_since(from_millis(closing.execution_time_ms))
+            .unwrap_or_default();
+        let asked = kairos_core::time::from_pb_duration(a.backoff_start_interval.as_ref());
+        let min = self.inner.options.continue_as_new_min_interval;
+        if lifetime + asked < min {
+            a.backoff_start_interval = to_pb_duration(min - lifetime);
+        }
         let req = ws::StartWorkflowExecutionRequest {
             namespace: closing.namespace.clone(),
             workflow_id: key.workflow_id.clone(),
@@ -660,10 +672,14 @@ impl Engine {
         );
         ms.first_execution_run_id = closing.first_execution_run_id.clone();
         ms.execution_expiration_ms = closing.execution_expiration_ms;
+        ms.attempt = can.attempt;
+        started.attempt = can.attempt;
         started.first_execution_run_id = closing.first_execution_run_id.clone();
         started.continued_execution_run_id = key.run_id.clone();
-        // As the reference writes it: a continued run states its run timeout, zero included.
-        started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
+        if can.attempt == 1 {
+            // As the reference writes it: a continued run states its run timeout, zero included.
+            started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
+        }
         started.initiator = a.initiator;
         started.continued_failure = a.failure.clone();
         started.last_completion_result = a.last_completion_result.clone();
@@ -1772,6 +1788,8 @@ fn new_run(
         search_attributes: req.search_attributes.clone(),
         attempt: 1,
         retry_policy: req.retry_policy.clone(),
+        // Kept only for a retry to start the next run with the same input.
+        input: req.retry_policy.as_ref().and(req.input.clone()),
         execution_expiration_ms: if execution_timeout.is_zero() {
             0
         } else {
@@ -1801,7 +1819,11 @@ fn new_run(
         } else {
             Some(to_timestamp(now + execution_timeout))
         },
-        first_workflow_task_backoff: req.workflow_start_delay,
+        // With a retry policy the reference states the backoff even when it is zero.
+        first_workflow_task_backoff: match (req.workflow_start_delay, &req.retry_policy) {
+            (None, Some(_)) => Some(Default::default()),
+            (delay, _) => delay,
+        },
         memo: req.memo.clone(),
         search_attributes: req.search_attributes.clone(),
         header: req.header.clone(),

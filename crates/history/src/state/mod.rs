@@ -110,6 +110,8 @@ pub trait TaskIds {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContinuedAsNew {
     pub new_run_id: String,
+    /// The next run's attempt: 1 after a continue-as-new, one more after a retry.
+    pub attempt: i32,
     /// The command, with what it left unset filled from the closing run.
     pub attributes: temporalio_protos::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes,
 }
@@ -1118,13 +1120,14 @@ impl<'a> Transition<'a> {
                 false
             }
             command::Attributes::FailWorkflowExecutionCommandAttributes(a) => {
+                let (retry_state, new_run_id) = self.retry_run(a.failure.as_ref());
                 let id = self.append(event(
                     EventType::WorkflowExecutionFailed,
                     hist::WorkflowExecutionFailedEventAttributes {
                         failure: a.failure.clone(),
-                        retry_state: RetryState::RetryPolicyNotSet as i32,
+                        retry_state: retry_state as i32,
                         workflow_task_completed_event_id: completed_id,
-                        new_execution_run_id: String::new(),
+                        new_execution_run_id: new_run_id,
                     },
                 ));
                 self.close(WorkflowExecutionStatus::Failed, id);
@@ -1177,6 +1180,7 @@ impl<'a> Transition<'a> {
                 self.close(WorkflowExecutionStatus::ContinuedAsNew, id);
                 self.continued_as_new = Some(ContinuedAsNew {
                     new_run_id,
+                    attempt: 1,
                     attributes: a,
                 });
                 false
@@ -1870,14 +1874,54 @@ impl<'a> Transition<'a> {
             return;
         }
         self.force_close_wft();
+        let (retry_state, new_run_id) = self.retry_run(None);
         let id = self.append(event(
             EventType::WorkflowExecutionTimedOut,
             hist::WorkflowExecutionTimedOutEventAttributes {
-                retry_state: RetryState::RetryPolicyNotSet as i32,
-                new_execution_run_id: String::new(),
+                retry_state: retry_state as i32,
+                new_execution_run_id: new_run_id,
             },
         ));
         self.close(WorkflowExecutionStatus::TimedOut, id);
+    }
+
+    /// Applies the workflow retry policy to a run that failed (`failure`) or timed out: when
+    /// it retries, the next run (attempt + 1, the same input, the backoff as its start delay)
+    /// is set up to be created in this transaction. Returns the retry state for the close event
+    /// and the next run's id (empty when none).
+    fn retry_run(&mut self, failure: Option<&Failure>) -> (RetryState, String) {
+        match retry::decide_workflow(self.ms, failure, self.now) {
+            RetryDecision::Stop(state) => (state, String::new()),
+            RetryDecision::Retry(delay) => {
+                let new_run_id = self.ids.new_run_id();
+                let attributes = temporalio_protos::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes {
+                    workflow_type: Some(WorkflowType {
+                        name: self.ms.workflow_type.clone(),
+                    }),
+                    task_queue: Some(TaskQueue {
+                        name: self.ms.task_queue.clone(),
+                        kind: TaskQueueKind::Normal as i32,
+                        normal_name: String::new(),
+                    }),
+                    input: self.ms.input.clone(),
+                    workflow_run_timeout: self.ms.run_timeout,
+                    workflow_task_timeout: self.ms.wft_timeout,
+                    backoff_start_interval: to_pb_duration(delay),
+                    retry_policy: self.ms.retry_policy.clone(),
+                    initiator: ContinueAsNewInitiator::Retry as i32,
+                    failure: failure.cloned(),
+                    memo: self.ms.memo.clone(),
+                    search_attributes: self.ms.search_attributes.clone(),
+                    ..Default::default()
+                };
+                self.continued_as_new = Some(ContinuedAsNew {
+                    new_run_id: new_run_id.clone(),
+                    attempt: self.ms.attempt.max(1) + 1,
+                    attributes,
+                });
+                (RetryState::InProgress, new_run_id)
+            }
+        }
     }
 
     /// Marks the run closed: nothing pending remains, and a deletion timer is armed for when

@@ -101,6 +101,9 @@ pub struct MutableState {
     /// Updates admitted to the run, and what became of them (kept for deduplication).
     #[prost(message, repeated, tag = "39")]
     pub updates: Vec<UpdateInfo>,
+    /// The run's input, kept only when a retry policy may start the run again with it.
+    #[prost(message, optional, tag = "40")]
+    pub input: Option<Payloads>,
 }
 
 /// An update admitted to a run.

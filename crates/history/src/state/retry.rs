@@ -114,3 +114,47 @@ pub fn backoff(policy: &RetryPolicy, attempt: i32) -> Duration {
     let capped = if max > 0.0 { raw.min(max) } else { raw };
     Duration::from_secs_f64(capped.clamp(0.0, 10.0 * 365.0 * 86_400.0))
 }
+
+/// Decides whether a failed or timed-out run is retried under its workflow retry policy
+/// (`timeout` for a run timeout). Without a policy the run is never retried.
+pub fn decide_workflow(
+    ms: &crate::state::MutableState,
+    failure: Option<&Failure>,
+    now: SystemTime,
+) -> RetryDecision {
+    let Some(policy) = ms.retry_policy.clone() else {
+        return RetryDecision::Stop(RetryState::RetryPolicyNotSet);
+    };
+    let policy = normalize_retry_policy(Some(policy));
+    let mut next_retry_delay = None;
+    if let Some(failure) = failure {
+        let failure_type = match &failure.failure_info {
+            Some(failure::FailureInfo::ApplicationFailureInfo(info)) => {
+                if info.non_retryable {
+                    return RetryDecision::Stop(RetryState::NonRetryableFailure);
+                }
+                if info.next_retry_delay.is_some() {
+                    next_retry_delay = Some(from_pb_duration(info.next_retry_delay.as_ref()));
+                }
+                info.r#type.clone()
+            }
+            Some(failure::FailureInfo::CanceledFailureInfo(_))
+            | Some(failure::FailureInfo::TerminatedFailureInfo(_)) => {
+                return RetryDecision::Stop(RetryState::NonRetryableFailure);
+            }
+            _ => String::new(),
+        };
+        if !failure_type.is_empty() && policy.non_retryable_error_types.contains(&failure_type) {
+            return RetryDecision::Stop(RetryState::NonRetryableFailure);
+        }
+    }
+    let attempt = ms.attempt.max(1);
+    if policy.maximum_attempts > 0 && attempt >= policy.maximum_attempts {
+        return RetryDecision::Stop(RetryState::MaximumAttemptsReached);
+    }
+    let delay = next_retry_delay.unwrap_or_else(|| backoff(&policy, attempt));
+    if ms.execution_expiration_ms > 0 && now + delay >= from_millis(ms.execution_expiration_ms) {
+        return RetryDecision::Stop(RetryState::Timeout);
+    }
+    RetryDecision::Retry(delay)
+}
