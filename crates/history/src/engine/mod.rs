@@ -676,6 +676,8 @@ impl Engine {
         started.attempt = can.attempt;
         started.first_execution_run_id = closing.first_execution_run_id.clone();
         started.continued_execution_run_id = key.run_id.clone();
+        // A successor states its backoff only when it has one.
+        started.first_workflow_task_backoff = a.backoff_start_interval;
         if can.attempt == 1 {
             // As the reference writes it: a continued run states its run timeout, zero included.
             started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
@@ -1819,11 +1821,8 @@ fn new_run(
         } else {
             Some(to_timestamp(now + execution_timeout))
         },
-        // With a retry policy the reference states the backoff even when it is zero.
-        first_workflow_task_backoff: match (req.workflow_start_delay, &req.retry_policy) {
-            (None, Some(_)) => Some(Default::default()),
-            (delay, _) => delay,
-        },
+        // The reference states a fresh run's start backoff even when it is zero.
+        first_workflow_task_backoff: Some(req.workflow_start_delay.unwrap_or_default()),
         memo: req.memo.clone(),
         search_attributes: req.search_attributes.clone(),
         header: req.header.clone(),
