@@ -362,9 +362,31 @@ class FailsUntilThird:
         return workflow.info().attempt
 
 
+@workflow.defn
+class Dispatcher:
+    """Signals another workflow, one that does not exist, and cancels one that does not exist."""
+
+    @workflow.run
+    async def run(self, target: str) -> List[Any]:
+        seen: List[Any] = []
+        await workflow.get_external_workflow_handle(target).signal("item", 9)
+        for action in ("signal", "cancel"):
+            missing = workflow.get_external_workflow_handle(f"{target}-missing")
+            try:
+                if action == "signal":
+                    await missing.signal("item", 1)
+                else:
+                    await missing.cancel()
+                seen.append(f"{action}: delivered")
+            except Exception as e:  # the SDK's error for a missing target
+                seen.append(f"{action}: {type(e).__name__}: {e}")
+        await workflow.get_external_workflow_handle(target).signal("item", 10)
+        return seen
+
+
 WORKFLOWS = [
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
-    Chain, FailsUntilThird,
+    Chain, FailsUntilThird, Dispatcher,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
@@ -417,7 +439,26 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     "workflow_execution_failed_event_attributes": ["retry_state"]
     + [f"failure.{f}" for f in FAILURE] + ["failure.application_failure_info.details"],
     "workflow_execution_cancel_requested_event_attributes": ["cause"],
-    "workflow_execution_signaled_event_attributes": ["signal_name", "input", "identity"],
+    "workflow_execution_signaled_event_attributes": [
+        "signal_name", "input", "identity", "external_workflow_execution.workflow_id",
+    ],
+    "signal_external_workflow_execution_initiated_event_attributes": [
+        "namespace", "workflow_execution.workflow_id", "signal_name", "input", "control",
+        "child_workflow_only", "workflow_task_completed_event_id",
+    ],
+    "external_workflow_execution_signaled_event_attributes": [
+        "initiated_event_id", "namespace", "workflow_execution.workflow_id", "control",
+    ],
+    "signal_external_workflow_execution_failed_event_attributes": [
+        "cause", "initiated_event_id", "namespace", "workflow_execution.workflow_id",
+    ],
+    "request_cancel_external_workflow_execution_initiated_event_attributes": [
+        "namespace", "workflow_execution.workflow_id", "child_workflow_only",
+        "workflow_task_completed_event_id",
+    ],
+    "request_cancel_external_workflow_execution_failed_event_attributes": [
+        "cause", "initiated_event_id", "namespace", "workflow_execution.workflow_id",
+    ],
     "workflow_execution_continued_as_new_event_attributes": [
         "workflow_type.name", "task_queue.name", "input", "workflow_run_timeout",
         "workflow_task_timeout", "workflow_task_completed_event_id", "initiator",
@@ -595,7 +636,18 @@ def _workflow_retries(fatal: bool, attempts: int) -> Scenario:
     return run
 
 
+async def _external(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    target = await client.start_workflow(Collector.run, 2, id=f"{wf_id}-target", task_queue=tq)
+    await _wait_for(target, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    handle = await client.start_workflow(Dispatcher.run, f"{wf_id}-target", id=wf_id, task_queue=tq)
+    outcome = await _outcome(handle)
+    target_outcome = await _outcome(target)
+    target_history = reduce_history(list((await target.fetch_history()).events))
+    return handle, (outcome, target_outcome, target_history)
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "external_signal_and_cancel": _external,
     "workflow_retry_succeeds": _workflow_retries(False, 5),
     "workflow_retry_gives_up": _workflow_retries(False, 2),
     "workflow_retry_non_retryable": _workflow_retries(True, 5),

@@ -336,6 +336,17 @@ impl Engine {
             );
             return;
         };
+        if data.kind == TransferKind::External as i32 {
+            let engine = self.clone();
+            let source = RunKey {
+                namespace_id: task.namespace_id.clone(),
+                workflow_id: task.workflow_id.clone(),
+                run_id: task.run_id.clone(),
+            };
+            let initiated = data.scheduled_event_id;
+            tokio::spawn(async move { engine.deliver_external(source, initiated).await });
+            return;
+        }
         let kind = if data.kind == TransferKind::ActivityTask as i32 {
             TaskKind::Activity
         } else {
@@ -708,6 +719,83 @@ impl Engine {
             events,
             timers,
             transfers,
+        }
+    }
+
+    /// Delivers a signal or cancel request one run sent to another, then records the result on
+    /// the sender. The target's transaction is deduplicated by a request id naming the sender's
+    /// initiated event, so a retry after a crash does not signal twice.
+    async fn deliver_external(&self, source: RunKey, initiated: i64) {
+        let request = match self.read_state(&source).await {
+            Ok(ms) => ms
+                .external_requests
+                .iter()
+                .find(|r| r.initiated_event_id == initiated)
+                .cloned(),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(run = %source, error = %e, "failed to read a run sending a signal or cancel; retried at the next start");
+                return;
+            }
+        };
+        let Some(request) = request else {
+            return; // already recorded
+        };
+        let request_id = format!("{}:{}", source.run_id, initiated);
+        let sender = WorkflowExecution {
+            workflow_id: source.workflow_id.clone(),
+            run_id: source.run_id.clone(),
+        };
+        let delivered = match self.inner.namespaces.get(&request.namespace) {
+            Err(_) => false,
+            Ok(ns) => match self
+                .resolve_run(&ns, &request.workflow_id, &request.run_id)
+                .await
+            {
+                Err(Error::NotFound(_)) => false,
+                Err(e) => {
+                    tracing::warn!(run = %source, error = %e, "failed to find the target of a signal or cancel; retried at the next start");
+                    return;
+                }
+                Ok(target) => {
+                    let result = if request.cancel {
+                        self.transact(&target, None, |t| {
+                            t.cancel_source = Some((sender.clone(), initiated));
+                            t.request_cancel(&request.reason, "history-service", &request_id)
+                        })
+                        .await
+                    } else {
+                        let signal = Signal {
+                            name: request.signal_name.clone(),
+                            input: request.input.clone(),
+                            identity: "history-service".into(),
+                            header: request.header.clone(),
+                            request_id: request_id.clone(),
+                            external: Some(sender.clone()),
+                        };
+                        self.transact(&target, None, |t| t.signal(signal)).await
+                    };
+                    match result {
+                        Ok(()) => true,
+                        Err(Error::NotFound(_)) => false,
+                        Err(e) => {
+                            tracing::warn!(run = %source, error = %e, "failed to deliver a signal or cancel; retried at the next start");
+                            return;
+                        }
+                    }
+                }
+            },
+        };
+        match self
+            .transact(&source, None, |t| {
+                t.external_request_done(initiated, delivered)
+            })
+            .await
+        {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(run = %source, error = %e, "failed to record a delivered signal or cancel; retried at the next start")
+            }
         }
     }
 

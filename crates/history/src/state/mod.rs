@@ -3,6 +3,7 @@
 //! and transfer tasks. It does no IO, reads no clock and knows nothing of storage or gRPC.
 #![allow(missing_docs)]
 
+mod external;
 pub mod model;
 mod retry;
 mod timers;
@@ -184,6 +185,11 @@ pub struct Transition<'a> {
     pub transfers_done: Vec<i64>,
     /// Set when the run continued as new: the next run goes into the same transaction.
     pub continued_as_new: Option<ContinuedAsNew>,
+    /// For a cancel request sent by another workflow: that workflow and its initiated event.
+    pub cancel_source: Option<(
+        temporalio_protos::temporal::api::common::v1::WorkflowExecution,
+        i64,
+    )>,
     ids: &'a mut (dyn TaskIds + Send),
 }
 
@@ -274,6 +280,7 @@ impl<'a> Transition<'a> {
             transfers: Vec::new(),
             transfers_done: Vec::new(),
             continued_as_new: None,
+            cancel_source: None,
             ids,
         }
     }
@@ -944,6 +951,8 @@ impl<'a> Transition<'a> {
                 | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
+                | command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(_)
+                | command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(_)
                 | command::Attributes::ModifyWorkflowPropertiesCommandAttributes(_) => {}
                 command::Attributes::ProtocolMessageCommandAttributes(_) => {}
@@ -951,12 +960,6 @@ impl<'a> Transition<'a> {
                     let cause = match other {
                         command::Attributes::StartChildWorkflowExecutionCommandAttributes(_) => {
                             C::BadStartChildExecutionAttributes
-                        }
-                        command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(_) => {
-                            C::BadSignalWorkflowExecutionAttributes
-                        }
-                        command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
-                            C::BadRequestCancelExternalWorkflowExecutionAttributes
                         }
                         _ => C::BadBinary,
                     };
@@ -1131,6 +1134,14 @@ impl<'a> Transition<'a> {
                     },
                 ));
                 self.close(WorkflowExecutionStatus::Failed, id);
+                false
+            }
+            command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(a) => {
+                self.signal_external(a, completed_id);
+                false
+            }
+            command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
+                self.cancel_external(a, completed_id);
                 false
             }
             command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(a) => {
@@ -1813,12 +1824,14 @@ impl<'a> Transition<'a> {
         }
         self.ms.cancel_requested = true;
         self.ms.cancel_request_id = request_id.to_string();
+        let source = self.cancel_source.take();
         self.add_external(event(
             EventType::WorkflowExecutionCancelRequested,
             hist::WorkflowExecutionCancelRequestedEventAttributes {
                 cause: reason.to_string(),
                 identity: identity.to_string(),
-                ..Default::default()
+                external_initiated_event_id: source.as_ref().map_or(0, |s| s.1),
+                external_workflow_execution: source.map(|s| s.0),
             },
         ));
         Ok(())

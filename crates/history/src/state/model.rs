@@ -104,6 +104,37 @@ pub struct MutableState {
     /// The run's input, kept only when a retry policy may start the run again with it.
     #[prost(message, optional, tag = "40")]
     pub input: Option<Payloads>,
+    /// Signals and cancel requests this run sent to other workflows, until they are delivered.
+    #[prost(message, repeated, tag = "41")]
+    pub external_requests: Vec<ExternalRequest>,
+}
+
+/// A signal or cancel request for another workflow, waiting to be delivered.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExternalRequest {
+    #[prost(int64, tag = "1")]
+    pub initiated_event_id: i64,
+    /// True for a cancel request, false for a signal.
+    #[prost(bool, tag = "2")]
+    pub cancel: bool,
+    #[prost(string, tag = "3")]
+    pub namespace: String,
+    #[prost(string, tag = "4")]
+    pub workflow_id: String,
+    #[prost(string, tag = "5")]
+    pub run_id: String,
+    #[prost(string, tag = "6")]
+    pub signal_name: String,
+    #[prost(message, optional, tag = "7")]
+    pub input: Option<Payloads>,
+    #[prost(message, optional, tag = "8")]
+    pub header: Option<temporalio_protos::temporal::api::common::v1::Header>,
+    #[prost(string, tag = "9")]
+    pub control: String,
+    #[prost(string, tag = "10")]
+    pub reason: String,
+    #[prost(int64, tag = "11")]
+    pub transfer_task_id: i64,
 }
 
 /// An update admitted to a run.
@@ -289,6 +320,8 @@ pub enum TransferKind {
     Unspecified = 0,
     WorkflowTask = 1,
     ActivityTask = 2,
+    /// Delivers a signal or cancel request to another workflow (handled by history itself).
+    External = 3,
 }
 
 /// The payload of a transfer task.
