@@ -136,6 +136,7 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
                     t.run_timeout_fired()
                 }
                 TimerKind::WorkflowStartBackoff => t.start_backoff_fired(),
+                TimerKind::WorkflowTaskRetry => t.wft_retry_fired(),
                 TimerKind::DeleteExecution | TimerKind::Unspecified => {}
             }
             Ok(())

@@ -46,6 +46,11 @@ pub enum StateError {
     Invalid(String),
 }
 
+/// The workflow task attempt from which retries wait for a backoff, its first delay and cap.
+const WFT_BACKOFF_FROM_ATTEMPT: i32 = 3;
+const WFT_BACKOFF_INITIAL: Duration = Duration::from_secs(5);
+const WFT_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
 /// Signal request ids a run remembers for deduplication; the oldest are forgotten past it.
 const MAX_REMEMBERED_REQUEST_IDS: usize = 10_000;
 
@@ -449,11 +454,41 @@ impl<'a> Transition<'a> {
         }
     }
 
+    /// A failing workflow task's backoff passed: its next attempt is scheduled.
+    pub fn wft_retry_fired(&mut self) {
+        if self.ms.wft_backing_off {
+            self.ms.wft_backing_off = false;
+            self.schedule_wft_after_backoff(false);
+        }
+    }
+
     // ----- workflow tasks -----
 
-    /// Schedules a workflow task unless one is already scheduled or started.
+    /// Schedules a workflow task unless one is already scheduled or started. From the third
+    /// attempt of a failing task on, the attempt waits for a backoff first (5 s doubling up to
+    /// 10 min): every attempt is written to the history here (no transient tasks), so a worker
+    /// bug must not spin the history into its size limit.
     pub fn schedule_wft(&mut self) {
-        if self.ms.wft.is_some() || closed(self.ms.status) {
+        self.schedule_wft_after_backoff(true);
+    }
+
+    fn schedule_wft_after_backoff(&mut self, backoff: bool) {
+        if self.ms.wft.is_some() || closed(self.ms.status) || self.ms.wft_backing_off {
+            return;
+        }
+        let attempt = self.ms.wft_attempt.max(1);
+        if backoff && attempt >= WFT_BACKOFF_FROM_ATTEMPT {
+            let exponent = (attempt - WFT_BACKOFF_FROM_ATTEMPT).min(16) as u32;
+            let delay = (WFT_BACKOFF_INITIAL * 2u32.pow(exponent)).min(WFT_BACKOFF_MAX);
+            self.ms.wft_backing_off = true;
+            self.timer(
+                self.now + delay,
+                TimerData {
+                    kind: TimerKind::WorkflowTaskRetry as i32,
+                    attempt,
+                    ..Default::default()
+                },
+            );
             return;
         }
         let attempt = self.ms.wft_attempt.max(1);

@@ -107,6 +107,9 @@ pub struct MutableState {
     /// Signals and cancel requests this run sent to other workflows, until they are delivered.
     #[prost(message, repeated, tag = "41")]
     pub external_requests: Vec<ExternalRequest>,
+    /// A failing workflow task's next attempt waits for its backoff timer.
+    #[prost(bool, tag = "42")]
+    pub wft_backing_off: bool,
 }
 
 /// A signal or cancel request for another workflow, waiting to be delivered.
@@ -294,6 +297,8 @@ pub enum TimerKind {
     WorkflowStartBackoff = 6,
     DeleteExecution = 7,
     WorkflowExecutionTimeout = 8,
+    /// A failing workflow task's next attempt is due.
+    WorkflowTaskRetry = 9,
 }
 
 /// The payload of a durable timer.

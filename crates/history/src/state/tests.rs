@@ -656,3 +656,49 @@ fn eagerly_requested_activities_start_inside_the_completion() {
         "the other two wait for pollers"
     );
 }
+
+#[test]
+fn a_repeatedly_failing_workflow_task_backs_off_from_its_third_attempt() {
+    let mut run = Run::start();
+    for attempt in 1..=2 {
+        let scheduled = run.ms.wft.as_ref().expect("scheduled").scheduled_event_id;
+        assert_eq!(run.ms.wft.as_ref().expect("scheduled").attempt, attempt);
+        run.step(|t| t.start_wft(scheduled, "worker", "req"))
+            .expect("starts");
+        run.step(|t| {
+            t.fail_wft(
+                scheduled,
+                attempt,
+                WorkflowTaskFailedCause::WorkflowWorkerUnhandledFailure,
+                None,
+                "worker",
+            )
+        })
+        .expect("fails");
+    }
+    assert!(run.ms.wft.is_none(), "the third attempt waits");
+    assert!(run.ms.wft_backing_off);
+    let backoff = run
+        .timers
+        .iter()
+        .find(|t| t.data.kind == TimerKind::WorkflowTaskRetry as i32)
+        .expect("a backoff timer");
+    assert_eq!(
+        backoff.fire_at.duration_since(run.now).expect("future"),
+        Duration::from_secs(5)
+    );
+    // A signal meanwhile is written but does not cut the backoff short.
+    run.step(|t| {
+        t.signal(Signal {
+            name: "poke".into(),
+            ..Default::default()
+        })
+    })
+    .expect("signalled");
+    assert!(run.ms.wft.is_none());
+    run.step(|t| t.wft_retry_fired());
+    let wft = run.ms.wft.as_ref().expect("scheduled after the backoff");
+    assert_eq!(wft.attempt, 3);
+    assert_eq!(run.types().last(), Some(&E::WorkflowTaskScheduled));
+    run.check_ids();
+}

@@ -59,7 +59,8 @@ fn attach(ms: &mut MutableState, timer: &NewTimer, reference: TimerRef) -> bool 
     let owner = match kind {
         TimerKind::WorkflowRunTimeout
         | TimerKind::WorkflowExecutionTimeout
-        | TimerKind::WorkflowStartBackoff => Some(&mut ms.run_timer_tasks),
+        | TimerKind::WorkflowStartBackoff
+        | TimerKind::WorkflowTaskRetry => Some(&mut ms.run_timer_tasks),
         TimerKind::WorkflowTaskTimeout => ms
             .wft
             .as_mut()
