@@ -33,12 +33,13 @@ from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
-from temporalio.common import QueryRejectCondition, RetryPolicy
+from temporalio.common import QueryRejectCondition, RetryPolicy, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -646,7 +647,27 @@ async def _external(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle
     return handle, (outcome, target_outcome, target_history)
 
 
+async def _update_with_start(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Update-with-start on a new workflow (the update rides its first task), then on the
+    running one."""
+    def op() -> WithStartWorkflowOperation:
+        return WithStartWorkflowOperation(
+            Tipper.run, id=wf_id, task_queue=tq,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+    first = await client.execute_update_with_start_workflow(
+        Tipper.add_tip, 5, start_workflow_operation=op()
+    )
+    second = await client.execute_update_with_start_workflow(
+        Tipper.add_tip, 2, start_workflow_operation=op()
+    )
+    handle = client.get_workflow_handle(wf_id)
+    await handle.signal(Tipper.finish)
+    return handle, (first, second, await _outcome(handle))
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "update_with_start": _update_with_start,
     "external_signal_and_cancel": _external,
     "workflow_retry_succeeds": _workflow_retries(False, 5),
     "workflow_retry_gives_up": _workflow_retries(False, 2),

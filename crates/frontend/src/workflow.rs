@@ -197,6 +197,47 @@ impl Frontend {
             .map_err(to_status)
     }
 
+    /// Admits an update and waits for the stage its caller asked for.
+    async fn run_update(
+        &self,
+        key: &RunKey,
+        update: temporalio_protos::temporal::api::update::v1::Request,
+        wait_policy: Option<&temporalio_protos::temporal::api::update::v1::WaitPolicy>,
+        deadline: tokio::time::Instant,
+    ) -> Result<UpdateWorkflowExecutionResponse, Status> {
+        let limits = &self.options.limits;
+        let update_id = update
+            .meta
+            .as_ref()
+            .map(|m| m.update_id.clone())
+            .unwrap_or_default();
+        validate::required_id(limits, "UpdateId", &update_id)?;
+        let input = update
+            .input
+            .as_ref()
+            .ok_or_else(|| invalid("Update input is not set on request."))?;
+        validate::required_id(limits, "UpdateName", &input.name)?;
+        validate::payloads(limits, "Args", input.args.as_ref())?;
+        let wanted = wanted_stage(wait_policy);
+        self.engine
+            .admit_update(key, update)
+            .await
+            .map_err(to_status)?;
+        let info = self
+            .engine
+            .wait_update(key, &update_id, wanted, deadline)
+            .await
+            .map_err(to_status)?;
+        Ok(UpdateWorkflowExecutionResponse {
+            update_ref: Some(update_ref(key, &update_id)),
+            outcome: info
+                .outcome
+                .filter(|_| info.stage >= wanted || info.rejected),
+            stage: info.stage,
+            ..Default::default()
+        })
+    }
+
     fn describe_namespace_response(&self, ns: &Namespace) -> DescribeNamespaceResponse {
         let mut info = ns.info.clone();
         info.capabilities = Some(namespace_info::Capabilities {
@@ -893,36 +934,75 @@ impl WorkflowService for Frontend {
         let update = req
             .request
             .ok_or_else(|| invalid("Update request is not set on request."))?;
-        let limits = &self.options.limits;
-        let update_id = update
-            .meta
+        let response = self
+            .run_update(&key, update, req.wait_policy.as_ref(), deadline)
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn execute_multi_operation(
+        &self,
+        request: Request<ExecuteMultiOperationRequest>,
+    ) -> Reply<ExecuteMultiOperationResponse> {
+        use execute_multi_operation_request::operation::Operation as Op;
+        use execute_multi_operation_response::response::Response as Out;
+        let deadline = update_deadline(&request);
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let mut ops = req.operations.into_iter().map(|o| o.operation);
+        let (
+            Some(Some(Op::StartWorkflow(mut start))),
+            Some(Some(Op::UpdateWorkflow(update))),
+            None,
+        ) = (ops.next(), ops.next(), ops.next())
+        else {
+            return Err(invalid(
+                "Operations have to be exactly [Start, Update] (update-with-start).",
+            ));
+        };
+        let (target_id, target_run) = update
+            .workflow_execution
             .as_ref()
-            .map(|m| m.update_id.clone())
+            .map(|e| (e.workflow_id.clone(), e.run_id.clone()))
             .unwrap_or_default();
-        validate::required_id(limits, "UpdateId", &update_id)?;
-        let input = update
-            .input
-            .as_ref()
-            .ok_or_else(|| invalid("Update input is not set on request."))?;
-        validate::required_id(limits, "UpdateName", &input.name)?;
-        validate::payloads(limits, "Args", input.args.as_ref())?;
-        let wanted = wanted_stage(req.wait_policy.as_ref());
-        self.engine
-            .admit_update(&key, update)
-            .await
-            .map_err(to_status)?;
-        let info = self
+        if target_id != start.workflow_id || !target_run.is_empty() {
+            return Err(invalid(
+                "The update must name the started workflow's id and no run id.",
+            ));
+        }
+        self.validate_start(&mut start)?;
+        let request = update
+            .request
+            .ok_or_else(|| invalid("Update request is not set on request."))?;
+        // A new run admits the update in its start transaction; for a running workflow
+        // (USE_EXISTING) the update is admitted below (deduplicated by update id either way).
+        let started = self
             .engine
-            .wait_update(&key, &update_id, wanted, deadline)
+            .start_with_update(&ns, &start, request.clone())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(UpdateWorkflowExecutionResponse {
-            update_ref: Some(update_ref(&key, &update_id)),
-            outcome: info
-                .outcome
-                .filter(|_| info.stage >= wanted || info.rejected),
-            stage: info.stage,
-            ..Default::default()
+        let key = RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: start.workflow_id.clone(),
+            run_id: started.run_id.clone(),
+        };
+        let updated = self
+            .run_update(&key, request, update.wait_policy.as_ref(), deadline)
+            .await?;
+        let responses = vec![
+            Out::StartWorkflow(StartWorkflowExecutionResponse {
+                run_id: started.run_id,
+                started: started.started,
+                status: WorkflowExecutionStatus::Running as i32,
+                ..Default::default()
+            }),
+            Out::UpdateWorkflow(updated),
+        ];
+        Ok(Response::new(ExecuteMultiOperationResponse {
+            responses: responses
+                .into_iter()
+                .map(|r| execute_multi_operation_response::Response { response: Some(r) })
+                .collect(),
         }))
     }
 

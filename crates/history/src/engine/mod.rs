@@ -883,7 +883,7 @@ impl Engine {
         ns: &Namespace,
         req: &ws::StartWorkflowExecutionRequest,
     ) -> Result<StartOutcome> {
-        self.start_workflow_with(ns, req, None).await
+        self.start_workflow_with(ns, req, None, None).await
     }
 
     /// `SignalWithStartWorkflowExecution`: signals the running workflow of that id, or starts a
@@ -894,7 +894,7 @@ impl Engine {
         req: &ws::StartWorkflowExecutionRequest,
         signal: Signal,
     ) -> Result<StartOutcome> {
-        self.start_workflow_with(ns, req, Some(signal)).await
+        self.start_workflow_with(ns, req, Some(signal), None).await
     }
 
     /// `SignalWorkflowExecution`: `run_id` empty means the current run.
@@ -909,11 +909,23 @@ impl Engine {
         self.transact(&key, None, |t| t.signal(signal)).await
     }
 
+    /// Update-with-start: a new run admits the update in its first transaction (so its first
+    /// workflow task carries it); a running one (USE_EXISTING) is left to the caller to update.
+    pub async fn start_with_update(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+        update: temporalio_protos::temporal::api::update::v1::Request,
+    ) -> Result<StartOutcome> {
+        self.start_workflow_with(ns, req, None, Some(update)).await
+    }
+
     async fn start_workflow_with(
         &self,
         ns: &Namespace,
         req: &ws::StartWorkflowExecutionRequest,
         signal: Option<Signal>,
+        update: Option<temporalio_protos::temporal::api::update::v1::Request>,
     ) -> Result<StartOutcome> {
         let lock = self.workflow_lock(&ns.id, &req.workflow_id);
         let _held = lock.lock().await;
@@ -1022,6 +1034,10 @@ impl Engine {
         let env = self.env_for(&ms);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
         t.start_workflow_with_signal(started, signal);
+        if let Some(update) = update {
+            t.admit_update(update)
+                .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+        }
         let Transition {
             events,
             timers,
