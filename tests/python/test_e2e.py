@@ -468,3 +468,51 @@ async def test_updates_signals_and_queries(kairos_target: str) -> None:
         assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED) == 2
         assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == 2
         assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 1
+
+
+@workflow.defn
+class Counter:
+    """Counts signals and updates; finishes when told."""
+
+    def __init__(self) -> None:
+        self.signals = 0
+        self.updates = 0
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> List[int]:
+        await workflow.wait_condition(lambda: self.done)
+        return [self.signals, self.updates]
+
+    @workflow.signal
+    def bump(self) -> None:
+        self.signals += 1
+
+    @workflow.update
+    def add(self) -> int:
+        self.updates += 1
+        return self.updates
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+@bounded
+async def test_updates_racing_signals_lose_nothing(kairos_target: str) -> None:
+    client = await connect(kairos_target)
+    tq = unique("tq-race")
+    async with Worker(client, task_queue=tq, workflows=[Counter]):
+        handle = await client.start_workflow(Counter.run, id=unique("wf-race"), task_queue=tq)
+        rounds = 20
+        results = await asyncio.gather(
+            *[handle.signal(Counter.bump) for _ in range(rounds)],
+            *[handle.execute_update(Counter.add) for _ in range(rounds)],
+        )
+        update_results = sorted(r for r in results if r is not None)
+        assert update_results == list(range(1, rounds + 1)), "each update saw its own count"
+        await handle.signal(Counter.finish)
+        assert await handle.result() == [rounds, rounds]
+        types = await event_types(handle)
+        assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == rounds + 1
+        assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == rounds
