@@ -32,6 +32,7 @@ from temporalio.exceptions import (
     TerminatedError,
     WorkflowAlreadyStartedError,
 )
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 TEST_TIMEOUT_S = 30.0
@@ -516,3 +517,44 @@ async def test_updates_racing_signals_lose_nothing(kairos_target: str) -> None:
         types = await event_types(handle)
         assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == rounds + 1
         assert types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == rounds
+
+
+@workflow.defn
+class AlwaysBroken:
+    """A deployed bug: every workflow task fails."""
+
+    @workflow.run
+    async def run(self) -> str:
+        raise RuntimeError("bug in the new release")
+
+    @workflow.query
+    def status(self) -> str:
+        return "never answered"
+
+
+@bounded
+async def test_a_query_to_a_workflow_whose_task_keeps_failing_fails_fast(kairos_target: str) -> None:
+    client = await connect(kairos_target)
+    tq = unique("tq-broken")
+    async with Worker(client, task_queue=tq, workflows=[AlwaysBroken]):
+        handle = await client.start_workflow(
+            AlwaysBroken.run, id=unique("wf-broken"), task_queue=tq,
+            task_timeout=timedelta(seconds=1),
+        )
+        # The SDK reports the first failure and lets later attempts time out; after two
+        # failed attempts the third waits for its backoff.
+        failed = {EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
+        for _ in range(400):
+            if sum(t in failed for t in await event_types(handle)) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the workflow task did not fail twice")
+        with pytest.raises(RPCError) as not_ready:
+            await handle.query(AlwaysBroken.status)
+        assert not_ready.value.status == RPCStatusCode.FAILED_PRECONDITION
+        # The history stays short: no third attempt until the backoff (5 s) passes.
+        types = await event_types(handle)
+        assert sum(t in failed for t in types) == 2
+        assert types[-1] in failed
+        await handle.terminate("fix deployed later")

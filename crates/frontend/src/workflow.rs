@@ -851,7 +851,11 @@ impl WorkflowService for Frontend {
                 ..Default::default()
             }));
         }
-        if closed && state.last_completed_wft_started_id == 0 {
+        // Never completed a workflow task before closing, or its workflow task keeps failing
+        // (third attempt on): no worker can answer, so fail fast as the reference does.
+        if (closed && state.last_completed_wft_started_id == 0)
+            || (!closed && state.wft_attempt >= 3)
+        {
             return Err(workflow_not_ready());
         }
         // A workflow task in flight answers first; the query then goes to a worker on its own.
