@@ -61,7 +61,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let framed = match body.collect().await {
+            // Compressed bodies are never larger than the largest message we accept.
+            let limited = http_body_util::Limited::new(body, MAX_MESSAGE);
+            let framed = match limited.collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => return Ok(error(format!("failed to read the request: {e}"))),
             };
@@ -157,7 +159,8 @@ fn gunzip(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         ));
     }
     let start = out.len();
-    out.reserve(size + 1);
+    // The trailer's size is the client's word: grow towards it as data actually inflates.
+    out.reserve(size.min(deflated.len().saturating_mul(16) + 4096) + 1);
     INFLATER.with(|cell| {
         let mut inflater = cell.borrow_mut();
         inflater.reset(false);
@@ -169,14 +172,16 @@ fn gunzip(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
             if out.capacity() == out.len() {
                 out.reserve(64 * 1024);
             }
-            let before_in = inflater.total_in();
+            let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+            // Streaming (no Finish): the output grows as data really inflates.
             let status = inflater
-                .decompress_vec(&deflated[consumed..], out, FlushDecompress::Finish)
+                .decompress_vec(&deflated[consumed..], out, FlushDecompress::None)
                 .map_err(|e| format!("invalid gzip data: {e}"))?;
             consumed += (inflater.total_in() - before_in) as usize;
+            let progressed = inflater.total_in() > before_in || inflater.total_out() > before_out;
             match status {
                 Status::StreamEnd => return Ok(()),
-                Status::BufError if consumed >= deflated.len() && out.capacity() > out.len() => {
+                _ if !progressed && out.capacity() > out.len() => {
                     return Err("truncated gzip data".to_string());
                 }
                 Status::Ok | Status::BufError => {}

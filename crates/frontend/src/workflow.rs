@@ -197,14 +197,11 @@ impl Frontend {
             .map_err(to_status)
     }
 
-    /// Admits an update and waits for the stage its caller asked for.
-    async fn run_update(
+    /// Checks an update request; returns its id.
+    fn validate_update(
         &self,
-        key: &RunKey,
-        update: temporalio_protos::temporal::api::update::v1::Request,
-        wait_policy: Option<&temporalio_protos::temporal::api::update::v1::WaitPolicy>,
-        deadline: tokio::time::Instant,
-    ) -> Result<UpdateWorkflowExecutionResponse, Status> {
+        update: &temporalio_protos::temporal::api::update::v1::Request,
+    ) -> Result<String, Status> {
         let limits = &self.options.limits;
         let update_id = update
             .meta
@@ -218,6 +215,18 @@ impl Frontend {
             .ok_or_else(|| invalid("Update input is not set on request."))?;
         validate::required_id(limits, "UpdateName", &input.name)?;
         validate::payloads(limits, "Args", input.args.as_ref())?;
+        Ok(update_id)
+    }
+
+    /// Admits an update and waits for the stage its caller asked for.
+    async fn run_update(
+        &self,
+        key: &RunKey,
+        update: temporalio_protos::temporal::api::update::v1::Request,
+        wait_policy: Option<&temporalio_protos::temporal::api::update::v1::WaitPolicy>,
+        deadline: tokio::time::Instant,
+    ) -> Result<UpdateWorkflowExecutionResponse, Status> {
+        let update_id = self.validate_update(&update)?;
         let wanted = wanted_stage(wait_policy);
         self.engine
             .admit_update(key, update)
@@ -978,6 +987,8 @@ impl WorkflowService for Frontend {
         let request = update
             .request
             .ok_or_else(|| invalid("Update request is not set on request."))?;
+        // Checked before anything starts: a bad update must not leave a started workflow.
+        self.validate_update(&request)?;
         // A new run admits the update in its start transaction; for a running workflow
         // (USE_EXISTING) the update is admitted below (deduplicated by update id either way).
         let started = self

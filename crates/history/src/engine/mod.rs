@@ -500,6 +500,9 @@ impl Engine {
             ..
         } = t;
         let next_run = continued_as_new.map(|can| self.next_run(key, &ms, can, now, &mut ids));
+        if let Some(fired) = extra_timer_delete {
+            crate::state::forget_timer(&mut ms, fired);
+        }
         let TimerChanges {
             write: timers,
             delete: timers_obsolete,
@@ -616,8 +619,13 @@ impl Engine {
                     self.inner.timers.remove(t.fire_at_ms, shard_id, t.task_id);
                 }
                 if let Some(next) = next_run {
-                    *self.slot(&next.key).lock().await =
-                        Some(Cached::new(next.ms, 1, &next.events));
+                    // Only if nobody loaded (and maybe already advanced) it from the store since
+                    // the commit: the stored copy is never older than this one.
+                    let slot = self.slot(&next.key);
+                    let mut held = slot.lock().await;
+                    if held.is_none() {
+                        *held = Some(Cached::new(next.ms, 1, &next.events));
+                    }
                 }
                 self.after_commit(key, next_event_id, timer_rows, transfer_rows);
                 Ok(out)
@@ -657,7 +665,16 @@ impl Engine {
             workflow_type: a.workflow_type.clone(),
             task_queue: a.task_queue.clone(),
             input: a.input.clone(),
-            workflow_execution_timeout: closing.execution_timeout,
+            // What is left of the chain's execution timeout (a successor never gets it anew).
+            workflow_execution_timeout: if closing.execution_expiration_ms > 0 {
+                let left = from_millis(closing.execution_expiration_ms)
+                    .duration_since(now)
+                    .unwrap_or_default()
+                    .max(Duration::from_millis(1));
+                to_pb_duration(left)
+            } else {
+                None
+            },
             workflow_run_timeout: a.workflow_run_timeout,
             workflow_task_timeout: a.workflow_task_timeout,
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -1074,7 +1091,13 @@ impl Engine {
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
         let next_event_id = ms.next_event_id;
-        *self.slot(&key).lock().await = Some(Cached::new(ms, 1, &events));
+        {
+            let slot = self.slot(&key);
+            let mut held = slot.lock().await;
+            if held.is_none() {
+                *held = Some(Cached::new(ms, 1, &events));
+            }
+        }
         self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
         Ok(StartOutcome {
             run_id,

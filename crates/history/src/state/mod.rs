@@ -30,7 +30,7 @@ use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCo
 
 pub use model::*;
 pub use retry::{RetryDecision, normalize_retry_policy};
-pub use timers::{TimerChanges, settle_timers};
+pub use timers::{TimerChanges, forget_timer, settle_timers};
 
 /// Placeholder for the started event id of a close event whose started event is still buffered.
 const BUFFERED_EVENT_ID: i64 = -123;
@@ -474,6 +474,14 @@ impl<'a> Transition<'a> {
 
     fn schedule_wft_after_backoff(&mut self, backoff: bool) {
         if self.ms.wft.is_some() || closed(self.ms.status) || self.ms.wft_backing_off {
+            return;
+        }
+        if backoff
+            && self.ms.last_completed_wft_started_id == 0
+            && self.now_ms() < self.ms.execution_time_ms
+        {
+            // The run's start backoff (a start delay, a retry, a continue-as-new interval)
+            // has not passed: its timer schedules the first task, events wait for it.
             return;
         }
         let attempt = self.ms.wft_attempt.max(1);

@@ -99,3 +99,19 @@ fn tracked(ms: &MutableState) -> impl Iterator<Item = &TimerRef> {
         .chain(timers)
         .filter(move |_| open)
 }
+
+/// Drops a fired timer's record from its owner (its row is deleted by the firing itself), so
+/// re-armed timers (heartbeats) do not pile up in the state.
+pub fn forget_timer(ms: &mut MutableState, task_id: i64) {
+    let keep = |t: &TimerRef| t.task_id != task_id;
+    ms.run_timer_tasks.retain(keep);
+    if let Some(w) = ms.wft.as_mut() {
+        w.timer_tasks.retain(keep);
+    }
+    for a in ms.activities.iter_mut() {
+        a.timer_tasks.retain(keep);
+    }
+    for t in ms.timers.iter_mut() {
+        t.timer_tasks.retain(keep);
+    }
+}
