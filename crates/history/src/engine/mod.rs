@@ -344,7 +344,24 @@ impl Engine {
                 run_id: task.run_id.clone(),
             };
             let initiated = data.scheduled_event_id;
-            tokio::spawn(async move { engine.deliver_external(source, initiated).await });
+            let (shard_id, task_id) = (task.shard_id, task.task_id);
+            tokio::spawn(async move {
+                // Transient failures (a busy store, a conflicting write) are retried.
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match engine.deliver_external(&source, initiated).await {
+                        Delivery::Done => return,
+                        Delivery::SenderGone => {
+                            engine.drop_transfer(&source, shard_id, task_id).await;
+                            return;
+                        }
+                        Delivery::Retry => {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            });
             return;
         }
         let kind = if data.kind == TransferKind::ActivityTask as i32 {
@@ -742,21 +759,21 @@ impl Engine {
     /// Delivers a signal or cancel request one run sent to another, then records the result on
     /// the sender. The target's transaction is deduplicated by a request id naming the sender's
     /// initiated event, so a retry after a crash does not signal twice.
-    async fn deliver_external(&self, source: RunKey, initiated: i64) {
-        let request = match self.read_state(&source).await {
+    async fn deliver_external(&self, source: &RunKey, initiated: i64) -> Delivery {
+        let request = match self.read_state(source).await {
             Ok(ms) => ms
                 .external_requests
                 .iter()
                 .find(|r| r.initiated_event_id == initiated)
                 .cloned(),
-            Err(Error::NotFound(_)) => None,
+            Err(Error::NotFound(_)) => return Delivery::SenderGone,
             Err(e) => {
-                tracing::warn!(run = %source, error = %e, "failed to read a run sending a signal or cancel; retried at the next start");
-                return;
+                tracing::warn!(run = %source, error = %e, "failed to read a run sending a signal or cancel; retrying");
+                return Delivery::Retry;
             }
         };
         let Some(request) = request else {
-            return; // already recorded
+            return Delivery::Done; // already recorded
         };
         let request_id = format!("{}:{}", source.run_id, initiated);
         let sender = WorkflowExecution {
@@ -771,8 +788,8 @@ impl Engine {
             {
                 Err(Error::NotFound(_)) => false,
                 Err(e) => {
-                    tracing::warn!(run = %source, error = %e, "failed to find the target of a signal or cancel; retried at the next start");
-                    return;
+                    tracing::warn!(run = %source, error = %e, "failed to find the target of a signal or cancel; retrying");
+                    return Delivery::Retry;
                 }
                 Ok(target) => {
                     let result = if request.cancel {
@@ -796,23 +813,34 @@ impl Engine {
                         Ok(()) => true,
                         Err(Error::NotFound(_)) => false,
                         Err(e) => {
-                            tracing::warn!(run = %source, error = %e, "failed to deliver a signal or cancel; retried at the next start");
-                            return;
+                            tracing::warn!(run = %source, error = %e, "failed to deliver a signal or cancel; retrying");
+                            return Delivery::Retry;
                         }
                     }
                 }
             },
         };
         match self
-            .transact(&source, None, |t| {
+            .transact(source, None, |t| {
                 t.external_request_done(initiated, delivered)
             })
             .await
         {
-            Ok(()) | Err(Error::NotFound(_)) => {}
+            Ok(()) | Err(Error::NotFound(_)) => Delivery::Done,
             Err(e) => {
-                tracing::warn!(run = %source, error = %e, "failed to record a delivered signal or cancel; retried at the next start")
+                tracing::warn!(run = %source, error = %e, "failed to record a delivered signal or cancel; retrying");
+                Delivery::Retry
             }
+        }
+    }
+
+    /// Deletes a transfer row whose run is gone.
+    async fn drop_transfer(&self, key: &RunKey, shard_id: i32, task_id: i64) {
+        let mut batch =
+            self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        batch.transfers_delete.push(task_id);
+        if let Err(e) = self.inner.store.commit(batch).await {
+            tracing::warn!(error = %e, "failed to delete the transfer task of a deleted run");
         }
     }
 
@@ -1873,6 +1901,16 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
 
 /// Applies Temporal's defaults and caps to a start request's timeouts:
 /// (run, execution, workflow task).
+/// How one attempt to deliver a signal or cancel request to another workflow ended.
+enum Delivery {
+    /// Delivered (or found already recorded) and the result written on the sender.
+    Done,
+    /// The sender run no longer exists: its transfer row is dropped.
+    SenderGone,
+    /// A transient failure: try again after a pause.
+    Retry,
+}
+
 /// A run created by a continue-as-new, committed with the run it continues.
 struct NextRun {
     key: RunKey,

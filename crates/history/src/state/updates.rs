@@ -15,6 +15,8 @@ use temporalio_protos::temporal::api::update::v1::{
 use super::{StateError, Transition, UpdateInfo, closed, event};
 
 const TYPE_PREFIX: &str = "type.googleapis.com/";
+/// Updates a run remembers (finished ones are dropped first past it).
+const MAX_REMEMBERED_UPDATES: usize = 1000;
 const REQUEST_TYPE: &str = "temporal.api.update.v1.Request";
 
 impl Transition<'_> {
@@ -45,6 +47,19 @@ impl Transition<'_> {
             ..Default::default()
         };
         self.ms.updates.push(info.clone());
+        // Finished updates are kept to answer a retried request; the oldest go past a bound so
+        // a long-lived run's state does not grow with every update it ever had.
+        while self.ms.updates.len() > MAX_REMEMBERED_UPDATES {
+            let Some(oldest) = self
+                .ms
+                .updates
+                .iter()
+                .position(|u| u.stage == Stage::Completed as i32)
+            else {
+                break;
+            };
+            self.ms.updates.remove(oldest);
+        }
         if self.ms.wft.is_none() {
             self.schedule_wft();
         }
