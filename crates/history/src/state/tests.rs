@@ -702,3 +702,58 @@ fn a_repeatedly_failing_workflow_task_backs_off_from_its_third_attempt() {
     assert_eq!(run.types().last(), Some(&E::WorkflowTaskScheduled));
     run.check_ids();
 }
+
+#[test]
+fn a_signal_during_the_start_backoff_waits_for_it() {
+    let mut run = Run::start();
+    // A second run of the same shape, started with a 10 s start delay.
+    run.ms = MutableState {
+        next_event_id: 1,
+        ..run.ms.clone()
+    };
+    run.ms.wft = None;
+    run.history.clear();
+    run.step(|t| {
+        t.start_workflow(WorkflowExecutionStartedEventAttributes {
+            first_workflow_task_backoff: kairos_core::time::to_pb_duration(Duration::from_secs(10)),
+            ..Default::default()
+        })
+    });
+    assert!(run.ms.wft.is_none(), "the first task waits for the delay");
+    run.step(|t| {
+        t.signal(Signal {
+            name: "early".into(),
+            ..Default::default()
+        })
+    })
+    .expect("signalled");
+    assert!(
+        run.ms.wft.is_none(),
+        "a signal does not cut the delay short"
+    );
+    assert_eq!(run.types().last(), Some(&E::WorkflowExecutionSignaled));
+    run.now += Duration::from_secs(10);
+    run.step(|t| t.start_backoff_fired());
+    assert!(
+        run.ms.wft.is_some(),
+        "the delay passed: the first task is scheduled"
+    );
+    run.check_ids();
+}
+
+#[test]
+fn a_fired_timer_leaves_its_owner() {
+    let mut run = Run::start();
+    run.complete(vec![schedule_activity("a1", None)]);
+    run.step(|t| t.start_activity(5, 1, "w", "r"))
+        .expect("starts");
+    let stc = run.ms.activities[0].timer_tasks.clone();
+    assert!(!stc.is_empty());
+    forget_timer(&mut run.ms, stc[0].task_id);
+    assert!(
+        run.ms.activities[0]
+            .timer_tasks
+            .iter()
+            .all(|t| t.task_id != stc[0].task_id)
+    );
+}
