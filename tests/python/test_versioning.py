@@ -8,6 +8,7 @@ takes the new one (a patch marker and the TemporalChangeVersion search attribute
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -82,7 +83,6 @@ async def test_patched_workflow_replays_old_orders_and_runs_new_ones_on_the_new_
 ) -> None:
     client = await Client.connect(kairos_target, namespace="default")
     tq = f"orders-{uuid.uuid4()}"
-    old = None
     async with Worker(client, task_queue=tq, workflows=[OrderV1], activities=[price],
                       workflow_runner=UnsandboxedWorkflowRunner()):
         old = await client.start_workflow(OrderV1.run, "order-1", id=f"o1-{uuid.uuid4()}", task_queue=tq)
@@ -90,7 +90,7 @@ async def test_patched_workflow_replays_old_orders_and_runs_new_ones_on_the_new_
         for _ in range(200):
             if EventType.EVENT_TYPE_MARKER_RECORDED in await _types(old):
                 break
-            await asyncio_sleep(0.05)
+            await asyncio.sleep(0.05)
         else:
             raise AssertionError("the local activity never recorded its marker")
     # Version 2 replaces version 1 (a fresh worker with no cache: it replays the history).
@@ -108,8 +108,3 @@ async def test_patched_workflow_replays_old_orders_and_runs_new_ones_on_the_new_
     assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES in new_types
     assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED not in old_types, "replay was deterministic"
 
-
-async def asyncio_sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
