@@ -31,6 +31,7 @@ from google.protobuf.json_format import MessageToDict
 
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -40,7 +41,8 @@ from temporalio.client import (
     WorkflowQueryRejectedError,
 )
 from temporalio.common import QueryRejectCondition, RetryPolicy, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -385,9 +387,105 @@ class Dispatcher:
         return seen
 
 
+@workflow.defn
+class Kitchen:
+    """A child: cooks, burns (fails), or takes forever."""
+
+    @workflow.run
+    async def run(self, dish: str) -> str:
+        if dish == "burnt":
+            raise ApplicationError("burnt", type="Burnt", non_retryable=True)
+        if dish == "slow":
+            await workflow.sleep(3600)
+        return f"cooked {dish}"
+
+
+def _child_error(e: ChildWorkflowError) -> str:
+    return f"{type(e).__name__}: {e} / {type(e.cause).__name__}: {e.cause}"
+
+
+@workflow.defn
+class Restaurant:
+    """Children that complete, fail, cannot start (id taken), time out and are cancelled."""
+
+    @workflow.run
+    async def run(self, prefix: str) -> List[Any]:
+        seen: List[Any] = []
+        seen.append(await workflow.execute_child_workflow(Kitchen.run, "pizza", id=f"{prefix}-pizza"))
+        try:
+            await workflow.execute_child_workflow(Kitchen.run, "burnt", id=f"{prefix}-burnt")
+        except ChildWorkflowError as e:
+            seen.append(_child_error(e))
+        try:
+            await workflow.start_child_workflow(Kitchen.run, "x", id=f"{prefix}-taken")
+        except WorkflowAlreadyStartedError as e:
+            seen.append(f"{type(e).__name__}: {e}")
+        try:
+            await workflow.execute_child_workflow(
+                Kitchen.run, "slow", id=f"{prefix}-slow", run_timeout=timedelta(seconds=1)
+            )
+        except ChildWorkflowError as e:
+            seen.append(_child_error(e))
+        child = await workflow.start_child_workflow(Kitchen.run, "slow", id=f"{prefix}-cancelled")
+        child.cancel()
+        try:
+            await child
+        except ChildWorkflowError as e:
+            seen.append(_child_error(e))
+        return seen
+
+
+@workflow.defn
+class Abandoner:
+    """Starts three slow children, one per parent close policy, and completes."""
+
+    @workflow.run
+    async def run(self, prefix: str) -> str:
+        for policy in (
+            ParentClosePolicy.TERMINATE,
+            ParentClosePolicy.REQUEST_CANCEL,
+            ParentClosePolicy.ABANDON,
+        ):
+            await workflow.start_child_workflow(
+                Kitchen.run, "slow", id=f"{prefix}-{policy.name}", parent_close_policy=policy
+            )
+        return "left"
+
+
+@workflow.defn
+class Counter:
+    """A cron workflow: each run returns one more than the last completed run."""
+
+    @workflow.run
+    async def run(self) -> int:
+        last = workflow.get_last_completion_result(int) if workflow.has_last_completion_result() else 0
+        return (last or 0) + 1
+
+
+@workflow.defn
+class Resettable:
+    """Prepares, then waits for two signalled items."""
+
+    def __init__(self) -> None:
+        self.items: List[str] = []
+
+    @workflow.run
+    async def run(self) -> List[str]:
+        first = await workflow.execute_activity(
+            prepare, "a", start_to_close_timeout=timedelta(seconds=10)
+        )
+        await workflow.wait_condition(lambda: len(self.items) >= 2)
+        return [first] + self.items
+
+    @workflow.signal
+    def item(self, s: str) -> None:
+        self.items.append(s)
+
+
 WORKFLOWS = [
+    Resettable,
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
-    Chain, FailsUntilThird, Dispatcher,
+    Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
@@ -406,6 +504,42 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
         "workflow_type.name", "task_queue.name", "task_queue.kind", "input",
         "workflow_run_timeout", "workflow_execution_timeout", "workflow_task_timeout",
         "attempt", "initiator", "first_workflow_task_backoff", "continued_failure.message",
+        "parent_workflow_namespace", "parent_workflow_execution.workflow_id",
+        "parent_initiated_event_id", "root_workflow_execution.workflow_id", "cron_schedule",
+        "last_completion_result",
+    ],
+    "start_child_workflow_execution_initiated_event_attributes": [
+        "namespace", "workflow_id", "workflow_type.name", "task_queue.name", "input",
+        "workflow_execution_timeout", "workflow_run_timeout", "workflow_task_timeout",
+        "parent_close_policy", "workflow_task_completed_event_id", "workflow_id_reuse_policy",
+        "cron_schedule",
+    ],
+    "start_child_workflow_execution_failed_event_attributes": [
+        "namespace", "workflow_id", "workflow_type.name", "cause", "initiated_event_id",
+        "workflow_task_completed_event_id",
+    ],
+    "child_workflow_execution_started_event_attributes": [
+        "namespace", "initiated_event_id", "workflow_execution.workflow_id", "workflow_type.name",
+    ],
+    "child_workflow_execution_completed_event_attributes": [
+        "namespace", "initiated_event_id", "started_event_id", "workflow_execution.workflow_id",
+        "workflow_type.name", "result",
+    ],
+    "child_workflow_execution_failed_event_attributes": [
+        "namespace", "initiated_event_id", "started_event_id", "workflow_execution.workflow_id",
+        "workflow_type.name", "retry_state",
+    ] + [f"failure.{f}" for f in FAILURE],
+    "child_workflow_execution_canceled_event_attributes": [
+        "namespace", "initiated_event_id", "started_event_id", "workflow_execution.workflow_id",
+        "workflow_type.name", "details",
+    ],
+    "child_workflow_execution_timed_out_event_attributes": [
+        "namespace", "initiated_event_id", "started_event_id", "workflow_execution.workflow_id",
+        "workflow_type.name", "retry_state",
+    ],
+    "child_workflow_execution_terminated_event_attributes": [
+        "namespace", "initiated_event_id", "started_event_id", "workflow_execution.workflow_id",
+        "workflow_type.name",
     ],
     "workflow_task_scheduled_event_attributes": [
         "task_queue.kind", "start_to_close_timeout", "attempt",
@@ -413,7 +547,7 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     "workflow_task_started_event_attributes": ["scheduled_event_id"],
     "workflow_task_completed_event_attributes": ["scheduled_event_id", "started_event_id"],
     "workflow_task_failed_event_attributes": [
-        "scheduled_event_id", "started_event_id", "cause",
+        "scheduled_event_id", "started_event_id", "cause", "identity",
     ] + [f"failure.{f}" for f in FAILURE],
     "workflow_task_timed_out_event_attributes": ["scheduled_event_id", "timeout_type"],
     "activity_task_scheduled_event_attributes": [
@@ -437,9 +571,12 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     "timer_fired_event_attributes": ["timer_id", "started_event_id"],
     "timer_canceled_event_attributes": ["timer_id", "started_event_id"],
     "workflow_execution_completed_event_attributes": ["result"],
+    "workflow_execution_cancel_requested_event_attributes": [
+        "cause", "identity", "external_workflow_execution.workflow_id",
+        "external_initiated_event_id",
+    ],
     "workflow_execution_failed_event_attributes": ["retry_state"]
     + [f"failure.{f}" for f in FAILURE] + ["failure.application_failure_info.details"],
-    "workflow_execution_cancel_requested_event_attributes": ["cause"],
     "workflow_execution_signaled_event_attributes": [
         "signal_name", "input", "identity", "external_workflow_execution.workflow_id",
     ],
@@ -470,7 +607,7 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
     ],
     "workflow_execution_update_completed_event_attributes": ["accepted_event_id", "outcome"],
     "workflow_execution_canceled_event_attributes": ["details"],
-    "workflow_execution_terminated_event_attributes": ["reason", "details"],
+    "workflow_execution_terminated_event_attributes": ["reason", "details", "identity"],
     "workflow_execution_timed_out_event_attributes": ["retry_state"],
 }
 
@@ -666,7 +803,96 @@ async def _update_with_start(client: Client, tq: str, wf_id: str) -> Tuple[Workf
     return handle, (first, second, await _outcome(handle))
 
 
+async def _closed(handle: WorkflowHandle, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        assert time.monotonic() < deadline, f"{handle.id} still running"
+        await asyncio.sleep(0.05)
+
+
+async def _children(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    taken = await client.start_workflow(Sleeper.run, id=f"{wf_id}-taken", task_queue=tq)
+    handle = await client.start_workflow(Restaurant.run, wf_id, id=wf_id, task_queue=tq)
+    outcome = await _outcome(handle)
+    await taken.terminate(reason="cleanup")
+    kids = {}
+    for name in ("pizza", "burnt", "slow", "cancelled"):
+        kid = client.get_workflow_handle(f"{wf_id}-{name}")
+        kids[name] = reduce_history(list((await kid.fetch_history()).events))
+    return handle, (outcome, kids)
+
+
+async def _parent_close_policies(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    handle = await client.start_workflow(Abandoner.run, wf_id, id=wf_id, task_queue=tq)
+    outcome = await _outcome(handle)
+    kids = {}
+    for name in ("TERMINATE", "REQUEST_CANCEL"):
+        kid = client.get_workflow_handle(f"{wf_id}-{name}")
+        await _closed(kid)
+        kids[name] = reduce_history(list((await kid.fetch_history()).events))
+    abandoned = client.get_workflow_handle(f"{wf_id}-ABANDON")
+    still = (await abandoned.describe()).status.name
+    await abandoned.terminate(reason="cleanup")
+    return handle, (outcome, kids, still)
+
+
+async def _cron(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A cron workflow's first two runs: each waits for its time, the second gets the first's
+    result."""
+    handle = await client.start_workflow(Counter.run, id=wf_id, task_queue=tq, cron_schedule="@every 2s")
+    runs = []
+    run_id = handle.first_execution_run_id
+    for _ in range(2):
+        run = client.get_workflow_handle(wf_id, run_id=run_id)
+        await _closed(run)
+        events = list((await run.fetch_history()).events)
+        runs.append(reduce_history(events))
+        run_id = events[-1].workflow_execution_completed_event_attributes.new_execution_run_id
+        assert run_id, "a cron run names its successor"
+    await client.get_workflow_handle(wf_id).terminate(reason="cleanup")
+    return client.get_workflow_handle(wf_id, run_id=handle.first_execution_run_id), runs
+
+
+async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Reset a running workflow to its first workflow task: the old run is terminated, the new
+    one re-runs the activity and gets the signal the old one had received."""
+    from temporalio.api.common.v1 import WorkflowExecution as WE
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    handle = await client.start_workflow(Resettable.run, id=wf_id, task_queue=tq)
+    await _wait_for(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    await handle.signal(Resettable.item, "x")
+    # Until the task that delivered the signal completed (the run waits again).
+    while True:
+        types = [e.event_type for e in (await handle.fetch_history()).events]
+        signaled = types.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED in types else None
+        if signaled is not None and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[signaled:]:
+            break
+        await asyncio.sleep(0.05)
+    first_run = handle.first_execution_run_id
+    answer = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace="default",
+            workflow_execution=WE(workflow_id=wf_id, run_id=first_run),
+            reason="bug fixed",
+            workflow_task_finish_event_id=4,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    new = client.get_workflow_handle(wf_id, run_id=answer.run_id)
+    await _wait_for(new, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    await new.signal(Resettable.item, "y")
+    outcome = await _outcome(new)
+    old = client.get_workflow_handle(wf_id, run_id=first_run)
+    old_history = reduce_history(list((await old.fetch_history()).events))
+    return new, (outcome, old_history)
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "reset": _reset,
+    "children": _children,
+    "parent_close_policies": _parent_close_policies,
+    "cron": _cron,
     "update_with_start": _update_with_start,
     "external_signal_and_cancel": _external,
     "workflow_retry_succeeds": _workflow_retries(False, 5),
@@ -721,6 +947,22 @@ def _diff(ours: List[Any], theirs: List[Any]) -> str:
     return "\n".join(lines)
 
 
+def _outcome_diff(ours: Any, theirs: Any, path: str = "") -> str:
+    """Where two outcomes first differ (histories inside them diffed event by event)."""
+    if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
+        if ours and isinstance(ours[0], tuple) and len(ours[0]) == 3 and isinstance(ours[0][0], int):
+            return f"{path}:\n" + _diff(list(ours), list(theirs))
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                return _outcome_diff(a, b, f"{path}[{i}]")
+        return f"{path}: lengths {len(ours)} != {len(theirs)}"
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for k in sorted(set(ours) | set(theirs)):
+            if ours.get(k) != theirs.get(k):
+                return _outcome_diff(ours.get(k), theirs.get(k), f"{path}.{k}")
+    return f"{path}: kairos {ours!r} != reference {theirs!r}"
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_same_history_as_reference(
     name: str, kairos_target: str, reference_target: str
@@ -734,4 +976,4 @@ async def test_same_history_as_reference(
         _run_on(reference_target, scenario, tq, wf_id),
     )
     assert ours == theirs, f"histories differ for {name}:\n" + _diff(ours, theirs)
-    assert our_outcome == their_outcome
+    assert our_outcome == their_outcome, f"outcomes differ for {name}:\n{_outcome_diff(our_outcome, their_outcome)}"

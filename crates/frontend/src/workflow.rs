@@ -175,9 +175,18 @@ impl Frontend {
         validate::payloads(limits, "Input", req.input.as_ref())?;
         validate::memo(limits, req.memo.as_ref())?;
         if !req.cron_schedule.is_empty() {
-            return Err(invalid(
-                "cron schedules are not supported by this server yet",
-            ));
+            if let Err(e) = kairos_history::cron::CronSchedule::parse(&req.cron_schedule) {
+                return Err(invalid(format!("Invalid CronSchedule: {e}.")));
+            }
+            if req
+                .workflow_start_delay
+                .as_ref()
+                .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
+            {
+                return Err(invalid(
+                    "CronSchedule and WorkflowStartDelay may not be used together.",
+                ));
+            }
         }
         if req.request_id.is_empty() {
             req.request_id = request_id();
@@ -1150,6 +1159,22 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(TerminateWorkflowExecutionResponse {}))
+    }
+
+    async fn reset_workflow_execution(
+        &self,
+        request: Request<ResetWorkflowExecutionRequest>,
+    ) -> Reply<ResetWorkflowExecutionResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (workflow_id, _) = self.execution(req.workflow_execution.as_ref())?;
+        validate::required_id(&self.options.limits, "WorkflowId", &workflow_id)?;
+        validate::optional_id(&self.options.limits, "RequestId", &req.request_id)?;
+        if req.workflow_task_finish_event_id <= 0 {
+            return Err(invalid("WorkflowTaskFinishEventId must be set."));
+        }
+        let run_id = self.engine.reset(&ns, &req).await.map_err(to_status)?;
+        Ok(Response::new(ResetWorkflowExecutionResponse { run_id }))
     }
 
     async fn delete_workflow_execution(

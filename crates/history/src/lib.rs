@@ -5,6 +5,7 @@
 // Temporal keeps deprecated fields on the wire; we fill them for older clients.
 #![allow(deprecated)]
 
+pub mod cron;
 pub mod engine;
 mod error;
 pub mod namespace;

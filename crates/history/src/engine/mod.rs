@@ -3,6 +3,8 @@
 //! transition produced in one fenced, version-conditioned transaction, and only then updates
 //! the cache, hands transfer tasks to matching, arms timers and answers the caller.
 
+mod children;
+mod reset;
 mod timers;
 
 use std::collections::HashMap;
@@ -20,8 +22,8 @@ use parking_lot::Mutex;
 use prost::Message;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
 use temporalio_protos::temporal::api::enums::v1::{
-    EventType, PendingActivityState, TaskQueueKind, WorkflowExecutionStatus,
-    WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    ContinueAsNewInitiator, EventType, PendingActivityState, TaskQueueKind,
+    WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
 };
 use temporalio_protos::temporal::api::history::v1::{
     HistoryEvent, WorkflowExecutionStartedEventAttributes,
@@ -336,22 +338,34 @@ impl Engine {
             );
             return;
         };
-        if data.kind == TransferKind::External as i32 {
+        let handled_here = [
+            TransferKind::External as i32,
+            TransferKind::StartChild as i32,
+            TransferKind::CloseExecution as i32,
+        ];
+        if handled_here.contains(&data.kind) {
             let engine = self.clone();
             let source = RunKey {
                 namespace_id: task.namespace_id.clone(),
                 workflow_id: task.workflow_id.clone(),
                 run_id: task.run_id.clone(),
             };
-            let initiated = data.scheduled_event_id;
-            let (shard_id, task_id) = (task.shard_id, task.task_id);
+            let event_id = data.scheduled_event_id;
+            let (shard_id, task_id, kind) = (task.shard_id, task.task_id, data.kind);
             tokio::spawn(async move {
                 // Transient failures (a busy store, a conflicting write) are retried.
                 let mut delay = Duration::from_millis(200);
                 loop {
-                    match engine.deliver_external(&source, initiated).await {
+                    let outcome = if kind == TransferKind::External as i32 {
+                        engine.deliver_external(&source, event_id).await
+                    } else if kind == TransferKind::StartChild as i32 {
+                        engine.start_child(&source, event_id).await
+                    } else {
+                        engine.close_execution(&source).await
+                    };
+                    match outcome {
                         Delivery::Done => return,
-                        Delivery::SenderGone => {
+                        Delivery::DropTask => {
                             engine.drop_transfer(&source, shard_id, task_id).await;
                             return;
                         }
@@ -673,8 +687,19 @@ impl Engine {
             .unwrap_or_default();
         let asked = kairos_core::time::from_pb_duration(a.backoff_start_interval.as_ref());
         let min = self.inner.options.continue_as_new_min_interval;
-        if lifetime + asked < min {
+        if a.cron_schedule.is_empty() {
+            a.cron_schedule = closing.cron_schedule.clone();
+        }
+        let cron = a.initiator == ContinueAsNewInitiator::CronSchedule as i32;
+        if !cron && lifetime + asked < min {
             a.backoff_start_interval = to_pb_duration(min - lifetime);
+        }
+        if !a.cron_schedule.is_empty() && a.backoff_start_interval.is_none() {
+            // A cron workflow continued as new still waits for its next scheduled time.
+            a.backoff_start_interval = crate::cron::CronSchedule::parse(&a.cron_schedule)
+                .ok()
+                .and_then(|c| c.backoff(now, now))
+                .and_then(to_pb_duration);
         }
         let req = ws::StartWorkflowExecutionRequest {
             namespace: closing.namespace.clone(),
@@ -706,6 +731,7 @@ impl Engine {
                 .or_else(|| closing.search_attributes.clone()),
             header: a.header.clone(),
             workflow_start_delay: a.backoff_start_interval,
+            cron_schedule: a.cron_schedule.clone(),
             ..Default::default()
         };
         let (mut ms, mut started) = new_run(
@@ -723,13 +749,18 @@ impl Engine {
         started.continued_execution_run_id = key.run_id.clone();
         // A successor states its backoff only when it has one.
         started.first_workflow_task_backoff = a.backoff_start_interval;
-        if can.attempt == 1 {
+        if can.attempt == 1 && a.initiator == ContinueAsNewInitiator::Workflow as i32 {
             // As the reference writes it: a continued run states its run timeout, zero included.
             started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
         }
         started.initiator = a.initiator;
         started.continued_failure = a.failure.clone();
         started.last_completion_result = a.last_completion_result.clone();
+        ms.last_completion_result = a.last_completion_result.clone();
+        if let (Some(parent), Some(root)) = (closing.parent.clone(), closing.root.clone()) {
+            // The chain stays the parent's child: its last run reports the close.
+            set_parent(&mut ms, &mut started, parent, root);
+        }
         started.workflow_execution_expiration_time = (closing.execution_expiration_ms > 0)
             .then(|| to_timestamp(from_millis(closing.execution_expiration_ms)));
         let env = self.env_for(&ms);
@@ -766,7 +797,7 @@ impl Engine {
                 .iter()
                 .find(|r| r.initiated_event_id == initiated)
                 .cloned(),
-            Err(Error::NotFound(_)) => return Delivery::SenderGone,
+            Err(Error::NotFound(_)) => return Delivery::DropTask,
             Err(e) => {
                 tracing::warn!(run = %source, error = %e, "failed to read a run sending a signal or cancel; retrying");
                 return Delivery::Retry;
@@ -928,7 +959,7 @@ impl Engine {
         ns: &Namespace,
         req: &ws::StartWorkflowExecutionRequest,
     ) -> Result<StartOutcome> {
-        self.start_workflow_with(ns, req, None, None).await
+        self.start_workflow_with(ns, req, None, None, None).await
     }
 
     /// `SignalWithStartWorkflowExecution`: signals the running workflow of that id, or starts a
@@ -939,7 +970,8 @@ impl Engine {
         req: &ws::StartWorkflowExecutionRequest,
         signal: Signal,
     ) -> Result<StartOutcome> {
-        self.start_workflow_with(ns, req, Some(signal), None).await
+        self.start_workflow_with(ns, req, Some(signal), None, None)
+            .await
     }
 
     /// `SignalWorkflowExecution`: `run_id` empty means the current run.
@@ -962,7 +994,8 @@ impl Engine {
         req: &ws::StartWorkflowExecutionRequest,
         update: temporalio_protos::temporal::api::update::v1::Request,
     ) -> Result<StartOutcome> {
-        self.start_workflow_with(ns, req, None, Some(update)).await
+        self.start_workflow_with(ns, req, None, Some(update), None)
+            .await
     }
 
     async fn start_workflow_with(
@@ -971,6 +1004,7 @@ impl Engine {
         req: &ws::StartWorkflowExecutionRequest,
         signal: Option<Signal>,
         update: Option<temporalio_protos::temporal::api::update::v1::Request>,
+        parent: Option<(crate::state::ParentInfo, WorkflowExecution)>,
     ) -> Result<StartOutcome> {
         let lock = self.workflow_lock(&ns.id, &req.workflow_id);
         let _held = lock.lock().await;
@@ -1072,7 +1106,10 @@ impl Engine {
             run_id: run_id.clone(),
         };
         let now = self.inner.clock.now();
-        let (mut ms, started) = new_run(&ns.id, &ns.name, req, &run_id, now);
+        let (mut ms, mut started) = new_run(&ns.id, &ns.name, req, &run_id, now);
+        if let Some((parent, root)) = parent {
+            set_parent(&mut ms, &mut started, parent, root);
+        }
         let shard_id = self.shard_of(&ns.id, &req.workflow_id);
         let shard = &self.inner.shards[shard_id as usize];
         let mut ids = TaskIdsRef(&shard.ids);
@@ -1862,6 +1899,20 @@ impl Engine {
             }),
             workflow_execution_info: Some(info),
             pending_activities,
+            pending_children: ms
+                .children
+                .iter()
+                .filter(|_| !crate::state::is_closed(ms.status))
+                .map(|c| {
+                    temporalio_protos::temporal::api::workflow::v1::PendingChildExecutionInfo {
+                        workflow_id: c.workflow_id.clone(),
+                        run_id: c.run_id.clone(),
+                        workflow_type_name: c.workflow_type.clone(),
+                        initiated_id: c.initiated_event_id,
+                        parent_close_policy: c.parent_close_policy,
+                    }
+                })
+                .collect(),
             ..Default::default()
         })
     }
@@ -1888,6 +1939,19 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
         state_transition_count: ms.state_transition_count,
         history_size_bytes: ms.history_size_bytes,
         first_run_id: ms.first_execution_run_id.clone(),
+        parent_namespace_id: ms
+            .parent
+            .as_ref()
+            .map(|p| p.namespace_id.clone())
+            .unwrap_or_default(),
+        parent_execution: ms.parent.as_ref().map(|p| WorkflowExecution {
+            workflow_id: p.workflow_id.clone(),
+            run_id: p.run_id.clone(),
+        }),
+        root_execution: Some(ms.root.clone().unwrap_or_else(|| WorkflowExecution {
+            workflow_id: ms.workflow_id.clone(),
+            run_id: ms.run_id.clone(),
+        })),
         execution_duration: (ms.close_time_ms > 0)
             .then(|| {
                 to_pb_duration(Duration::from_millis(
@@ -1903,10 +1967,12 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
 /// (run, execution, workflow task).
 /// How one attempt to deliver a signal or cancel request to another workflow ended.
 enum Delivery {
-    /// Delivered (or found already recorded) and the result written on the sender.
+    /// Delivered (or found already recorded) and the result written on the sender, whose
+    /// transaction deleted the task row.
     Done,
-    /// The sender run no longer exists: its transfer row is dropped.
-    SenderGone,
+    /// Nothing (more) to do and no transaction of the run deletes the row: it is dropped here
+    /// (the sender run is gone, or the task records nothing on it).
+    DropTask,
     /// A transient failure: try again after a pause.
     Retry,
 }
@@ -1955,8 +2021,13 @@ fn new_run(
         search_attributes: req.search_attributes.clone(),
         attempt: 1,
         retry_policy: req.retry_policy.clone(),
-        // Kept only for a retry to start the next run with the same input.
-        input: req.retry_policy.as_ref().and(req.input.clone()),
+        // Kept only for a retry or a cron run to start the next run with the same input.
+        input: if req.retry_policy.is_some() || !req.cron_schedule.is_empty() {
+            req.input.clone()
+        } else {
+            None
+        },
+        cron_schedule: req.cron_schedule.clone(),
         execution_expiration_ms: if execution_timeout.is_zero() {
             0
         } else {
@@ -1981,13 +2052,25 @@ fn new_run(
         retry_policy: req.retry_policy.clone(),
         attempt: 1,
         cron_schedule: req.cron_schedule.clone(),
+        initiator: if req.cron_schedule.is_empty() {
+            ContinueAsNewInitiator::Unspecified as i32
+        } else {
+            ContinueAsNewInitiator::CronSchedule as i32
+        },
         workflow_execution_expiration_time: if execution_timeout.is_zero() {
             None
         } else {
             Some(to_timestamp(now + execution_timeout))
         },
-        // The reference states a fresh run's start backoff even when it is zero.
-        first_workflow_task_backoff: Some(req.workflow_start_delay.unwrap_or_default()),
+        // The reference states a fresh run's start backoff even when it is zero. A cron run
+        // without one waits for its first scheduled time.
+        first_workflow_task_backoff: Some(req.workflow_start_delay.unwrap_or_else(|| {
+            crate::cron::CronSchedule::parse(&req.cron_schedule)
+                .ok()
+                .and_then(|c| c.backoff(now, now))
+                .and_then(to_pb_duration)
+                .unwrap_or_default()
+        })),
         memo: req.memo.clone(),
         search_attributes: req.search_attributes.clone(),
         header: req.header.clone(),
@@ -1995,6 +2078,27 @@ fn new_run(
         ..Default::default()
     };
     (ms, started)
+}
+
+/// Makes a new run the child of `parent`: it reports its close there.
+fn set_parent(
+    ms: &mut MutableState,
+    started: &mut WorkflowExecutionStartedEventAttributes,
+    parent: crate::state::ParentInfo,
+    root: WorkflowExecution,
+) {
+    started.parent_workflow_namespace = parent.namespace.clone();
+    started.parent_workflow_namespace_id = parent.namespace_id.clone();
+    started.parent_workflow_execution = Some(WorkflowExecution {
+        workflow_id: parent.workflow_id.clone(),
+        run_id: parent.run_id.clone(),
+    });
+    started.parent_initiated_event_id = parent.initiated_event_id;
+    // As the reference writes a child's start: the run timeout stated, zero included.
+    started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
+    started.root_workflow_execution = Some(root.clone());
+    ms.parent = Some(parent);
+    ms.root = Some(root);
 }
 
 fn normalize_workflow_timeouts(

@@ -3,8 +3,10 @@
 //! and transfer tasks. It does no IO, reads no clock and knows nothing of storage or gRPC.
 #![allow(missing_docs)]
 
+mod children;
 mod external;
 pub mod model;
+mod reset;
 mod retry;
 mod timers;
 mod updates;
@@ -28,7 +30,9 @@ use temporalio_protos::temporal::api::history::v1::{self as hist, HistoryEvent, 
 use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest;
 
+pub use children::ChildStart;
 pub use model::*;
+pub use reset::{rebuild, signals_after};
 pub use retry::{RetryDecision, normalize_retry_policy};
 pub use timers::{TimerChanges, forget_timer, settle_timers};
 
@@ -359,11 +363,22 @@ impl<'a> Transition<'a> {
                 Some(history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => {
                     Some(a.scheduled_event_id)
                 }
+                Some(history_event::Attributes::ChildWorkflowExecutionStartedEventAttributes(
+                    a,
+                )) => Some(a.initiated_event_id),
                 _ => None,
             };
             let id = self.append(ev);
             if let Some(scheduled) = scheduled {
                 started_ids.insert(scheduled, id);
+                if let Some(child) = self
+                    .ms
+                    .children
+                    .iter_mut()
+                    .find(|c| c.initiated_event_id == scheduled)
+                {
+                    child.started_event_id = id;
+                }
             }
         }
         for mut ev in close {
@@ -385,6 +400,21 @@ impl<'a> Transition<'a> {
                 Some(history_event::Attributes::ActivityTaskCanceledEventAttributes(a)) => {
                     patch(a.scheduled_event_id, &mut a.started_event_id)
                 }
+                Some(
+                    history_event::Attributes::ChildWorkflowExecutionCompletedEventAttributes(a),
+                ) => patch(a.initiated_event_id, &mut a.started_event_id),
+                Some(history_event::Attributes::ChildWorkflowExecutionFailedEventAttributes(a)) => {
+                    patch(a.initiated_event_id, &mut a.started_event_id)
+                }
+                Some(history_event::Attributes::ChildWorkflowExecutionCanceledEventAttributes(
+                    a,
+                )) => patch(a.initiated_event_id, &mut a.started_event_id),
+                Some(history_event::Attributes::ChildWorkflowExecutionTimedOutEventAttributes(
+                    a,
+                )) => patch(a.initiated_event_id, &mut a.started_event_id),
+                Some(
+                    history_event::Attributes::ChildWorkflowExecutionTerminatedEventAttributes(a),
+                ) => patch(a.initiated_event_id, &mut a.started_event_id),
                 _ => {}
             }
             self.append(ev);
@@ -999,15 +1029,34 @@ impl<'a> Transition<'a> {
                 | command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(_)
                 | command::Attributes::ModifyWorkflowPropertiesCommandAttributes(_) => {}
                 command::Attributes::ProtocolMessageCommandAttributes(_) => {}
-                other => {
-                    let cause = match other {
-                        command::Attributes::StartChildWorkflowExecutionCommandAttributes(_) => {
-                            C::BadStartChildExecutionAttributes
-                        }
-                        _ => C::BadBinary,
-                    };
+                command::Attributes::StartChildWorkflowExecutionCommandAttributes(a) => {
+                    let bad = |m: &str| Err((C::BadStartChildExecutionAttributes, m.to_string()));
+                    if a.workflow_id.is_empty() {
+                        return bad("Required field WorkflowId is not set on command.");
+                    }
+                    if a.workflow_type.as_ref().is_none_or(|t| t.name.is_empty()) {
+                        return bad("Required field WorkflowType is not set on command.");
+                    }
+                    if is_negative(a.workflow_execution_timeout.as_ref())
+                        || is_negative(a.workflow_run_timeout.as_ref())
+                        || is_negative(a.workflow_task_timeout.as_ref())
+                    {
+                        return bad("A valid timeout may not be negative.");
+                    }
+                    if let Some(policy) = &a.retry_policy
+                        && let Err(m) = retry::validate(policy)
+                    {
+                        return bad(&m);
+                    }
+                    if !a.cron_schedule.is_empty()
+                        && let Err(m) = crate::cron::CronSchedule::parse(&a.cron_schedule)
+                    {
+                        return bad(&format!("Invalid CronSchedule: {m}"));
+                    }
+                }
+                _ => {
                     return Err((
-                        cause,
+                        C::BadBinary,
                         format!(
                             "command {:?} is not supported by this server yet",
                             cmd.command_type()
@@ -1154,12 +1203,13 @@ impl<'a> Transition<'a> {
                 false
             }
             command::Attributes::CompleteWorkflowExecutionCommandAttributes(a) => {
+                let new_run_id = self.cron_run(a.result.clone(), None);
                 let id = self.append(event(
                     EventType::WorkflowExecutionCompleted,
                     hist::WorkflowExecutionCompletedEventAttributes {
                         result: a.result.clone(),
                         workflow_task_completed_event_id: completed_id,
-                        new_execution_run_id: String::new(),
+                        new_execution_run_id: new_run_id,
                     },
                 ));
                 self.close(WorkflowExecutionStatus::Completed, id);
@@ -1185,6 +1235,10 @@ impl<'a> Transition<'a> {
             }
             command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
                 self.cancel_external(a, completed_id);
+                false
+            }
+            command::Attributes::StartChildWorkflowExecutionCommandAttributes(a) => {
+                self.start_child(a, completed_id);
                 false
             }
             command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(a) => {
@@ -1891,6 +1945,7 @@ impl<'a> Transition<'a> {
                     scheduled_event_id: wft.scheduled_event_id,
                     started_event_id: wft.started_event_id,
                     cause: WorkflowTaskFailedCause::ForceCloseCommand as i32,
+                    identity: "history-service".to_string(),
                     ..Default::default()
                 },
             ));
@@ -1947,7 +2002,10 @@ impl<'a> Transition<'a> {
     /// and the next run's id (empty when none).
     fn retry_run(&mut self, failure: Option<&Failure>) -> (RetryState, String) {
         match retry::decide_workflow(self.ms, failure, self.now) {
-            RetryDecision::Stop(state) => (state, String::new()),
+            RetryDecision::Stop(state) => {
+                let last = self.ms.last_completion_result.clone();
+                (state, self.cron_run(last, failure))
+            }
             RetryDecision::Retry(delay) => {
                 let new_run_id = self.ids.new_run_id();
                 let attributes = temporalio_protos::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes {
@@ -1968,6 +2026,8 @@ impl<'a> Transition<'a> {
                     failure: failure.cloned(),
                     memo: self.ms.memo.clone(),
                     search_attributes: self.ms.search_attributes.clone(),
+                    cron_schedule: self.ms.cron_schedule.clone(),
+                    last_completion_result: self.ms.last_completion_result.clone(),
                     ..Default::default()
                 };
                 self.continued_as_new = Some(ContinuedAsNew {
@@ -1978,6 +2038,55 @@ impl<'a> Transition<'a> {
                 (RetryState::InProgress, new_run_id)
             }
         }
+    }
+
+    /// A cron workflow's next run after this one closes (completed, or failed / timed out with
+    /// no retry left): it waits for the next scheduled time and carries the last successful
+    /// result. Returns the next run's id, empty when the run has no cron schedule.
+    fn cron_run(&mut self, result: Option<Payloads>, failure: Option<&Failure>) -> String {
+        if self.ms.cron_schedule.is_empty() {
+            return String::new();
+        }
+        let Ok(schedule) = crate::cron::CronSchedule::parse(&self.ms.cron_schedule) else {
+            return String::new();
+        };
+        let Some(backoff) = schedule.backoff(from_millis(self.ms.start_time_ms), self.now) else {
+            return String::new();
+        };
+        if self.ms.execution_expiration_ms > 0
+            && self.now + backoff >= from_millis(self.ms.execution_expiration_ms)
+        {
+            return String::new();
+        }
+        let new_run_id = self.ids.new_run_id();
+        let attributes = temporalio_protos::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes {
+            workflow_type: Some(WorkflowType {
+                name: self.ms.workflow_type.clone(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: self.ms.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
+            input: self.ms.input.clone(),
+            workflow_run_timeout: self.ms.run_timeout,
+            workflow_task_timeout: self.ms.wft_timeout,
+            backoff_start_interval: to_pb_duration(backoff),
+            retry_policy: self.ms.retry_policy.clone(),
+            initiator: ContinueAsNewInitiator::CronSchedule as i32,
+            failure: failure.cloned(),
+            last_completion_result: result,
+            memo: self.ms.memo.clone(),
+            search_attributes: self.ms.search_attributes.clone(),
+            cron_schedule: self.ms.cron_schedule.clone(),
+            ..Default::default()
+        };
+        self.continued_as_new = Some(ContinuedAsNew {
+            new_run_id: new_run_id.clone(),
+            attempt: 1,
+            attributes,
+        });
+        new_run_id
     }
 
     /// Marks the run closed: nothing pending remains, and a deletion timer is armed for when
@@ -1998,6 +2107,7 @@ impl<'a> Transition<'a> {
         }
         self.ms.timers.clear();
         self.ms.buffered.clear();
+        self.close_children();
         self.ms.retention = to_pb_duration(self.env.retention);
         if !self.env.retention.is_zero() {
             self.timer(

@@ -110,6 +110,70 @@ pub struct MutableState {
     /// A failing workflow task's next attempt waits for its backoff timer.
     #[prost(bool, tag = "42")]
     pub wft_backing_off: bool,
+    /// The workflow that started this one as its child (empty ids when none).
+    #[prost(message, optional, tag = "43")]
+    pub parent: Option<ParentInfo>,
+    /// Child workflows this run started or is starting; kept after the run closes until its
+    /// parent close policy has been applied.
+    #[prost(message, repeated, tag = "44")]
+    pub children: Vec<ChildInfo>,
+    /// The cron schedule the run repeats on; empty when none.
+    #[prost(string, tag = "45")]
+    pub cron_schedule: String,
+    /// The run that started the chain of parents, for `root_execution`.
+    #[prost(message, optional, tag = "46")]
+    pub root: Option<temporalio_protos::temporal::api::common::v1::WorkflowExecution>,
+    /// A cron run's previous successful result, carried to the next run after a failure.
+    #[prost(message, optional, tag = "47")]
+    pub last_completion_result: Option<Payloads>,
+}
+
+/// Where a child run reports its close.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ParentInfo {
+    #[prost(string, tag = "1")]
+    pub namespace_id: String,
+    #[prost(string, tag = "2")]
+    pub namespace: String,
+    #[prost(string, tag = "3")]
+    pub workflow_id: String,
+    #[prost(string, tag = "4")]
+    pub run_id: String,
+    /// The parent's StartChildWorkflowExecutionInitiated event.
+    #[prost(int64, tag = "5")]
+    pub initiated_event_id: i64,
+}
+
+/// A child workflow of a run.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChildInfo {
+    #[prost(int64, tag = "1")]
+    pub initiated_event_id: i64,
+    /// The ChildWorkflowExecutionStarted event id; 0 while not started.
+    #[prost(int64, tag = "2")]
+    pub started_event_id: i64,
+    #[prost(bool, tag = "3")]
+    pub started: bool,
+    #[prost(string, tag = "4")]
+    pub namespace: String,
+    #[prost(string, tag = "5")]
+    pub workflow_id: String,
+    /// The child's first run.
+    #[prost(string, tag = "6")]
+    pub run_id: String,
+    #[prost(string, tag = "7")]
+    pub workflow_type: String,
+    /// `ParentClosePolicy` as an int.
+    #[prost(int32, tag = "8")]
+    pub parent_close_policy: i32,
+    /// The transfer task that starts the child, deleted once it is started or failed.
+    #[prost(int64, tag = "9")]
+    pub transfer_task_id: i64,
+    /// The command, kept until the child is started.
+    #[prost(message, optional, tag = "10")]
+    pub command: Option<
+        temporalio_protos::temporal::api::command::v1::StartChildWorkflowExecutionCommandAttributes,
+    >,
 }
 
 /// A signal or cancel request for another workflow, waiting to be delivered.
@@ -327,6 +391,11 @@ pub enum TransferKind {
     ActivityTask = 2,
     /// Delivers a signal or cancel request to another workflow (handled by history itself).
     External = 3,
+    /// Starts a child workflow (handled by history).
+    StartChild = 4,
+    /// After a run closed: tells its parent, and applies its parent close policy to its
+    /// children (handled by history).
+    CloseExecution = 5,
 }
 
 /// The payload of a transfer task.

@@ -1,0 +1,148 @@
+//! ResetWorkflowExecution: a new run of the same workflow id whose history is the base run's
+//! up to a finished workflow task, the current run terminated, all in one place under the
+//! workflow's start lock.
+use kairos_core::ids::RunKey;
+use prost::Message;
+use temporalio_protos::temporal::api::enums::v1::{
+    EventType, ResetReapplyExcludeType, ResetReapplyType,
+};
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+
+use super::{Cached, Engine, TaskIdsRef, status_closed};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::state::{CurrentData, MutableState, Transition, rebuild, settle_timers, signals_after};
+use kairos_persistence::{CurrentWrite, ExecutionWrite};
+
+/// Who terminates the run a reset replaces, as the reference writes it (with the reset's
+/// reason).
+const RESET_IDENTITY: &str = "history-resetter";
+
+impl Engine {
+    /// Resets a workflow to the point right before the workflow task that finished with event
+    /// `workflow_task_finish_event_id`; returns the new run's id.
+    pub async fn reset(
+        &self,
+        ns: &Namespace,
+        req: &ws::ResetWorkflowExecutionRequest,
+    ) -> Result<String> {
+        let execution = req.workflow_execution.clone().unwrap_or_default();
+        let lock = self.workflow_lock(&ns.id, &execution.workflow_id);
+        let _held = lock.lock().await;
+        let base_key = self
+            .resolve_run(ns, &execution.workflow_id, &execution.run_id)
+            .await?;
+        let base = self.read_state(&base_key).await?;
+        let finish = req.workflow_task_finish_event_id;
+        let last = base.next_event_id - 1;
+        if finish <= 2 || finish > last {
+            return Err(Error::Invalid(format!(
+                "WorkflowTaskFinishEventId {finish} is not in the history (1 to {last})."
+            )));
+        }
+        let events = self.read_events(&base_key.run_id, 1, last).await?;
+        let finish_type = events[(finish - 1) as usize].event_type();
+        if !matches!(
+            finish_type,
+            EventType::WorkflowTaskCompleted
+                | EventType::WorkflowTaskFailed
+                | EventType::WorkflowTaskTimedOut
+        ) {
+            return Err(Error::Invalid(format!(
+                "WorkflowTaskFinishEventId {finish} is a {} event, not the end of a workflow task (WorkflowTaskCompleted, WorkflowTaskFailed or WorkflowTaskTimedOut).",
+                finish_type.as_str_name()
+            )));
+        }
+        let current = self
+            .inner
+            .store
+            .get_current(&ns.id, &base_key.workflow_id)
+            .await?
+            .ok_or_else(|| Error::NotFound("workflow not found".into()))?;
+        let current_data = CurrentData::decode(current.data.as_slice()).unwrap_or_default();
+        if !req.request_id.is_empty() && current_data.start_request_id == req.request_id {
+            return Ok(current.run_id);
+        }
+        let prefix = &events[..(finish - 1) as usize];
+        let reapply = ResetReapplyType::try_from(req.reset_reapply_type)
+            .unwrap_or(ResetReapplyType::Unspecified);
+        let excluded = req
+            .reset_reapply_exclude_types
+            .contains(&(ResetReapplyExcludeType::Signal as i32));
+        let signals = if reapply == ResetReapplyType::None || excluded {
+            Vec::new()
+        } else {
+            signals_after(&events[(finish - 1) as usize..])
+        };
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let mut ms = rebuild(&ns.id, &ns.name, &base_key.workflow_id, &run_id, prefix)
+            .map_err(|e| Error::Invalid(format!("cannot reset to event {finish}: {e}.")))?;
+        ms.start_request_id = if req.request_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.request_id.clone()
+        };
+        if !status_closed(current_data.status) {
+            let key = RunKey {
+                namespace_id: ns.id.clone(),
+                workflow_id: base_key.workflow_id.clone(),
+                run_id: current.run_id.clone(),
+            };
+            self.transact(&key, None, |t| {
+                t.terminate(&req.reason, None, RESET_IDENTITY)
+            })
+            .await?;
+        }
+        let key = RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: base_key.workflow_id.clone(),
+            run_id: run_id.clone(),
+        };
+        let now = self.inner.clock.now();
+        let shard_id = self.shard_of(&ns.id, &key.workflow_id);
+        let shard = &self.inner.shards[shard_id as usize];
+        let mut ids = TaskIdsRef(&shard.ids);
+        let env = self.env_for(&ms);
+        let mut t = Transition::new(&mut ms, now, env, &mut ids);
+        t.finish_reset(&base_key.run_id, &req.reason, signals);
+        let Transition {
+            events: new_events,
+            timers,
+            transfers,
+            ..
+        } = t;
+        let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
+        ms.state_transition_count = 1;
+        let mut all_events = prefix.to_vec();
+        all_events.extend(new_events);
+        let mut batch = self.batch_for(&key, shard_id, shard.range_id);
+        batch.executions.push((
+            run_id.clone(),
+            ExecutionWrite::Insert {
+                state: ms.encode_to_vec(),
+            },
+        ));
+        batch.current = Some(CurrentWrite::Set {
+            run_id: run_id.clone(),
+            expected_run_id: Some(current.run_id.clone()),
+            data: CurrentData {
+                status: ms.status,
+                start_request_id: ms.start_request_id.clone(),
+            }
+            .encode_to_vec(),
+        });
+        self.fill_batch(&mut batch, &key, &all_events, &timers, &transfers, &[]);
+        let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
+        self.inner.store.commit(batch).await?;
+        let next_event_id = ms.next_event_id;
+        {
+            let slot = self.slot(&key);
+            let mut held = slot.lock().await;
+            if held.is_none() {
+                *held = Some(Cached::new(ms, 1, &all_events));
+            }
+        }
+        self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
+        Ok(run_id)
+    }
+}
