@@ -798,9 +798,21 @@ async def _update_with_start(client: Client, tq: str, wf_id: str) -> Tuple[Workf
     second = await client.execute_update_with_start_workflow(
         Tipper.add_tip, 2, start_workflow_operation=op()
     )
+    # The id is taken and the policy says FAIL: the start operation's own error comes back.
+    try:
+        await client.execute_update_with_start_workflow(
+            Tipper.add_tip, 1,
+            start_workflow_operation=WithStartWorkflowOperation(
+                Tipper.run, id=wf_id, task_queue=tq,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            ),
+        )
+        third: Any = "accepted"
+    except Exception as e:
+        third = (type(e).__name__, str(e))
     handle = client.get_workflow_handle(wf_id)
     await handle.signal(Tipper.finish)
-    return handle, (first, second, await _outcome(handle))
+    return handle, (first, second, third, await _outcome(handle))
 
 
 async def _closed(handle: WorkflowHandle, deadline_s: float = 30.0) -> None:

@@ -558,3 +558,55 @@ async def test_a_query_to_a_workflow_whose_task_keeps_failing_fails_fast(kairos_
         assert sum(t in failed for t in types) == 2
         assert types[-1] in failed
         await handle.terminate("fix deployed later")
+
+
+@workflow.defn
+class Renewer:
+    """Generation 0 continues as new while an update it accepted is still running; the
+    caller's update then lands on generation 1, which answers it."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.renew = False
+        self.done = False
+
+    @workflow.run
+    async def run(self, generation: int) -> int:
+        self.generation = generation
+        if generation == 0:
+            await workflow.wait_condition(lambda: self.renew)
+            workflow.continue_as_new(1)
+        await workflow.wait_condition(lambda: self.done)
+        return generation
+
+    @workflow.update
+    async def ping(self) -> int:
+        if self.generation == 0:
+            self.renew = True
+            await workflow.wait_condition(lambda: False)
+        return self.generation
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+@bounded
+async def test_an_update_caught_by_continue_as_new_is_retried_on_the_new_run(
+    kairos_target: str,
+) -> None:
+    client = await connect(kairos_target)
+    tq = unique("tq-renew")
+    async with Worker(client, task_queue=tq, workflows=[Renewer]):
+        handle = await client.start_workflow(Renewer.run, 0, id=unique("wf-renew"), task_queue=tq)
+        # The first run answers BUSY_WORKFLOW when it continues as new; the client retries and
+        # the second run completes the update.
+        assert await handle.execute_update(Renewer.ping) == 1
+        current = client.get_workflow_handle(handle.id)
+        await current.signal(Renewer.finish)
+        assert await current.result() == 1
+        first = [e.event_type for e in (await client.get_workflow_handle(
+            handle.id, run_id=handle.first_execution_run_id).fetch_history()).events]
+        assert first[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED in first
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED not in first

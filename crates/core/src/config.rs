@@ -24,6 +24,15 @@ pub struct Limits {
     pub history_size_suggest_continue_as_new: i64,
     /// Pending activities one run may have (`limit.numPendingActivities.error`).
     pub pending_activities: usize,
+    /// Pending child workflows one run may have (`limit.numPendingChildExecutions.error`).
+    pub pending_children: usize,
+    /// Signals to other workflows one run may have in flight (`limit.numPendingSignals.error`).
+    pub pending_signals: usize,
+    /// Cancel requests to other workflows one run may have in flight
+    /// (`limit.numPendingCancelRequests.error`).
+    pub pending_cancel_requests: usize,
+    /// Signals one run may receive (`history.maximumSignalsPerExecution`).
+    pub signals_per_execution: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +47,10 @@ impl Default for Limits {
             history_count_suggest_continue_as_new: 4 * 1024,
             history_size_suggest_continue_as_new: 4 * 1024 * 1024,
             pending_activities: 2000,
+            pending_children: 2000,
+            pending_signals: 2000,
+            pending_cancel_requests: 2000,
+            signals_per_execution: 10_000,
         }
     }
 }
@@ -52,6 +65,10 @@ pub const LIMIT_KEYS: &[&str] = &[
     "limit.historyCount.suggestContinueAsNew",
     "limit.historySize.suggestContinueAsNew",
     "limit.numPendingActivities.error",
+    "limit.numPendingChildExecutions.error",
+    "limit.numPendingSignals.error",
+    "limit.numPendingCancelRequests.error",
+    "history.maximumSignalsPerExecution",
 ];
 
 impl Limits {
@@ -82,6 +99,10 @@ impl Limits {
                 self.history_size_suggest_continue_as_new = n
             }
             "limit.numPendingActivities.error" => self.pending_activities = as_usize,
+            "limit.numPendingChildExecutions.error" => self.pending_children = as_usize,
+            "limit.numPendingSignals.error" => self.pending_signals = as_usize,
+            "limit.numPendingCancelRequests.error" => self.pending_cancel_requests = as_usize,
+            "history.maximumSignalsPerExecution" => self.signals_per_execution = as_usize,
             _ => unreachable!("every key of LIMIT_KEYS is handled"),
         }
         Ok(true)

@@ -63,6 +63,44 @@ pub fn query_failed(
     )
 }
 
+/// `MultiOperationExecutionFailure`, with the failed operation's own code: one operation of
+/// update-with-start failed (`failed` is its index); its slot carries that operation's own
+/// status, the others say they were aborted.
+pub fn multi_operation_failed(failed: usize, count: usize, error: Status) -> Status {
+    let own_details = RpcStatus::decode(error.details())
+        .map(|s| s.details)
+        .unwrap_or_default();
+    let statuses = (0..count)
+        .map(|i| {
+            if i == failed {
+                details::multi_operation_execution_failure::OperationStatus {
+                    code: error.code() as i32,
+                    message: error.message().to_string(),
+                    details: own_details.clone(),
+                }
+            } else {
+                details::multi_operation_execution_failure::OperationStatus {
+                    code: Code::Aborted as i32,
+                    message: "Operation was aborted.".to_string(),
+                    details: vec![prost_wkt_types::Any {
+                        type_url:
+                            "type.googleapis.com/temporal.api.failure.v1.MultiOperationExecutionAborted"
+                                .to_string(),
+                        value: temporalio_protos::temporal::api::failure::v1::MultiOperationExecutionAborted::default()
+                            .encode_to_vec(),
+                    }],
+                }
+            }
+        })
+        .collect();
+    with_detail(
+        error.code(),
+        "Update-with-Start could not be executed.".to_string(),
+        "temporal.api.errordetails.v1.MultiOperationExecutionFailure",
+        details::MultiOperationExecutionFailure { statuses }.encode_to_vec(),
+    )
+}
+
 /// `INVALID_ARGUMENT` without a detail, as the Go server sends it.
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message.into())
@@ -96,6 +134,18 @@ pub fn to_status(e: kairos_history::Error) -> Status {
             .encode_to_vec(),
         ),
         E::Invalid(m) => invalid(m),
+        E::BusyWorkflow(m) => with_detail(
+            Code::ResourceExhausted,
+            m,
+            "temporal.api.errordetails.v1.ResourceExhaustedFailure",
+            details::ResourceExhaustedFailure {
+                cause: temporalio_protos::temporal::api::enums::v1::ResourceExhaustedCause::BusyWorkflow
+                    as i32,
+                scope: temporalio_protos::temporal::api::enums::v1::ResourceExhaustedScope::Namespace
+                    as i32,
+            }
+            .encode_to_vec(),
+        ),
         E::Unavailable(m) => {
             tracing::error!(error = %m, "request failed in the store");
             Status::unavailable(m)

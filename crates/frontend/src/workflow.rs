@@ -23,7 +23,10 @@ use temporalio_protos::temporal::api::workflowservice::v1::*;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::error::{invalid, namespace_not_found, query_failed, to_status, workflow_not_ready};
+use crate::error::{
+    invalid, multi_operation_failed, namespace_not_found, query_failed, to_status,
+    workflow_not_ready,
+};
 use crate::validate;
 
 /// The WorkflowService implementation (cheap clone).
@@ -40,7 +43,12 @@ pub struct Frontend {
 struct PendingQuery {
     key: RunKey,
     query: WorkflowQuery,
-    answer: oneshot::Sender<RespondQueryTaskCompletedRequest>,
+    answer: Option<oneshot::Sender<RespondQueryTaskCompletedRequest>>,
+    /// Attached to the workflow task with this started event id (its answer comes with the
+    /// task's completion); 0 when not attached.
+    attached_to: i64,
+    /// Sent as a query task of its own: never attached to a workflow task any more.
+    dispatched: bool,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -192,6 +200,123 @@ impl Frontend {
             req.request_id = request_id();
         }
         Ok(())
+    }
+
+    /// Gets a query (registered under `query_id`) answered: by the workflow task it gets
+    /// attached to, or by a query task of its own once no workflow task is pending.
+    async fn deliver_query(
+        &self,
+        ns: &Namespace,
+        key: &RunKey,
+        query_id: &str,
+        rx: &mut oneshot::Receiver<RespondQueryTaskCompletedRequest>,
+        deadline: tokio::time::Instant,
+    ) -> Result<RespondQueryTaskCompletedRequest, Status> {
+        let mut changes = self.engine.watch(key);
+        loop {
+            let state = self.engine.read_state(key).await.map_err(to_status)?;
+            let in_flight = state.wft.as_ref().map_or(0, |w| w.started_event_id);
+            let send_task = {
+                let mut queries = self.queries.lock();
+                let Some(pending) = queries.get_mut(query_id) else {
+                    return Err(query_timed_out());
+                };
+                if pending.attached_to != 0 && pending.attached_to != in_flight {
+                    // The task that carried it ended without an answer (failed, timed out):
+                    // it waits for the next one.
+                    pending.attached_to = 0;
+                }
+                let closed = state.status != WorkflowExecutionStatus::Running as i32;
+                let send = pending.attached_to == 0
+                    && !pending.dispatched
+                    && (closed || state.wft.is_none());
+                if send {
+                    pending.dispatched = true;
+                }
+                send
+            };
+            if send_task {
+                let sticky = !state.sticky_task_queue.is_empty()
+                    && self.matching.has_recent_poller(
+                        &ns.id,
+                        &state.sticky_task_queue,
+                        TaskKind::Workflow,
+                    );
+                self.matching.add_task(QueuedTask {
+                    namespace_id: ns.id.clone(),
+                    task_queue: if sticky {
+                        state.sticky_task_queue.clone()
+                    } else {
+                        state.task_queue.clone()
+                    },
+                    kind: TaskKind::Workflow,
+                    task_id: 0,
+                    shard_id: 0,
+                    workflow_id: key.workflow_id.clone(),
+                    run_id: key.run_id.clone(),
+                    scheduled_event_id: 0,
+                    attempt: 1,
+                    query_id: query_id.to_string(),
+                });
+            }
+            tokio::select! {
+                answer = &mut *rx => return answer.map_err(|_| query_timed_out()),
+                changed = changes.changed(), if !send_task => {
+                    if changed.is_err() {
+                        changes = self.engine.watch(key);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Err(query_timed_out()),
+            }
+            if send_task {
+                // A query task is out: only its answer (or the deadline) ends the wait.
+                return tokio::select! {
+                    answer = &mut *rx => answer.map_err(|_| query_timed_out()),
+                    _ = tokio::time::sleep_until(deadline) => Err(query_timed_out()),
+                };
+            }
+        }
+    }
+
+    /// Attaches the queries waiting on this run to the workflow task a poller just started.
+    fn attach_queries(&self, response: &mut PollWorkflowTaskQueueResponse, namespace_id: &str) {
+        let Some(execution) = response.workflow_execution.as_ref() else {
+            return;
+        };
+        let mut queries = self.queries.lock();
+        for (id, q) in queries.iter_mut() {
+            if q.attached_to == 0
+                && !q.dispatched
+                && q.key.namespace_id == namespace_id
+                && q.key.workflow_id == execution.workflow_id
+                && q.key.run_id == execution.run_id
+            {
+                q.attached_to = response.started_event_id;
+                response.queries.insert(id.clone(), q.query.clone());
+            }
+        }
+    }
+
+    /// Hands the answers a workflow task completion carries to the queries that wait for them.
+    fn answer_attached_queries(
+        &self,
+        results: &HashMap<String, temporalio_protos::temporal::api::query::v1::WorkflowQueryResult>,
+    ) {
+        if results.is_empty() {
+            return;
+        }
+        let mut queries = self.queries.lock();
+        for (id, result) in results {
+            if let Some(sender) = queries.get_mut(id).and_then(|q| q.answer.take()) {
+                let _ = sender.send(RespondQueryTaskCompletedRequest {
+                    completed_type: result.result_type,
+                    query_result: result.answer.clone(),
+                    error_message: result.error_message.clone(),
+                    failure: result.failure.clone(),
+                    ..Default::default()
+                });
+            }
+        }
     }
 
     async fn run_key(
@@ -486,6 +611,7 @@ impl WorkflowService for Frontend {
             match started {
                 Ok(Some(mut response)) => {
                     guard.task = None;
+                    self.attach_queries(&mut response, &ns.id);
                     if let Some(tq) = response.workflow_execution_task_queue.as_mut() {
                         tq.name = response_task_queue(tq.name.clone());
                     }
@@ -503,6 +629,7 @@ impl WorkflowService for Frontend {
     ) -> Reply<RespondWorkflowTaskCompletedResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        self.answer_attached_queries(&req.query_results);
         let response = self
             .engine
             .respond_workflow_task_completed(&ns, &req)
@@ -876,42 +1003,26 @@ impl WorkflowService for Frontend {
         {
             return Err(workflow_not_ready());
         }
-        // A workflow task in flight answers first; the query then goes to a worker on its own.
-        let Some(state) = self
-            .engine
-            .wait_for_query_slot(&key, deadline)
-            .await
-            .map_err(to_status)?
-        else {
-            return Err(query_timed_out());
-        };
+        // Delivery (brief B.4): a workflow task that is scheduled or starts while the query
+        // waits carries it (answered in its completion); with no workflow task pending, a
+        // query task of its own goes to the worker, on its sticky queue while that is polled.
         let query_id = request_id();
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.queries.lock().insert(
             query_id.clone(),
             PendingQuery {
                 key: key.clone(),
                 query,
-                answer: tx,
+                answer: Some(tx),
+                attached_to: 0,
+                dispatched: false,
             },
         );
-        self.matching.add_task(QueuedTask {
-            namespace_id: ns.id.clone(),
-            task_queue: state.task_queue.clone(),
-            kind: TaskKind::Workflow,
-            task_id: 0,
-            shard_id: 0,
-            workflow_id: key.workflow_id.clone(),
-            run_id: key.run_id.clone(),
-            scheduled_event_id: 0,
-            attempt: 1,
-            query_id: query_id.clone(),
-        });
-        let answer = tokio::time::timeout_at(deadline, rx).await;
+        let answer = self
+            .deliver_query(&ns, &key, &query_id, &mut rx, deadline)
+            .await;
         self.queries.lock().remove(&query_id);
-        let Ok(Ok(answer)) = answer else {
-            return Err(query_timed_out());
-        };
+        let answer = answer?;
         match QueryResultType::try_from(answer.completed_type) {
             Ok(QueryResultType::Answered) => Ok(Response::new(QueryWorkflowResponse {
                 query_result: answer.query_result,
@@ -936,12 +1047,17 @@ impl WorkflowService for Frontend {
             "QueryResult",
             req.query_result.as_ref(),
         )?;
-        let Some(pending) = self.queries.lock().remove(&query_id) else {
+        let sender = self
+            .queries
+            .lock()
+            .get_mut(&query_id)
+            .and_then(|q| q.answer.take());
+        let Some(sender) = sender else {
             return Err(crate::error::not_found(
                 "query task not found, or already expired",
             ));
         };
-        let _ = pending.answer.send(req);
+        let _ = sender.send(req);
         Ok(Response::new(RespondQueryTaskCompletedResponse::default()))
     }
 
@@ -992,19 +1108,22 @@ impl WorkflowService for Frontend {
                 "The update must name the started workflow's id and no run id.",
             ));
         }
-        self.validate_start(&mut start)?;
+        // Each operation's own error is reported in its slot of a MultiOperationExecutionFailure.
+        let start_failed = |e: Status| multi_operation_failed(0, 2, e);
+        let update_failed = |e: Status| multi_operation_failed(1, 2, e);
+        self.validate_start(&mut start).map_err(start_failed)?;
         let request = update
             .request
-            .ok_or_else(|| invalid("Update request is not set on request."))?;
+            .ok_or_else(|| update_failed(invalid("Update request is not set on request.")))?;
         // Checked before anything starts: a bad update must not leave a started workflow.
-        self.validate_update(&request)?;
+        self.validate_update(&request).map_err(update_failed)?;
         // A new run admits the update in its start transaction; for a running workflow
         // (USE_EXISTING) the update is admitted below (deduplicated by update id either way).
         let started = self
             .engine
             .start_with_update(&ns, &start, request.clone())
             .await
-            .map_err(to_status)?;
+            .map_err(|e| start_failed(to_status(e)))?;
         let key = RunKey {
             namespace_id: ns.id.clone(),
             workflow_id: start.workflow_id.clone(),
@@ -1012,7 +1131,8 @@ impl WorkflowService for Frontend {
         };
         let updated = self
             .run_update(&key, request, update.wait_policy.as_ref(), deadline)
-            .await?;
+            .await
+            .map_err(update_failed)?;
         let responses = vec![
             Out::StartWorkflow(StartWorkflowExecutionResponse {
                 run_id: started.run_id,

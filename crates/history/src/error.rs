@@ -28,6 +28,10 @@ pub enum Error {
     /// The request is malformed or not allowed in the current state.
     #[error("{0}")]
     Invalid(String),
+    /// The run is busy (it moved on to a new run while the request waited): the client should
+    /// retry, and will reach the new run.
+    #[error("{0}")]
+    BusyWorkflow(String),
     /// The store could not be reached or failed; the client may retry.
     #[error("{0}")]
     Unavailable(String),

@@ -498,6 +498,10 @@ impl Engine {
             sticky_alive,
             retention,
             max_pending_activities: self.inner.options.limits.pending_activities,
+            max_pending_children: self.inner.options.limits.pending_children,
+            max_pending_signals: self.inner.options.limits.pending_signals,
+            max_pending_cancels: self.inner.options.limits.pending_cancel_requests,
+            max_signals: self.inner.options.limits.signals_per_execution,
             history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
         }
     }
@@ -811,6 +815,7 @@ impl Engine {
             workflow_id: source.workflow_id.clone(),
             run_id: source.run_id.clone(),
         };
+        let mut limit_reached = false;
         let delivered = match self.inner.namespaces.get(&request.namespace) {
             Err(_) => false,
             Ok(ns) => match self
@@ -843,6 +848,10 @@ impl Engine {
                     match result {
                         Ok(()) => true,
                         Err(Error::NotFound(_)) => false,
+                        Err(Error::Invalid(_)) if !request.cancel => {
+                            limit_reached = true;
+                            false
+                        }
                         Err(e) => {
                             tracing::warn!(run = %source, error = %e, "failed to deliver a signal or cancel; retrying");
                             return Delivery::Retry;
@@ -853,7 +862,7 @@ impl Engine {
         };
         match self
             .transact(source, None, |t| {
-                t.external_request_done(initiated, delivered)
+                t.external_request_done(initiated, delivered, limit_reached)
             })
             .await
         {
@@ -1077,7 +1086,12 @@ impl Engine {
                         )
                         .await?;
                     }
-                    _ => return Err(already("Workflow execution is already running")),
+                    _ => {
+                        return Err(already(&format!(
+                            "Workflow execution is already running. WorkflowId: {}, RunId: {}.",
+                            req.workflow_id, current.run_id
+                        )));
+                    }
                 }
             } else {
                 let reuse = WorkflowIdReusePolicy::try_from(req.workflow_id_reuse_policy)
@@ -1708,27 +1722,6 @@ impl Engine {
         })
     }
 
-    /// Waits until the run has no workflow task scheduled or started (a query can then go to a
-    /// worker as a task of its own) or has closed, and returns its state; `None` when
-    /// `deadline` passes first.
-    pub async fn wait_for_query_slot(
-        &self,
-        key: &RunKey,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<MutableState>> {
-        let mut rx = self.watch(key);
-        loop {
-            let ms = self.read_state(key).await?;
-            if status_closed(ms.status) || ms.wft.is_none() {
-                return Ok(Some(ms));
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Ok(None),
-            }
-        }
-    }
-
     /// `UpdateWorkflowExecution`, first half: admits the update into the run (or finds the
     /// known one with that id).
     pub async fn admit_update(
@@ -1760,6 +1753,12 @@ impl Engine {
                 .ok_or_else(|| Error::NotFound(format!("update {update_id} not found")))?;
             if update.stage >= wanted {
                 return Ok(update);
+            }
+            if ms.status == WorkflowExecutionStatus::ContinuedAsNew as i32 {
+                // The workflow goes on in a new run: the caller retries there.
+                return Err(Error::BusyWorkflow(
+                    "workflow continued as new while the update was in flight".into(),
+                ));
             }
             if status_closed(ms.status) {
                 return Err(Error::NotFound(
@@ -1828,7 +1827,8 @@ impl Engine {
         Ok(data.query_id)
     }
 
-    fn watch(&self, key: &RunKey) -> watch::Receiver<i64> {
+    /// A receiver that sees the run's next event id change (any committed transition).
+    pub fn watch(&self, key: &RunKey) -> watch::Receiver<i64> {
         let mut watchers = self.inner.watchers.lock();
         watchers.retain(|_, tx| tx.receiver_count() > 0);
         watchers

@@ -102,11 +102,13 @@ impl Transition<'_> {
     }
 
     /// Records how delivering an external request ended (`delivered` false: the target does
-    /// not exist or is closed). Unknown ids (already recorded) are NotFound.
+    /// not exist or is closed, or `limit_reached`: the target took all the signals it may).
+    /// Unknown ids (already recorded) are NotFound.
     pub fn external_request_done(
         &mut self,
         initiated_event_id: i64,
         delivered: bool,
+        limit_reached: bool,
     ) -> Result<(), StateError> {
         let pos = self
             .ms
@@ -137,8 +139,12 @@ impl Transition<'_> {
             (false, false) => event(
                 EventType::SignalExternalWorkflowExecutionFailed,
                 hist::SignalExternalWorkflowExecutionFailedEventAttributes {
-                    cause: SignalExternalWorkflowExecutionFailedCause::ExternalWorkflowExecutionNotFound
-                        as i32,
+                    cause: if limit_reached {
+                        SignalExternalWorkflowExecutionFailedCause::SignalCountLimitExceeded as i32
+                    } else {
+                        SignalExternalWorkflowExecutionFailedCause::ExternalWorkflowExecutionNotFound
+                            as i32
+                    },
                     initiated_event_id,
                     namespace: r.namespace,
                     workflow_execution: execution,

@@ -146,6 +146,12 @@ pub struct Env {
     pub retention: Duration,
     /// Pending activities a run may have.
     pub max_pending_activities: usize,
+    /// Pending children, outgoing signals and outgoing cancel requests a run may have, and
+    /// signals it may receive; 0 means no limit.
+    pub max_pending_children: usize,
+    pub max_pending_signals: usize,
+    pub max_pending_cancels: usize,
+    pub max_signals: usize,
     /// History count and size limits (terminate, suggest continue-as-new).
     pub history: HistoryLimits,
 }
@@ -444,6 +450,7 @@ impl<'a> Transition<'a> {
         started.original_execution_run_id = self.ms.run_id.clone();
         self.append(event(EventType::WorkflowExecutionStarted, started));
         if let Some(mut signal) = signal {
+            self.ms.signal_count += 1;
             if !signal.request_id.is_empty() {
                 self.ms
                     .applied_request_ids
@@ -918,6 +925,15 @@ impl<'a> Transition<'a> {
         let mut new_activity_ids = Vec::new();
         let mut new_timer_ids = Vec::new();
         let mut pending = self.ms.activities.len();
+        let mut children = self.ms.children.len();
+        let mut signals = self
+            .ms
+            .external_requests
+            .iter()
+            .filter(|r| !r.cancel)
+            .count();
+        let mut cancels = self.ms.external_requests.len() - signals;
+        let over = |n: usize, max: usize| max > 0 && n > max;
         for cmd in commands {
             let Some(attrs) = &cmd.attributes else {
                 return Err((C::BadBinary, "command has no attributes".into()));
@@ -1024,12 +1040,37 @@ impl<'a> Transition<'a> {
                 | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(_)
                 | command::Attributes::ModifyWorkflowPropertiesCommandAttributes(_) => {}
                 command::Attributes::ProtocolMessageCommandAttributes(_) => {}
+                command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(_) => {
+                    signals += 1;
+                    if over(signals, self.env.max_pending_signals) {
+                        return Err((
+                            C::PendingSignalsLimitExceeded,
+                            "the number of pending signals to external workflows exceeds the limit"
+                                .into(),
+                        ));
+                    }
+                }
+                command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
+                    cancels += 1;
+                    if over(cancels, self.env.max_pending_cancels) {
+                        return Err((
+                            C::PendingRequestCancelLimitExceeded,
+                            "the number of pending requests to cancel external workflows exceeds the limit"
+                                .into(),
+                        ));
+                    }
+                }
                 command::Attributes::StartChildWorkflowExecutionCommandAttributes(a) => {
+                    children += 1;
+                    if over(children, self.env.max_pending_children) {
+                        return Err((
+                            C::PendingChildWorkflowsLimitExceeded,
+                            "the number of pending child workflows exceeds the limit".into(),
+                        ));
+                    }
                     let bad = |m: &str| Err((C::BadStartChildExecutionAttributes, m.to_string()));
                     if a.workflow_id.is_empty() {
                         return bad("Required field WorkflowId is not set on command.");
@@ -1896,6 +1937,15 @@ impl<'a> Transition<'a> {
             if self.ms.applied_request_ids.contains(&signal.request_id) {
                 return Ok(());
             }
+        }
+        if self.env.max_signals > 0 && self.ms.signal_count >= self.env.max_signals as i64 {
+            // The reference's answer, word for word (clients match on it).
+            return Err(StateError::Invalid(
+                "exceeded workflow execution limit for signal events".into(),
+            ));
+        }
+        self.ms.signal_count += 1;
+        if !signal.request_id.is_empty() {
             if self.ms.applied_request_ids.len() >= MAX_REMEMBERED_REQUEST_IDS {
                 self.ms.applied_request_ids.remove(0);
             }

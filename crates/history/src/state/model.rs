@@ -126,6 +126,9 @@ pub struct MutableState {
     /// A cron run's previous successful result, carried to the next run after a failure.
     #[prost(message, optional, tag = "47")]
     pub last_completion_result: Option<Payloads>,
+    /// Signals the run has received (for `history.maximumSignalsPerExecution`).
+    #[prost(int64, tag = "48")]
+    pub signal_count: i64,
 }
 
 /// Where a child run reports its close.

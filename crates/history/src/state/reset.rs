@@ -299,6 +299,7 @@ pub fn rebuild(
             Some(A::RequestCancelExternalWorkflowExecutionFailedEventAttributes(a)) => ms
                 .external_requests
                 .retain(|r| r.initiated_event_id != a.initiated_event_id),
+            Some(A::WorkflowExecutionSignaledEventAttributes(_)) => ms.signal_count += 1,
             Some(A::WorkflowExecutionCancelRequestedEventAttributes(_)) => {
                 ms.cancel_requested = true;
             }
@@ -453,6 +454,7 @@ impl Transition<'_> {
             });
         }
         for signal in signals {
+            self.ms.signal_count += 1;
             self.append(signal.into_event());
         }
         self.schedule_wft();

@@ -27,6 +27,9 @@ struct Run {
     /// Timer rows as the store would hold them: written minus deleted (by `settle_timers`).
     stored: std::collections::BTreeMap<i64, TimerKind>,
     limits: HistoryLimits,
+    /// Signals the run may receive and children it may have pending (0: no limit).
+    max_signals: usize,
+    max_children: usize,
 }
 
 impl Run {
@@ -47,6 +50,8 @@ impl Run {
             timers: Vec::new(),
             stored: Default::default(),
             limits: HistoryLimits::from_limits(&kairos_core::config::Limits::default()),
+            max_signals: 0,
+            max_children: 0,
         };
         run.step(|t| t.start_workflow(WorkflowExecutionStartedEventAttributes::default()));
         run
@@ -57,7 +62,10 @@ impl Run {
             sticky_alive: true,
             retention: Duration::from_secs(86400),
             max_pending_activities: 2000,
+            max_signals: self.max_signals,
+            max_pending_children: self.max_children,
             history: self.limits,
+            ..Default::default()
         };
         let before = self.ms.clone();
         let mut t = Transition::new(&mut self.ms, self.now, env, &mut self.ids);
@@ -756,4 +764,122 @@ fn a_fired_timer_leaves_its_owner() {
             .iter()
             .all(|t| t.task_id != stc[0].task_id)
     );
+}
+
+fn start_child(id: &str) -> Command {
+    use temporalio_protos::temporal::api::command::v1::StartChildWorkflowExecutionCommandAttributes;
+    Command {
+        command_type: CommandType::StartChildWorkflowExecution as i32,
+        attributes: Some(
+            command::Attributes::StartChildWorkflowExecutionCommandAttributes(
+                StartChildWorkflowExecutionCommandAttributes {
+                    workflow_id: id.into(),
+                    workflow_type: Some(
+                        temporalio_protos::temporal::api::common::v1::WorkflowType {
+                            name: "child".into(),
+                        },
+                    ),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn signals_past_the_per_run_limit_are_refused_but_retries_of_applied_ones_are_not() {
+    let mut run = Run::start();
+    run.max_signals = 2;
+    let signal = |id: &str| Signal {
+        name: "s".into(),
+        request_id: id.into(),
+        ..Default::default()
+    };
+    run.step(|t| t.signal(signal("a"))).expect("first");
+    run.step(|t| t.signal(signal("b"))).expect("second");
+    let err = run.step(|t| t.signal(signal("c"))).expect_err("third");
+    assert_eq!(
+        err,
+        StateError::Invalid("exceeded workflow execution limit for signal events".into())
+    );
+    // A retry of a signal already applied is still answered as applied.
+    run.step(|t| t.signal(signal("b")))
+        .expect("retry of the second");
+    let signaled = run
+        .types()
+        .into_iter()
+        .filter(|t| *t == EventType::WorkflowExecutionSignaled)
+        .count();
+    assert_eq!(signaled, 2);
+}
+
+#[test]
+fn children_past_the_pending_limit_fail_the_workflow_task() {
+    let mut run = Run::start();
+    run.max_children = 1;
+    let out = run.complete(vec![start_child("a"), start_child("b")]);
+    assert!(matches!(
+        out,
+        CompletionOutcome::Failed {
+            cause: WorkflowTaskFailedCause::PendingChildWorkflowsLimitExceeded,
+            ..
+        }
+    ));
+    assert!(
+        run.ms.children.is_empty(),
+        "nothing of the refused batch stays"
+    );
+    let out = run.complete(vec![start_child("a")]);
+    assert_eq!(out, CompletionOutcome::Applied);
+    assert_eq!(run.ms.children.len(), 1);
+    // One start task for the child, and the Initiated event.
+    assert_eq!(
+        run.types().last(),
+        Some(&EventType::StartChildWorkflowExecutionInitiated)
+    );
+}
+
+#[test]
+fn a_child_closing_before_its_start_is_recorded_is_retried_then_reported_after_it() {
+    let mut run = Run::start();
+    run.complete(vec![start_child("kid")]);
+    let initiated = run.ms.children[0].initiated_event_id;
+    let close = event(
+        EventType::WorkflowExecutionCompleted,
+        hist::WorkflowExecutionCompletedEventAttributes::default(),
+    );
+    let kid = temporalio_protos::temporal::api::common::v1::WorkflowExecution {
+        workflow_id: "kid".into(),
+        run_id: "kid-run".into(),
+    };
+    let early = run
+        .step(|t| t.child_closed(initiated, kid.clone(), &close))
+        .expect("known child");
+    assert!(!early, "not started yet: the close must wait");
+    run.step(|t| {
+        t.child_start_done(
+            initiated,
+            ChildStart::Started {
+                run_id: "kid-run".into(),
+            },
+        )
+    })
+    .expect("started");
+    assert!(
+        run.step(|t| t.child_closed(initiated, kid, &close))
+            .expect("known")
+    );
+    let types = run.types();
+    let n = types.len();
+    assert_eq!(
+        &types[n - 3..],
+        &[
+            EventType::ChildWorkflowExecutionStarted,
+            EventType::WorkflowTaskScheduled,
+            EventType::ChildWorkflowExecutionCompleted,
+        ]
+    );
+    assert!(run.ms.children.is_empty());
+    run.check_ids();
 }
