@@ -1933,10 +1933,9 @@ impl<'a> Transition<'a> {
                 "workflow execution already completed".into(),
             ));
         }
-        if !signal.request_id.is_empty() {
-            if self.ms.applied_request_ids.contains(&signal.request_id) {
-                return Ok(());
-            }
+        if !signal.request_id.is_empty() && self.ms.applied_request_ids.contains(&signal.request_id)
+        {
+            return Ok(());
         }
         if self.env.max_signals > 0 && self.ms.signal_count >= self.env.max_signals as i64 {
             // The reference's answer, word for word (clients match on it).
