@@ -22,6 +22,9 @@ pub enum CronSchedule {
     Every(Duration),
 }
 
+/// The longest `@every` accepted (keeps every time computation far from overflow).
+const MAX_EVERY: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
@@ -38,6 +41,9 @@ impl CronSchedule {
             let d = parse_duration(rest.trim())?;
             if d < Duration::from_secs(1) {
                 return Err("@every needs a duration of at least 1s".into());
+            }
+            if d > MAX_EVERY {
+                return Err("@every allows at most 100 years".into());
             }
             return Ok(CronSchedule::Every(d));
         }
@@ -80,7 +86,7 @@ impl CronSchedule {
     /// fields, `after + delay` for `@every`). `None` when nothing matches within five years.
     pub fn next(&self, after: SystemTime) -> Option<SystemTime> {
         let (minutes, hours, dom, months, dow, either) = match self {
-            CronSchedule::Every(d) => return Some(after + *d),
+            CronSchedule::Every(d) => return after.checked_add(*d),
             CronSchedule::Fields {
                 minutes,
                 hours,
@@ -175,14 +181,16 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str], what: &str) -> Result<u
             }
             None => (part, 1),
         };
+        // Day of week: 7 is Sunday again, so an open range ends at 6 (7 only when named).
+        let open_max = if max == 7 { 6 } else { max };
         let (lo, hi) = if range == "*" || range == "?" {
-            (min, max)
+            (min, open_max)
         } else if let Some((a, b)) = range.split_once('-') {
             (value(a, names, min, what)?, value(b, names, min, what)?)
         } else {
             let v = value(range, names, min, what)?;
             // `5/15` means from 5 to the end in steps of 15.
-            (v, if step > 1 { max } else { v })
+            (v, if step > 1 { open_max } else { v })
         };
         if lo < min || hi > max || lo > hi {
             return Err(format!(
@@ -238,7 +246,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
             other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
         };
         rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(number * unit);
+        let part = Duration::try_from_secs_f64(number * unit)
+            .map_err(|_| format!("duration {s:?} is out of range"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("duration {s:?} is out of range"))?;
     }
     Ok(total)
 }
@@ -317,6 +329,8 @@ mod tests {
             ("@sometimes", "unknown descriptor"),
             ("@every 10x", "unknown unit"),
             ("CRON_TZ=Europe/Paris 0 * * * *", "time zones"),
+            ("@every 99999999999999999999s", "out of range"),
+            ("@every 2000000h", "at most 100 years"),
         ] {
             let err = CronSchedule::parse(spec).unwrap_err();
             assert!(err.contains(needle), "{spec}: {err}");

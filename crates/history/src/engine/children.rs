@@ -42,6 +42,26 @@ impl Engine {
             return Delivery::Done;
         };
         let a = child.command.clone().unwrap_or_default();
+        let policy = child.parent_close_policy;
+        let namespace = child.namespace.clone();
+        // Started before, by an attempt whose result was not recorded (the child may have
+        // moved on to a retry or a continued run since): the same child, not a new one.
+        if let Some(run_id) = self
+            .started_child(parent, initiated, &namespace, &a.workflow_id)
+            .await
+        {
+            let outcome = ChildStart::Started { run_id };
+            return self
+                .record_child_start(
+                    parent,
+                    initiated,
+                    outcome,
+                    policy,
+                    &namespace,
+                    &a.workflow_id,
+                )
+                .await;
+        }
         let outcome = match self.inner.namespaces.get(&child.namespace) {
             Err(_) => ChildStart::Failed(StartChildWorkflowExecutionFailedCause::NamespaceNotFound),
             Ok(ns) => {
@@ -90,14 +110,139 @@ impl Engine {
                 }
             }
         };
+        self.record_child_start(
+            parent,
+            initiated,
+            outcome,
+            policy,
+            &namespace,
+            &a.workflow_id,
+        )
+        .await
+    }
+
+    /// The first run id of the child `parent` started for `initiated`, when the workflow id's
+    /// current run belongs to it.
+    async fn started_child(
+        &self,
+        parent: &RunKey,
+        initiated: i64,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Option<String> {
+        let ns = self.inner.namespaces.get(namespace).ok()?;
+        let key = self.resolve_run(&ns, workflow_id, "").await.ok()?;
+        let ms = self.read_state(&key).await.ok()?;
+        let p = ms.parent.as_ref()?;
+        (p.run_id == parent.run_id && p.initiated_event_id == initiated)
+            .then(|| ms.first_execution_run_id.clone())
+    }
+
+    /// Records a child's start on its parent. A parent that closed meanwhile (its close task
+    /// found no started child to apply its policy to) applies the policy to this child now.
+    async fn record_child_start(
+        &self,
+        parent: &RunKey,
+        initiated: i64,
+        outcome: ChildStart,
+        policy: i32,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Delivery {
+        let started = match &outcome {
+            ChildStart::Started { run_id } => Some(run_id.clone()),
+            ChildStart::Failed(_) => None,
+        };
         match self
             .transact(parent, None, |t| t.child_start_done(initiated, outcome))
             .await
         {
-            Ok(()) | Err(Error::NotFound(_)) => Delivery::Done,
+            Ok(()) => Delivery::Done,
+            Err(Error::NotFound(_)) => {
+                if let Some(first_run) = started {
+                    let applied = self
+                        .apply_close_policy(
+                            parent,
+                            policy,
+                            namespace,
+                            workflow_id,
+                            &first_run,
+                            initiated,
+                        )
+                        .await;
+                    if applied.is_err() {
+                        return Delivery::Retry;
+                    }
+                }
+                Delivery::DropTask
+            }
             Err(e) => {
                 tracing::warn!(run = %parent, error = %e, "failed to record a child start; retrying");
                 Delivery::Retry
+            }
+        }
+    }
+
+    /// Applies a closed parent's close policy to one of its children (whose chain started
+    /// with `first_run`): terminate, or request cancellation; nothing for ABANDON or a child
+    /// that is not running. `Err` for a transient failure.
+    async fn apply_close_policy(
+        &self,
+        parent: &RunKey,
+        policy: i32,
+        namespace: &str,
+        workflow_id: &str,
+        first_run: &str,
+        initiated: i64,
+    ) -> Result<(), ()> {
+        let policy = ParentClosePolicy::try_from(policy).unwrap_or(ParentClosePolicy::Terminate);
+        if policy == ParentClosePolicy::Abandon {
+            return Ok(());
+        }
+        let Ok(ns) = self.inner.namespaces.get(namespace) else {
+            return Ok(());
+        };
+        let key = match self.resolve_run(&ns, workflow_id, "").await {
+            Ok(key) => key,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(run = %parent, error = %e, "failed to find a child for its parent close policy; retrying");
+                return Err(());
+            }
+        };
+        match self.read_state(&key).await {
+            Ok(c)
+                if c.first_execution_run_id == first_run
+                    && c.status == WorkflowExecutionStatus::Running as i32 => {}
+            Ok(_) | Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(run = %parent, error = %e, "failed to read a child for its parent close policy; retrying");
+                return Err(());
+            }
+        }
+        let request_id = format!("{}:close:{}", parent.run_id, initiated);
+        let result = if policy == ParentClosePolicy::RequestCancel {
+            // As the reference writes it: no cause, the parent as the requester.
+            let requester = WorkflowExecution {
+                workflow_id: parent.workflow_id.clone(),
+                run_id: parent.run_id.clone(),
+            };
+            self.transact(&key, None, |t| {
+                t.cancel_source = Some((requester, 0));
+                t.request_cancel("", HISTORY_IDENTITY, &request_id)
+            })
+            .await
+        } else {
+            self.transact(&key, None, |t| {
+                t.terminate(CLOSE_POLICY_REASON, None, HISTORY_IDENTITY)
+            })
+            .await
+        };
+        match result {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => {
+                tracing::warn!(run = %parent, error = %e, "failed to apply a parent close policy; retrying");
+                Err(())
             }
         }
     }
@@ -113,18 +258,24 @@ impl Engine {
                 return Delivery::Retry;
             }
         };
+        let close = match self
+            .read_events(&run.run_id, ms.close_event_id, ms.close_event_id)
+            .await
+        {
+            Ok(mut events) if !events.is_empty() => events.remove(0),
+            Ok(_) => return Delivery::DropTask,
+            Err(e) => {
+                tracing::warn!(run = %run, error = %e, "failed to read a close event; retrying");
+                return Delivery::Retry;
+            }
+        };
+        if let Some(A::WorkflowExecutionTerminatedEventAttributes(a)) = &close.attributes
+            && a.identity == super::reset::RESET_IDENTITY
+        {
+            // Replaced by a reset: the new run reports in its place and keeps its children.
+            return Delivery::DropTask;
+        }
         if let Some(parent) = &ms.parent {
-            let close = match self
-                .read_events(&run.run_id, ms.close_event_id, ms.close_event_id)
-                .await
-            {
-                Ok(mut events) if !events.is_empty() => events.remove(0),
-                Ok(_) => return Delivery::DropTask,
-                Err(e) => {
-                    tracing::warn!(run = %run, error = %e, "failed to read a close event; retrying");
-                    return Delivery::Retry;
-                }
-            };
             let continues = match &close.attributes {
                 Some(A::WorkflowExecutionContinuedAsNewEventAttributes(_)) => true,
                 Some(A::WorkflowExecutionCompletedEventAttributes(a)) => {
@@ -138,86 +289,99 @@ impl Engine {
                 }
                 _ => false,
             };
-            if !continues {
-                let parent_key = RunKey {
-                    namespace_id: parent.namespace_id.clone(),
-                    workflow_id: parent.workflow_id.clone(),
-                    run_id: parent.run_id.clone(),
-                };
-                let child_run = WorkflowExecution {
-                    workflow_id: run.workflow_id.clone(),
-                    run_id: run.run_id.clone(),
-                };
-                let initiated = parent.initiated_event_id;
-                match self
-                    .transact(&parent_key, None, |t| {
-                        t.child_closed(initiated, child_run, &close)
-                    })
-                    .await
-                {
-                    Ok(true) | Err(Error::NotFound(_)) => {}
-                    // The parent has not recorded the child's start yet.
-                    Ok(false) => return Delivery::Retry,
-                    Err(e) => {
-                        tracing::warn!(run = %run, error = %e, "failed to report a child's close to its parent; retrying");
-                        return Delivery::Retry;
-                    }
-                }
+            if !continues
+                && let Delivery::Retry = self.report_to_parent(run, &ms, parent, &close).await
+            {
+                return Delivery::Retry;
             }
         }
         for child in &ms.children {
-            let policy = ParentClosePolicy::try_from(child.parent_close_policy)
-                .unwrap_or(ParentClosePolicy::Terminate);
-            if policy == ParentClosePolicy::Abandon {
-                continue;
-            }
-            let Ok(ns) = self.inner.namespaces.get(&child.namespace) else {
-                continue;
-            };
-            let key = match self.resolve_run(&ns, &child.workflow_id, "").await {
-                Ok(key) => key,
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => {
-                    tracing::warn!(run = %run, error = %e, "failed to find a child for its parent close policy; retrying");
-                    return Delivery::Retry;
-                }
-            };
-            match self.read_state(&key).await {
-                Ok(c)
-                    if c.first_execution_run_id == child.run_id
-                        && c.status == WorkflowExecutionStatus::Running as i32 => {}
-                Ok(_) | Err(Error::NotFound(_)) => continue,
-                Err(e) => {
-                    tracing::warn!(run = %run, error = %e, "failed to read a child for its parent close policy; retrying");
-                    return Delivery::Retry;
-                }
-            }
-            let request_id = format!("{}:close:{}", run.run_id, child.initiated_event_id);
-            let result = if policy == ParentClosePolicy::RequestCancel {
-                // As the reference writes it: no cause, the parent as the requester.
-                let parent = WorkflowExecution {
-                    workflow_id: run.workflow_id.clone(),
-                    run_id: run.run_id.clone(),
-                };
-                self.transact(&key, None, |t| {
-                    t.cancel_source = Some((parent, 0));
-                    t.request_cancel("", HISTORY_IDENTITY, &request_id)
-                })
-                .await
-            } else {
-                self.transact(&key, None, |t| {
-                    t.terminate(CLOSE_POLICY_REASON, None, HISTORY_IDENTITY)
-                })
-                .await
-            };
-            match result {
-                Ok(()) | Err(Error::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!(run = %run, error = %e, "failed to apply a parent close policy; retrying");
-                    return Delivery::Retry;
-                }
+            let applied = self
+                .apply_close_policy(
+                    run,
+                    child.parent_close_policy,
+                    &child.namespace,
+                    &child.workflow_id,
+                    &child.run_id,
+                    child.initiated_event_id,
+                )
+                .await;
+            if applied.is_err() {
+                return Delivery::Retry;
             }
         }
         Delivery::DropTask
+    }
+
+    /// Reports a child's close to its parent run, or, when a reset replaced that run, to the
+    /// run that took its place (it kept the child).
+    async fn report_to_parent(
+        &self,
+        run: &RunKey,
+        ms: &crate::state::MutableState,
+        parent: &ParentInfo,
+        close: &temporalio_protos::temporal::api::history::v1::HistoryEvent,
+    ) -> Delivery {
+        let child_run = WorkflowExecution {
+            workflow_id: run.workflow_id.clone(),
+            run_id: run.run_id.clone(),
+        };
+        let initiated = parent.initiated_event_id;
+        let mut parent_key = RunKey {
+            namespace_id: parent.namespace_id.clone(),
+            workflow_id: parent.workflow_id.clone(),
+            run_id: parent.run_id.clone(),
+        };
+        // The parent, then at most a few reset successors of it.
+        for _ in 0..4 {
+            match self
+                .transact(&parent_key, None, |t| {
+                    t.child_closed(initiated, child_run.clone(), close)
+                })
+                .await
+            {
+                Ok(true) => return Delivery::Done,
+                // The parent has not recorded the child's start yet.
+                Ok(false) => return Delivery::Retry,
+                Err(Error::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(run = %run, error = %e, "failed to report a child's close to its parent; retrying");
+                    return Delivery::Retry;
+                }
+            }
+            let Some(next) = self.parent_successor(&parent_key, ms, initiated).await else {
+                return Delivery::DropTask;
+            };
+            parent_key = next;
+        }
+        Delivery::DropTask
+    }
+
+    /// The parent's current run when it is a reset of `parent_key` that still waits for the
+    /// child whose chain `ms` belongs to (under the same initiated event: the reset copied it).
+    async fn parent_successor(
+        &self,
+        parent_key: &RunKey,
+        ms: &crate::state::MutableState,
+        initiated: i64,
+    ) -> Option<RunKey> {
+        let namespace = self.inner.namespaces.get_by_id(&parent_key.namespace_id)?;
+        let old = self.read_state(parent_key).await.ok()?;
+        let key = self
+            .resolve_run(&namespace, &parent_key.workflow_id, "")
+            .await
+            .ok()?;
+        if key.run_id == parent_key.run_id {
+            return None;
+        }
+        let current = self.read_state(&key).await.ok()?;
+        let waits = current.first_execution_run_id == old.first_execution_run_id
+            && current.children.iter().any(|c| {
+                c.initiated_event_id == initiated
+                    && c.started
+                    && c.workflow_id == ms.workflow_id
+                    && c.run_id == ms.first_execution_run_id
+            });
+        waits.then_some(key)
     }
 }

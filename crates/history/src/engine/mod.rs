@@ -514,6 +514,18 @@ impl Engine {
         extra_timer_delete: Option<i64>,
         f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
     ) -> Result<T> {
+        self.transact_then(key, extra_timer_delete, f, None).await
+    }
+
+    /// [`Engine::transact`], with `successor` (a run built elsewhere, a reset's) created and
+    /// made current in the same transaction.
+    async fn transact_then<T>(
+        &self,
+        key: &RunKey,
+        extra_timer_delete: Option<i64>,
+        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+        successor: Option<NextRun>,
+    ) -> Result<T> {
         let slot = self.slot(key);
         let mut guard = slot.lock().await;
         self.load(key, &mut guard).await?;
@@ -534,7 +546,9 @@ impl Engine {
             continued_as_new,
             ..
         } = t;
-        let next_run = continued_as_new.map(|can| self.next_run(key, &ms, can, now, &mut ids));
+        let next_run = continued_as_new
+            .map(|can| self.next_run(key, &ms, can, now, &mut ids))
+            .or(successor);
         if let Some(fired) = extra_timer_delete {
             crate::state::forget_timer(&mut ms, fired);
         }
@@ -2057,10 +2071,13 @@ fn new_run(
         } else {
             ContinueAsNewInitiator::CronSchedule as i32
         },
+        // To the millisecond, as the state keeps it: every run of the chain states the same.
         workflow_execution_expiration_time: if execution_timeout.is_zero() {
             None
         } else {
-            Some(to_timestamp(now + execution_timeout))
+            Some(to_timestamp(from_millis(to_millis(
+                now + execution_timeout,
+            ))))
         },
         // The reference states a fresh run's start backoff even when it is zero. A cron run
         // without one waits for its first scheduled time.

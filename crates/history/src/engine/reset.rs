@@ -8,15 +8,16 @@ use temporalio_protos::temporal::api::enums::v1::{
 };
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 
-use super::{Cached, Engine, TaskIdsRef, status_closed};
+use super::{Cached, Engine, NextRun, TaskIdsRef, status_closed};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::state::{CurrentData, MutableState, Transition, rebuild, settle_timers, signals_after};
 use kairos_persistence::{CurrentWrite, ExecutionWrite};
 
 /// Who terminates the run a reset replaces, as the reference writes it (with the reset's
-/// reason).
-const RESET_IDENTITY: &str = "history-resetter";
+/// reason). A run terminated so neither reports to its parent nor applies its parent close
+/// policy: the new run carries on in its place.
+pub(super) const RESET_IDENTITY: &str = "history-resetter";
 
 impl Engine {
     /// Resets a workflow to the point right before the workflow task that finished with event
@@ -41,6 +42,11 @@ impl Engine {
             )));
         }
         let events = self.read_events(&base_key.run_id, 1, last).await?;
+        if events.len() as i64 != last {
+            return Err(Error::NotFound(
+                "the base run's history is no longer complete".into(),
+            ));
+        }
         let finish_type = events[(finish - 1) as usize].event_type();
         if !matches!(
             finish_type,
@@ -82,17 +88,6 @@ impl Engine {
         } else {
             req.request_id.clone()
         };
-        if !status_closed(current_data.status) {
-            let key = RunKey {
-                namespace_id: ns.id.clone(),
-                workflow_id: base_key.workflow_id.clone(),
-                run_id: current.run_id.clone(),
-            };
-            self.transact(&key, None, |t| {
-                t.terminate(&req.reason, None, RESET_IDENTITY)
-            })
-            .await?;
-        }
         let key = RunKey {
             namespace_id: ns.id.clone(),
             workflow_id: base_key.workflow_id.clone(),
@@ -115,6 +110,47 @@ impl Engine {
         ms.state_transition_count = 1;
         let mut all_events = prefix.to_vec();
         all_events.extend(new_events);
+        let new_run = NextRun {
+            key: key.clone(),
+            ms,
+            events: all_events,
+            timers,
+            transfers,
+        };
+        if !status_closed(current_data.status) {
+            // The current run is terminated and the new one made current in one transaction.
+            // Nothing may have reached the base run since its events were read: the signals
+            // to re-apply were taken from them.
+            let current_key = RunKey {
+                namespace_id: ns.id.clone(),
+                workflow_id: base_key.workflow_id.clone(),
+                run_id: current.run_id.clone(),
+            };
+            let base_is_current = current.run_id == base_key.run_id;
+            let read_up_to = base.next_event_id;
+            self.transact_then(
+                &current_key,
+                None,
+                |t| {
+                    if base_is_current && t.ms.next_event_id != read_up_to {
+                        return Err(crate::state::StateError::Invalid(
+                            "the workflow moved on while it was being reset; try again".into(),
+                        ));
+                    }
+                    t.terminate(&req.reason, None, RESET_IDENTITY)
+                },
+                Some(new_run),
+            )
+            .await?;
+            return Ok(run_id);
+        }
+        let NextRun {
+            ms,
+            events: all_events,
+            timers,
+            transfers,
+            ..
+        } = new_run;
         let mut batch = self.batch_for(&key, shard_id, shard.range_id);
         batch.executions.push((
             run_id.clone(),

@@ -2099,7 +2099,9 @@ impl<'a> Transition<'a> {
         let Ok(schedule) = crate::cron::CronSchedule::parse(&self.ms.cron_schedule) else {
             return String::new();
         };
-        let Some(backoff) = schedule.backoff(from_millis(self.ms.start_time_ms), self.now) else {
+        // From when this run was due (its execution time), so `@every` keeps its rhythm.
+        let Some(backoff) = schedule.backoff(from_millis(self.ms.execution_time_ms), self.now)
+        else {
             return String::new();
         };
         if self.ms.execution_expiration_ms > 0

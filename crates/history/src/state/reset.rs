@@ -7,15 +7,16 @@
 use kairos_core::time::{from_pb_duration, from_timestamp, to_millis, to_pb_duration};
 use temporalio_protos::temporal::api::common::v1::{Memo, SearchAttributes};
 use temporalio_protos::temporal::api::enums::v1::{
-    EventType, TimeoutType, WorkflowExecutionStatus, WorkflowTaskFailedCause,
+    EventType, TimeoutType, UpdateWorkflowExecutionLifecycleStage, WorkflowExecutionStatus,
+    WorkflowTaskFailedCause,
 };
 use temporalio_protos::temporal::api::failure::v1::Failure;
 use temporalio_protos::temporal::api::history::v1::{self as hist, HistoryEvent, history_event};
 
 use super::{
     ActivityInfo, ChildInfo, ExternalRequest, MutableState, ParentInfo, Signal, TimerData,
-    TimerInfo, TimerKind, TransferData, TransferKind, Transition, WorkflowTaskInfo, event,
-    normalize_retry_policy,
+    TimerInfo, TimerKind, TransferData, TransferKind, Transition, UpdateInfo, WorkflowTaskInfo,
+    event, normalize_retry_policy,
 };
 
 fn event_ms(ev: &HistoryEvent) -> i64 {
@@ -330,7 +331,30 @@ pub fn rebuild(
             | Some(A::WorkflowExecutionContinuedAsNewEventAttributes(_)) => {
                 return Err("the reset point lies after the run closed".into());
             }
-            // Signals, markers and update events leave nothing pending that a reset re-arms.
+            Some(A::WorkflowExecutionUpdateAcceptedEventAttributes(a)) => {
+                let update_id = a
+                    .accepted_request
+                    .as_ref()
+                    .and_then(|r| r.meta.as_ref())
+                    .map(|m| m.update_id.clone())
+                    .unwrap_or_else(|| a.protocol_instance_id.clone());
+                ms.updates.push(UpdateInfo {
+                    update_id,
+                    request: a.accepted_request.clone(),
+                    stage: UpdateWorkflowExecutionLifecycleStage::Accepted as i32,
+                    accepted_event_id: ev.event_id,
+                    delivered_in_wft: 1,
+                    ..Default::default()
+                });
+            }
+            Some(A::WorkflowExecutionUpdateCompletedEventAttributes(a)) => {
+                let update_id = a.meta.as_ref().map(|m| m.update_id.as_str()).unwrap_or("");
+                if let Some(u) = ms.updates.iter_mut().find(|u| u.update_id == update_id) {
+                    u.stage = UpdateWorkflowExecutionLifecycleStage::Completed as i32;
+                    u.outcome = a.outcome.clone();
+                }
+            }
+            // Signals and markers leave nothing pending that a reset re-arms.
             _ => {}
         }
     }
@@ -424,16 +448,18 @@ impl Transition<'_> {
                 },
             );
         }
-        // Children the old run had started stay with the old run (it reports to nobody now);
-        // those not yet started are started by this run.
-        self.ms.children.retain(|c| !c.started);
-        let ids: Vec<i64> = self
+        // Children the old run had started are this run's now (their close is reported here:
+        // the old run names this one as its successor); those not yet started are started by
+        // this run.
+        let unstarted: Vec<(usize, i64)> = self
             .ms
             .children
             .iter()
-            .map(|c| c.initiated_event_id)
+            .enumerate()
+            .filter(|(_, c)| !c.started)
+            .map(|(i, c)| (i, c.initiated_event_id))
             .collect();
-        for (i, initiated) in ids.into_iter().enumerate() {
+        for (i, initiated) in unstarted {
             self.ms.children[i].transfer_task_id = self.transfer(TransferData {
                 kind: TransferKind::StartChild as i32,
                 scheduled_event_id: initiated,

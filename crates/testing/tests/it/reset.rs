@@ -187,3 +187,97 @@ async fn a_reset_replays_from_the_point_with_its_signals_and_ends_the_old_run() 
     server.shutdown().await?;
     result
 }
+
+#[workflow]
+#[derive(Default)]
+struct Household;
+
+#[workflow_methods]
+impl Household {
+    /// Starts a basket as its child and returns what the child returns.
+    #[run(name = "household")]
+    async fn run(ctx: &mut WorkflowContext<Self>, child_id: String) -> WorkflowResult<Vec<String>> {
+        let opts = temporalio_sdk::ChildWorkflowOptions::builder()
+            .workflow_id(child_id)
+            .build();
+        let child = ctx
+            .start_child_workflow(Basket::run, (), opts)
+            .await
+            .map_err(|e| temporalio_sdk::ApplicationFailure::new(format!("start: {e}")))?;
+        Ok(child
+            .result()
+            .await
+            .map_err(|e| temporalio_sdk::ApplicationFailure::new(format!("{e}")))?)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_parent_keeps_its_started_child_and_gets_its_result() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let rt = runtime()?;
+    let tq = unique("tq");
+    let options = worker_options!(&tq)
+        .register_workflow::<Basket>()?
+        .register_workflow::<Household>()?
+        .build();
+    let mut w = Worker::new(&rt, client.clone(), options)?;
+    let result = run_with_worker(&mut w, async {
+        let id = unique("household");
+        let child_id = format!("{id}-basket");
+        let opts = WorkflowStartOptions::new(&tq, &id)
+            .execution_timeout(Duration::from_secs(120))
+            .build();
+        let handle = client
+            .start_workflow(Household::run, child_id.clone(), opts)
+            .await?;
+        let first_run = handle.info().run_id.clone().unwrap_or_default();
+        // 5 Initiated, 6 ChildStarted, 7-9 the task that saw it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let events = loop {
+            let events = history(&client, &id, &first_run).await?;
+            if events.len() >= 9 {
+                break events;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "child not started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            events[5].event_type(),
+            EventType::ChildWorkflowExecutionStarted
+        );
+        assert_eq!(events[8].event_type(), EventType::WorkflowTaskCompleted);
+        let mut svc = client.connection().workflow_service();
+        let new_run = svc
+            .reset_workflow_execution(tonic::Request::new(reset_request(&id, &first_run, 9, "r1")))
+            .await?
+            .into_inner()
+            .run_id;
+        // The child was left running (the reset's terminate applies no close policy) and now
+        // reports to the new run.
+        let basket = client.get_workflow_handle::<Basket>(&child_id);
+        for item in ["bread", "milk"] {
+            basket
+                .signal(
+                    Basket::item,
+                    item.to_string(),
+                    WorkflowSignalOptions::default(),
+                )
+                .await?;
+        }
+        let current = client.get_workflow_handle::<Household>(&id);
+        let out = within(30, current.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(out, vec!["bread".to_string(), "milk".to_string()]);
+        let events = history(&client, &id, &new_run).await?;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.event_type() == EventType::ChildWorkflowExecutionCompleted),
+            "the new run got the child's result"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    server.shutdown().await?;
+    result
+}
