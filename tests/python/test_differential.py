@@ -15,6 +15,7 @@ venv) the whole module is skipped with that reason printed.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import socket
@@ -633,7 +634,9 @@ def reduce_history(events: List[Any]) -> List[Tuple[int, str, Dict[str, Any]]]:
         picked = {k: _dig(attrs, k) for k in keys}
         for k in ROUNDED:
             if isinstance(picked.get(k), str):
-                picked[k] = f"~{round(float(picked[k].rstrip('s')))}s"
+                # Up to the whole second: a backoff waits out "the rest of" an interval whose
+                # start each server measures at a slightly different instant.
+                picked[k] = f"<={math.ceil(float(picked[k].rstrip('s')) - 0.001)}s"
         out.append((e.event_id, EventType.Name(e.event_type), {k: v for k, v in picked.items() if v is not None}))
     return out
 

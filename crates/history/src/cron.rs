@@ -86,7 +86,12 @@ impl CronSchedule {
     /// fields, `after + delay` for `@every`). `None` when nothing matches within five years.
     pub fn next(&self, after: SystemTime) -> Option<SystemTime> {
         let (minutes, hours, dom, months, dow, either) = match self {
-            CronSchedule::Every(d) => return after.checked_add(*d),
+            // As the reference's schedules count it: from the whole second.
+            CronSchedule::Every(d) => {
+                let since = after.duration_since(UNIX_EPOCH).ok()?;
+                let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());
+                return whole.checked_add(*d);
+            }
             CronSchedule::Fields {
                 minutes,
                 hours,
