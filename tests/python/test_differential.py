@@ -433,6 +433,11 @@ class Restaurant:
             await child
         except ChildWorkflowError as e:
             seen.append(_child_error(e))
+        # The client terminates this one.
+        try:
+            await workflow.execute_child_workflow(Kitchen.run, "slow", id=f"{prefix}-terminated")
+        except ChildWorkflowError as e:
+            seen.append(_child_error(e))
         return seen
 
 
@@ -828,10 +833,22 @@ async def _closed(handle: WorkflowHandle, deadline_s: float = 30.0) -> None:
 async def _children(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
     taken = await client.start_workflow(Sleeper.run, id=f"{wf_id}-taken", task_queue=tq)
     handle = await client.start_workflow(Restaurant.run, wf_id, id=wf_id, task_queue=tq)
+    doomed = client.get_workflow_handle(f"{wf_id}-terminated")
+    deadline = time.monotonic() + SCENARIO_TIMEOUT_S
+    while True:  # until it sleeps (started, first task done)
+        try:
+            events = (await doomed.fetch_history()).events
+        except RPCError:  # not started yet
+            events = []
+        if any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in events):
+            break
+        assert time.monotonic() < deadline, "the last child never started"
+        await asyncio.sleep(0.05)
+    await doomed.terminate(reason="kitchen closed")
     outcome = await _outcome(handle)
     await taken.terminate(reason="cleanup")
     kids = {}
-    for name in ("pizza", "burnt", "slow", "cancelled"):
+    for name in ("pizza", "burnt", "slow", "cancelled", "terminated"):
         kid = client.get_workflow_handle(f"{wf_id}-{name}")
         kids[name] = reduce_history(list((await kid.fetch_history()).events))
     return handle, (outcome, kids)

@@ -537,8 +537,12 @@ impl<'a> Transition<'a> {
             return;
         }
         let attempt = self.ms.wft_attempt.max(1);
-        let sticky = !self.ms.sticky_task_queue.is_empty() && self.env.sticky_alive;
-        let (queue, kind, normal_name) = if sticky {
+        // The event names the sticky queue whenever the run has one, as the reference writes
+        // it; the task goes there only while a worker polls it, else (the worker is gone) to
+        // the normal queue with the full history, and the run stops being sticky.
+        let sticky_set = !self.ms.sticky_task_queue.is_empty();
+        let sticky = sticky_set && self.env.sticky_alive;
+        let (queue, kind, normal_name) = if sticky_set {
             (
                 self.ms.sticky_task_queue.clone(),
                 TaskQueueKind::Sticky,
@@ -563,6 +567,12 @@ impl<'a> Transition<'a> {
                 attempt,
             },
         ));
+        let queue = if sticky_set && !sticky {
+            self.ms.sticky_task_queue.clear();
+            self.ms.task_queue.clone()
+        } else {
+            queue
+        };
         let transfer_task_id = self.transfer(TransferData {
             kind: TransferKind::WorkflowTask as i32,
             task_queue: queue.clone(),

@@ -6,4 +6,5 @@ mod signals;
 mod support;
 mod tidy;
 mod updates;
+mod versioning;
 mod workflows;

@@ -309,3 +309,125 @@ async fn a_query_to_a_run_closed_before_its_first_task_is_not_ready() -> anyhow:
         anyhow::Ok(())
     })
 }
+
+#[workflow]
+#[derive(Default)]
+struct Dispatcher;
+
+#[workflow_methods]
+impl Dispatcher {
+    /// Signals the target, signals and cancels a workflow that does not exist, signals the
+    /// target again; returns what each step gave.
+    #[run(name = "dispatcher")]
+    async fn run(ctx: &mut WorkflowContext<Self>, target: String) -> WorkflowResult<Vec<String>> {
+        let mut seen = Vec::new();
+        let to = ctx.external_workflow(target.clone(), None);
+        let sent = to
+            .signal(
+                Collector::item,
+                9,
+                temporalio_sdk::SignalWorkflowOptions::default(),
+            )
+            .await;
+        seen.push(format!("signal target: {}", sent.is_ok()));
+        let missing = ctx.external_workflow(format!("{target}-missing"), None);
+        let sent = missing
+            .signal(
+                Collector::item,
+                1,
+                temporalio_sdk::SignalWorkflowOptions::default(),
+            )
+            .await;
+        seen.push(format!("signal missing: {}", sent.is_ok()));
+        let cancelled = missing.cancel(None).await;
+        seen.push(format!("cancel missing: {}", cancelled.is_ok()));
+        let sent = to
+            .signal(
+                Collector::item,
+                10,
+                temporalio_sdk::SignalWorkflowOptions::default(),
+            )
+            .await;
+        seen.push(format!("signal target: {}", sent.is_ok()));
+        Ok(seen)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_signal_others_and_learn_when_the_target_does_not_exist() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let rt = runtime()?;
+    let tq = unique("tq");
+    let options = worker_options!(&tq)
+        .register_workflow::<Collector>()?
+        .register_workflow::<Dispatcher>()?
+        .build();
+    let mut w = Worker::new(&rt, client.clone(), options)?;
+    let result = run_with_worker(&mut w, async {
+        let target = unique("collector");
+        let collector = client
+            .start_workflow(Collector::run, 2, start_options(&tq, &target))
+            .await?;
+        let id = unique("dispatcher");
+        let dispatcher = client
+            .start_workflow(Dispatcher::run, target.clone(), start_options(&tq, &id))
+            .await?;
+        let seen = within(
+            30,
+            dispatcher.get_result(WorkflowGetResultOptions::default()),
+        )
+        .await??;
+        assert_eq!(
+            seen,
+            vec![
+                "signal target: true",
+                "signal missing: false",
+                "cancel missing: false",
+                "signal target: true"
+            ]
+        );
+        let got = within(
+            30,
+            collector.get_result(WorkflowGetResultOptions::default()),
+        )
+        .await??;
+        assert_eq!(got, vec![9, 10]);
+        // The target's signals name the sender.
+        let events = collector
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        for e in signaled(&events) {
+            match &e.attributes {
+                Some(history_event::Attributes::WorkflowExecutionSignaledEventAttributes(a)) => {
+                    assert_eq!(
+                        a.external_workflow_execution
+                            .as_ref()
+                            .map(|x| x.workflow_id.as_str()),
+                        Some(id.as_str())
+                    );
+                }
+                other => panic!("not a signal: {other:?}"),
+            }
+        }
+        let events = dispatcher
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        let types: Vec<EventType> = events.iter().map(|e| e.event_type()).collect();
+        assert!(types.contains(&EventType::SignalExternalWorkflowExecutionFailed));
+        assert!(types.contains(&EventType::RequestCancelExternalWorkflowExecutionFailed));
+        assert_eq!(
+            types
+                .iter()
+                .filter(|t| **t == EventType::ExternalWorkflowExecutionSignaled)
+                .count(),
+            2
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    server.shutdown().await?;
+    result
+}

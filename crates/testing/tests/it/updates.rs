@@ -55,6 +55,12 @@ impl Tipper {
     fn finish(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
         self.done = true;
     }
+
+    /// A tip that comes by signal (no answer).
+    #[signal(name = "cash_tip")]
+    fn cash_tip(&mut self, _ctx: &mut SyncWorkflowContext<Self>, amount: u32) {
+        self.tips += amount;
+    }
 }
 
 fn count(
@@ -142,6 +148,148 @@ async fn updates_are_accepted_rejected_deduplicated_and_refused_once_closed() ->
             }
             other => panic!("expected NOT_FOUND on a closed run, got {other:?}"),
         }
+        anyhow::Ok(())
+    })
+    .await;
+    server.shutdown().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_with_start_starts_or_reuses_and_reports_a_taken_id() -> anyhow::Result<()> {
+    use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateWithStartError};
+    use temporalio_client::{WorkflowIdConflictPolicy, WorkflowUpdateWithStartOptions};
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let rt = runtime()?;
+    let tq = unique("tq");
+    let options = worker_options!(&tq).register_workflow::<Tipper>()?.build();
+    let mut w = Worker::new(&rt, client.clone(), options)?;
+    let result = run_with_worker(&mut w, async {
+        let id = unique("tipper-uws");
+        let opts = |policy| {
+            WorkflowUpdateWithStartOptions::new(tq.clone(), id.clone(), policy)
+                .execution_timeout(Duration::from_secs(120))
+                .build()
+        };
+        // Starts the workflow; its first task carries the update.
+        let first = within(
+            30,
+            client.execute_update_with_start_workflow(
+                Tipper::run,
+                (),
+                Tipper::add_tip,
+                5,
+                opts(WorkflowIdConflictPolicy::UseExisting),
+            ),
+        )
+        .await??;
+        assert_eq!(first, 5);
+        // The running workflow gets the second.
+        let second = within(
+            30,
+            client.execute_update_with_start_workflow(
+                Tipper::run,
+                (),
+                Tipper::add_tip,
+                2,
+                opts(WorkflowIdConflictPolicy::UseExisting),
+            ),
+        )
+        .await??;
+        assert_eq!(second, 7);
+        // With FAIL, the taken id is the start operation's error.
+        match client
+            .execute_update_with_start_workflow(
+                Tipper::run,
+                (),
+                Tipper::add_tip,
+                1,
+                opts(WorkflowIdConflictPolicy::Fail),
+            )
+            .await
+        {
+            Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
+                ..
+            })) => {}
+            other => panic!("expected the start's AlreadyStarted, got {other:?}"),
+        }
+        let h = client.get_workflow_handle::<Tipper>(&id);
+        h.signal(Tipper::finish, (), WorkflowSignalOptions::default())
+            .await?;
+        let tips = within(30, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(tips, 7);
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        assert_eq!(count(&events, EventType::WorkflowExecutionStarted), 1);
+        assert_eq!(
+            count(&events, EventType::WorkflowExecutionUpdateAccepted),
+            2
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    server.shutdown().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_racing_signals_lose_nothing() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let rt = runtime()?;
+    let tq = unique("tq");
+    let options = worker_options!(&tq).register_workflow::<Tipper>()?.build();
+    let mut w = Worker::new(&rt, client.clone(), options)?;
+    let result = run_with_worker(&mut w, async {
+        let h = client
+            .start_workflow(
+                Tipper::run,
+                (),
+                WorkflowStartOptions::new(&tq, unique("tipper-race"))
+                    .execution_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .await?;
+        let updates = (0..20)
+            .map(|_| h.execute_update(Tipper::add_tip, 1, WorkflowExecuteUpdateOptions::default()));
+        let signals =
+            (0..20).map(|_| h.signal(Tipper::cash_tip, 1, WorkflowSignalOptions::default()));
+        let (answers, sent) = within(
+            60,
+            futures::future::join(
+                futures::future::join_all(updates),
+                futures::future::join_all(signals),
+            ),
+        )
+        .await?;
+        let mut totals = Vec::new();
+        for a in answers {
+            totals.push(a?);
+        }
+        for s in sent {
+            s?;
+        }
+        // Each update saw its own running total: all different, none above 40.
+        totals.sort();
+        totals.dedup();
+        assert_eq!(totals.len(), 20, "{totals:?}");
+        assert!(totals.iter().all(|t| *t >= 1 && *t <= 40), "{totals:?}");
+        h.signal(Tipper::finish, (), WorkflowSignalOptions::default())
+            .await?;
+        let tips = within(30, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(tips, 40, "every update and every signal counted once");
+        let events = h
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        assert_eq!(
+            count(&events, EventType::WorkflowExecutionUpdateCompleted),
+            20
+        );
+        assert_eq!(count(&events, EventType::WorkflowExecutionSignaled), 21);
         anyhow::Ok(())
     })
     .await;
