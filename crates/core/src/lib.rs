@@ -4,6 +4,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod filter;
 pub mod ids;
 pub mod time;
 

@@ -141,6 +141,66 @@ pub struct WriteBatch {
     pub transfers_add: Vec<TransferTask>,
     /// Transfer tasks to remove, by task id.
     pub transfers_delete: Vec<i64>,
+    /// Visibility rows to write or remove, in the same transaction as the state change.
+    pub visibility: Vec<VisibilityWrite>,
+}
+
+/// A change to the visibility record of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VisibilityWrite {
+    /// Insert or replace the run's record (and its search-attribute index rows).
+    Upsert(Box<VisibilityRow>),
+    /// Remove the run's record.
+    Delete { run_id: String },
+}
+
+/// What list and count queries see of a run. Times are epoch nanoseconds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VisibilityRow {
+    pub run_id: String,
+    pub workflow_id: String,
+    pub workflow_type: String,
+    pub task_queue: String,
+    /// `WorkflowExecutionStatus` as an int.
+    pub status: i32,
+    pub start_time_ns: i64,
+    pub execution_time_ns: i64,
+    pub close_time_ns: Option<i64>,
+    pub execution_duration_ns: Option<i64>,
+    pub history_length: i64,
+    pub history_size_bytes: i64,
+    pub state_transition_count: i64,
+    pub parent_workflow_id: Option<String>,
+    pub parent_run_id: Option<String>,
+    pub root_workflow_id: Option<String>,
+    pub root_run_id: Option<String>,
+    pub first_run_id: String,
+    /// Encoded memo and search attributes, returned as they are.
+    pub memo: Vec<u8>,
+    pub search_attributes: Vec<u8>,
+    /// Index rows of the search attributes: (name, value); a keyword list gives one row per
+    /// element. Not filled on reads.
+    pub attributes: Vec<(String, kairos_core::filter::SqlValue)>,
+}
+
+/// Where a page of a list ends: the sort key of its last row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisibilityCursor {
+    /// Close time, or `i64::MAX` for a running workflow (they come first).
+    pub sort_close: i64,
+    pub start_time_ns: i64,
+    pub run_id: String,
+}
+
+impl VisibilityRow {
+    /// This row's sort key.
+    pub fn cursor(&self) -> VisibilityCursor {
+        VisibilityCursor {
+            sort_close: self.close_time_ns.unwrap_or(i64::MAX),
+            start_time_ns: self.start_time_ns,
+            run_id: self.run_id.clone(),
+        }
+    }
 }
 
 /// A shard's lease as taken at start-up.
@@ -197,4 +257,20 @@ pub trait Store: Send + Sync + 'static {
     async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a cluster metadata value.
     async fn put_metadata(&self, key: &str, value: Vec<u8>) -> Result<()>;
+    /// Lists a namespace's runs matching `filter`, newest first (running first, then by close
+    /// time, start time and run id, all descending), after `after`, at most `limit`.
+    async fn list_visibility(
+        &self,
+        namespace_id: &str,
+        filter: kairos_core::filter::SqlFilter,
+        after: Option<VisibilityCursor>,
+        limit: usize,
+    ) -> Result<Vec<VisibilityRow>>;
+    /// Counts a namespace's runs matching `filter`; with `by_status`, one count per status.
+    async fn count_visibility(
+        &self,
+        namespace_id: &str,
+        filter: kairos_core::filter::SqlFilter,
+        by_status: bool,
+    ) -> Result<Vec<(Option<i32>, i64)>>;
 }

@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::{
     CurrentRow, CurrentWrite, Error, ExecutionRow, ExecutionWrite, NamespaceRow, Result,
-    ShardLease, Store, TimerTask, TransferTask, WriteBatch,
+    ShardLease, Store, TimerTask, TransferTask, VisibilityCursor, VisibilityRow, VisibilityWrite,
+    WriteBatch,
 };
+use kairos_core::filter::{SqlFilter, SqlValue};
 
 /// Schema migrations, applied in order at open; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
@@ -40,6 +42,22 @@ CREATE TABLE transfer_tasks (
     shard_id INTEGER NOT NULL, task_id INTEGER NOT NULL,
     namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (shard_id, task_id));
+"#, r#"
+CREATE TABLE visibility (
+    namespace_id TEXT NOT NULL, run_id TEXT NOT NULL, workflow_id TEXT NOT NULL,
+    workflow_type TEXT NOT NULL, task_queue TEXT NOT NULL, status INTEGER NOT NULL,
+    start_time INTEGER NOT NULL, execution_time INTEGER NOT NULL, close_time INTEGER,
+    sort_close INTEGER NOT NULL, execution_duration INTEGER, history_length INTEGER NOT NULL,
+    history_size_bytes INTEGER NOT NULL, state_transition_count INTEGER NOT NULL,
+    parent_workflow_id TEXT, parent_run_id TEXT, root_workflow_id TEXT, root_run_id TEXT,
+    first_run_id TEXT NOT NULL, memo BLOB NOT NULL, search_attributes BLOB NOT NULL,
+    PRIMARY KEY (namespace_id, run_id));
+CREATE INDEX visibility_order ON visibility (namespace_id, sort_close DESC, start_time DESC, run_id DESC);
+CREATE INDEX visibility_by_workflow_id ON visibility (namespace_id, workflow_id);
+CREATE TABLE visibility_attributes (
+    namespace_id TEXT NOT NULL, run_id TEXT NOT NULL, name TEXT NOT NULL,
+    int_value INTEGER, real_value REAL, text_value TEXT);
+CREATE INDEX visibility_attributes_by_run ON visibility_attributes (namespace_id, run_id, name);
 "#];
 
 /// Where the database lives.
@@ -506,7 +524,140 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             .and_then(|mut s| s.execute(params![batch.shard_id, id]))
             .map_err(sql_err("failed to delete a transfer task"))?;
     }
+    for write in &batch.visibility {
+        apply_visibility(conn, ns, write)?;
+    }
     Ok(())
+}
+
+fn apply_visibility(conn: &Connection, ns: &str, write: &VisibilityWrite) -> Result<()> {
+    let run_id = match write {
+        VisibilityWrite::Upsert(row) => &row.run_id,
+        VisibilityWrite::Delete { run_id } => run_id,
+    };
+    conn.prepare_cached("DELETE FROM visibility_attributes WHERE namespace_id = ?1 AND run_id = ?2")
+        .and_then(|mut s| s.execute(params![ns, run_id]))
+        .map_err(sql_err("failed to clear search attributes"))?;
+    let VisibilityWrite::Upsert(row) = write else {
+        conn.prepare_cached("DELETE FROM visibility WHERE namespace_id = ?1 AND run_id = ?2")
+            .and_then(|mut s| s.execute(params![ns, run_id]))
+            .map_err(sql_err("failed to delete a visibility record"))?;
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO visibility (namespace_id, run_id, workflow_id, workflow_type,
+             task_queue, status, start_time, execution_time, close_time, sort_close,
+             execution_duration, history_length, history_size_bytes, state_transition_count,
+             parent_workflow_id, parent_run_id, root_workflow_id, root_run_id, first_run_id,
+             memo, search_attributes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19, ?20, ?21)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ns,
+            row.run_id,
+            row.workflow_id,
+            row.workflow_type,
+            row.task_queue,
+            row.status,
+            row.start_time_ns,
+            row.execution_time_ns,
+            row.close_time_ns,
+            row.close_time_ns.unwrap_or(i64::MAX),
+            row.execution_duration_ns,
+            row.history_length,
+            row.history_size_bytes,
+            row.state_transition_count,
+            row.parent_workflow_id,
+            row.parent_run_id,
+            row.root_workflow_id,
+            row.root_run_id,
+            row.first_run_id,
+            row.memo,
+            row.search_attributes,
+        ])
+    })
+    .map_err(sql_err("failed to write a visibility record"))?;
+    for (name, value) in &row.attributes {
+        let (int, real, text) = match value {
+            SqlValue::Int(i) => (Some(*i), None, None),
+            SqlValue::Real(x) => (None, Some(*x), None),
+            SqlValue::Text(t) => (None, None, Some(t.as_str())),
+        };
+        conn.prepare_cached(
+            "INSERT INTO visibility_attributes (namespace_id, run_id, name, int_value, real_value,
+                 text_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| s.execute(params![ns, row.run_id, name, int, real, text]))
+        .map_err(sql_err("failed to write a search attribute"))?;
+    }
+    Ok(())
+}
+
+fn bind(values: &[SqlValue]) -> Vec<rusqlite::types::Value> {
+    values
+        .iter()
+        .map(|v| match v {
+            SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
+            SqlValue::Real(x) => rusqlite::types::Value::Real(*x),
+            SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        })
+        .collect()
+}
+
+const VISIBILITY_COLUMNS: &str = "v.run_id, v.workflow_id, v.workflow_type, v.task_queue,
+    v.status, v.start_time, v.execution_time, v.close_time, v.execution_duration,
+    v.history_length, v.history_size_bytes, v.state_transition_count, v.parent_workflow_id,
+    v.parent_run_id, v.root_workflow_id, v.root_run_id, v.first_run_id, v.memo,
+    v.search_attributes";
+
+fn visibility_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisibilityRow> {
+    Ok(VisibilityRow {
+        run_id: r.get(0)?,
+        workflow_id: r.get(1)?,
+        workflow_type: r.get(2)?,
+        task_queue: r.get(3)?,
+        status: r.get(4)?,
+        start_time_ns: r.get(5)?,
+        execution_time_ns: r.get(6)?,
+        close_time_ns: r.get(7)?,
+        execution_duration_ns: r.get(8)?,
+        history_length: r.get(9)?,
+        history_size_bytes: r.get(10)?,
+        state_transition_count: r.get(11)?,
+        parent_workflow_id: r.get(12)?,
+        parent_run_id: r.get(13)?,
+        root_workflow_id: r.get(14)?,
+        root_run_id: r.get(15)?,
+        first_run_id: r.get(16)?,
+        memo: r.get(17)?,
+        search_attributes: r.get(18)?,
+        attributes: Vec::new(),
+    })
+}
+
+/// The SQL of a list or count: the namespace, the compiled filter and (for a list) the cursor.
+fn visibility_where(
+    namespace_id: &str,
+    filter: &SqlFilter,
+    after: Option<&VisibilityCursor>,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = String::from("v.namespace_id = ?");
+    let mut values = vec![rusqlite::types::Value::Text(namespace_id.to_string())];
+    if !filter.where_sql.is_empty() {
+        sql.push_str(" AND (");
+        sql.push_str(&filter.where_sql);
+        sql.push(')');
+        values.extend(bind(&filter.params));
+    }
+    if let Some(c) = after {
+        sql.push_str(" AND (v.sort_close, v.start_time, v.run_id) < (?, ?, ?)");
+        values.push(rusqlite::types::Value::Integer(c.sort_close));
+        values.push(rusqlite::types::Value::Integer(c.start_time_ns));
+        values.push(rusqlite::types::Value::Text(c.run_id.clone()));
+    }
+    (sql, values)
 }
 
 #[async_trait]
@@ -629,6 +780,64 @@ impl Store for SqliteStore {
                 .map_err(sql_err("failed to read history"))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql_err("failed to read history"))
+        })
+        .await
+    }
+
+    async fn list_visibility(
+        &self,
+        namespace_id: &str,
+        filter: SqlFilter,
+        after: Option<VisibilityCursor>,
+        limit: usize,
+    ) -> Result<Vec<VisibilityRow>> {
+        let namespace_id = namespace_id.to_string();
+        self.read(move |conn| {
+            let (cond, mut values) = visibility_where(&namespace_id, &filter, after.as_ref());
+            values.push(rusqlite::types::Value::Integer(limit as i64));
+            let sql = format!(
+                "SELECT {VISIBILITY_COLUMNS} FROM visibility v WHERE {cond}
+                 ORDER BY v.sort_close DESC, v.start_time DESC, v.run_id DESC LIMIT ?"
+            );
+            let mut stmt = conn
+                .prepare(&sql)
+                .map_err(sql_err("failed to prepare a visibility list"))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), visibility_row)
+                .map_err(sql_err("failed to list workflows"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err("failed to list workflows"))
+        })
+        .await
+    }
+
+    async fn count_visibility(
+        &self,
+        namespace_id: &str,
+        filter: SqlFilter,
+        by_status: bool,
+    ) -> Result<Vec<(Option<i32>, i64)>> {
+        let namespace_id = namespace_id.to_string();
+        self.read(move |conn| {
+            let (cond, values) = visibility_where(&namespace_id, &filter, None);
+            let sql = if by_status {
+                format!(
+                    "SELECT v.status, COUNT(*) FROM visibility v WHERE {cond}
+                     GROUP BY v.status ORDER BY v.status"
+                )
+            } else {
+                format!("SELECT NULL, COUNT(*) FROM visibility v WHERE {cond}")
+            };
+            let mut stmt = conn
+                .prepare(&sql)
+                .map_err(sql_err("failed to prepare a visibility count"))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    Ok((r.get::<_, Option<i32>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(sql_err("failed to count workflows"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err("failed to count workflows"))
         })
         .await
     }
