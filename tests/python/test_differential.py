@@ -41,13 +41,23 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
-from temporalio.common import QueryRejectCondition, RetryPolicy, WorkflowIDConflictPolicy
+from temporalio.common import (
+    QueryRejectCondition,
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 SCENARIO_TIMEOUT_S = 60.0
+CUSTOMER = SearchAttributeKey.for_keyword("CustomerId")
+AMOUNT = SearchAttributeKey.for_int("Amount")
+TAGS = SearchAttributeKey.for_keyword_list("Tags")
 REFERENCE_STARTUP_S = 60.0
 
 
@@ -488,7 +498,22 @@ class Resettable:
         self.items.append(s)
 
 
+@workflow.defn
+class Tagged:
+    """Sleeps unless told to finish at once; tags itself with a search attribute."""
+
+    @workflow.run
+    async def run(self, finish: bool) -> str:
+        workflow.upsert_search_attributes(
+            TypedSearchAttributes([SearchAttributePair(AMOUNT, 42)])
+        )
+        if not finish:
+            await workflow.sleep(3600)
+        return "done"
+
+
 WORKFLOWS = [
+    Tagged,
     Resettable,
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
     Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter,
@@ -920,7 +945,108 @@ async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     return new, (outcome, old_history)
 
 
+async def _register_search_attributes(client: Client) -> None:
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace="default",
+            search_attributes={
+                "CustomerId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+                "Amount": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+                "Tags": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+            },
+        )
+    )
+
+
+async def _eventually(fetch: Callable[[], Awaitable[Any]], want: Callable[[Any], bool]) -> Any:
+    """The reference updates visibility asynchronously: poll (with a deadline) until `want`."""
+    deadline = time.monotonic() + 20
+    while True:
+        got = await fetch()
+        if want(got) or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.1)
+
+
+async def _visibility(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Workflows with search attributes listed and counted with filters; refused queries and
+    an unregistered attribute give the same errors."""
+    await _register_search_attributes(client)
+    handles = []
+    for i, (customer, tags) in enumerate([("c1", ["vip", "pizza"]), ("c2", ["pizza"]), ("c1", [])]):
+        pairs = [SearchAttributePair(CUSTOMER, customer)]
+        if tags:
+            pairs.append(SearchAttributePair(TAGS, tags))
+        handles.append(await client.start_workflow(
+            Tagged.run, i == 2, id=f"{wf_id}-{i}", task_queue=tq,
+            search_attributes=TypedSearchAttributes(pairs),
+        ))
+    await handles[2].result()
+    base = f"TaskQueue = '{tq}'"
+
+    async def ids(query: str, expect: int) -> List[str]:
+        found = await _eventually(
+            lambda: _collect(client.list_workflows(f"{base} AND ({query})")),
+            lambda got: len(got) == expect,
+        )
+        return sorted(w.id.removeprefix(wf_id) for w in found)
+
+    seen: Dict[str, Any] = {}
+    seen["all"] = await ids("WorkflowId STARTS_WITH 'diff-'", 3)
+    seen["running"] = await ids("ExecutionStatus = 'Running'", 2)
+    seen["c1"] = await ids("CustomerId = 'c1'", 2)
+    seen["vip"] = await ids("Tags = 'vip'", 1)
+    seen["no tags"] = await ids("Tags IS NULL", 1)
+    seen["amount"] = await ids("Amount = 42 AND CustomerId IN ('c1', 'c2')", 3)
+    seen["closed c1"] = await ids("CustomerId = 'c1' AND CloseTime IS NOT NULL", 1)
+    listed = await _collect(client.list_workflows(f"{base} AND CustomerId = 'c2'"))
+    seen["typed"] = (
+        listed[0].typed_search_attributes.get(CUSTOMER),
+        listed[0].typed_search_attributes.get(TAGS),
+        listed[0].typed_search_attributes.get(AMOUNT),
+        listed[0].status.name,
+        listed[0].workflow_type,
+    )
+    count = await _eventually(
+        lambda: client.count_workflows(f"{base} GROUP BY ExecutionStatus"),
+        lambda c: c.count == 3 and len(c.groups) == 2,
+    )
+    seen["count"] = (count.count, sorted((g.group_values[0], g.count) for g in count.groups))
+    errors = []
+    for bad in ["WorkflowType = 'a' ORDER BY StartTime", "WorkflowType = 'a' LIMIT 3",
+                "Nope = 'x'", "HistoryLength = 'ten'", "WorkflowType = pizza",
+                "WorkflowType = 'x' GROUP BY WorkflowType"]:
+        try:
+            await client.count_workflows(bad)
+            errors.append((bad, "accepted"))
+        except RPCError as e:
+            # The text after the reference's own prefix: the same up to its end.
+            errors.append((bad, e.status.name, e.message.split(" at position")[0]))
+    seen["errors"] = errors
+    try:
+        await client.start_workflow(
+            Tagged.run, True, id=f"{wf_id}-unregistered", task_queue=tq,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(SearchAttributeKey.for_keyword("NotRegistered"), "x")]
+            ),
+        )
+        seen["unregistered"] = "started"
+    except RPCError as e:
+        seen["unregistered"] = (e.status.name, e.message)
+    for h in handles[:2]:
+        await h.terminate(reason="cleanup")
+    return handles[2], seen
+
+
+async def _collect(it: Any) -> List[Any]:
+    return [w async for w in it]
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "visibility": _visibility,
     "reset": _reset,
     "children": _children,
     "parent_close_policies": _parent_close_policies,

@@ -610,3 +610,37 @@ async def test_an_update_caught_by_continue_as_new_is_retried_on_the_new_run(
         assert first[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED in first
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED not in first
+
+
+@workflow.defn
+class Idle:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+@bounded
+async def test_a_list_right_after_a_start_or_a_close_sees_it(kairos_target: str) -> None:
+    """Visibility is written in the transaction of the change: no waiting, no polling."""
+    client = await connect(kairos_target)
+    tq = unique("tq-visible")
+    # No worker: the workflow stays running with its first task scheduled.
+    handle = await client.start_workflow(Idle.run, id=unique("wf-visible"), task_queue=tq)
+    listed = [w async for w in client.list_workflows(f"TaskQueue = '{tq}'")]
+    assert [(w.id, w.status.name) for w in listed] == [(handle.id, "RUNNING")]
+    await handle.terminate(reason="seen")
+    listed = [w async for w in client.list_workflows(f"TaskQueue = '{tq}'")]
+    assert [(w.id, w.status.name) for w in listed] == [(handle.id, "TERMINATED")]
+    assert listed[0].close_time is not None
+    count = await client.count_workflows(f"TaskQueue = '{tq}' AND ExecutionStatus = 'Terminated'")
+    assert count.count == 1
+    # Paging: many small pages cover everything exactly once.
+    tq2 = unique("tq-paged")
+    ids = [
+        (await client.start_workflow(Idle.run, id=unique("wf-page"), task_queue=tq2)).id
+        for _ in range(7)
+    ]
+    paged = [w.id async for w in client.list_workflows(f"TaskQueue = '{tq2}'", page_size=2)]
+    assert len(paged) == 7 and sorted(paged) == sorted(ids)
+    for wf_id in ids:
+        await client.get_workflow_handle(wf_id).terminate()

@@ -1,13 +1,21 @@
-//! OperatorService. Namespace and search-attribute administration arrive with the visibility
-//! issue; until then every RPC answers UNIMPLEMENTED naming itself (generated default stubs).
-use kairos_proto::operatorservice::operator_service_server;
+//! OperatorService: search-attribute administration (per namespace, stored with it). Other
+//! RPCs answer UNIMPLEMENTED naming themselves (generated default stubs).
+use std::collections::HashMap;
 
-use crate::workflow::Frontend;
+use kairos_proto::operatorservice::operator_service_server;
+use kairos_visibility::AttrType;
+use temporalio_protos::temporal::api::operatorservice::v1::{
+    AddSearchAttributesRequest, AddSearchAttributesResponse, ListSearchAttributesRequest,
+    ListSearchAttributesResponse, RemoveSearchAttributesRequest, RemoveSearchAttributesResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::{invalid, to_status};
+use crate::workflow::{Frontend, system_search_attributes};
 
 /// The operator service.
 #[derive(Clone)]
 pub struct Operator {
-    #[allow(dead_code)]
     frontend: Frontend,
 }
 
@@ -15,7 +23,114 @@ impl Operator {
     pub(crate) fn new(frontend: Frontend) -> Self {
         Self { frontend }
     }
+
+    fn namespace_name(name: &str) -> &str {
+        if name.is_empty() { "default" } else { name }
+    }
+}
+
+/// A custom attribute name: letters, digits, `_`, `-` and `.`, starting with a letter.
+fn valid_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name.len() <= 255
 }
 
 #[tonic::async_trait]
-impl operator_service_server::OperatorService for Operator {}
+impl operator_service_server::OperatorService for Operator {
+    async fn add_search_attributes(
+        &self,
+        request: Request<AddSearchAttributesRequest>,
+    ) -> Result<Response<AddSearchAttributesResponse>, Status> {
+        let req = request.into_inner();
+        let ns = self
+            .frontend
+            .namespace(Self::namespace_name(&req.namespace))?;
+        if req.search_attributes.is_empty() {
+            return Err(invalid("Search attributes are not set on request."));
+        }
+        let mut custom = ns.custom_search_attributes.clone();
+        for (name, ty) in &req.search_attributes {
+            if !valid_name(name) {
+                return Err(invalid(format!(
+                    "Search attribute name {name:?} is not valid."
+                )));
+            }
+            if kairos_visibility::attrs::is_reserved(name) {
+                return Err(invalid(format!(
+                    "Search attribute {name} is reserved by system."
+                )));
+            }
+            let Some(t) = AttrType::from_indexed_value_type(*ty) else {
+                return Err(invalid(format!(
+                    "Unknown search attribute type {ty} for {name}."
+                )));
+            };
+            match custom
+                .get(name)
+                .and_then(|t| AttrType::from_indexed_value_type(*t))
+            {
+                Some(existing) if existing == t => {}
+                Some(existing) => {
+                    return Err(Status::already_exists(format!(
+                        "search attribute {name} already exists and has different type {existing}"
+                    )));
+                }
+                None => {
+                    custom.insert(name.clone(), *ty);
+                }
+            }
+        }
+        self.frontend
+            .engine
+            .namespaces()
+            .set_search_attributes(&ns.name, custom)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(AddSearchAttributesResponse {}))
+    }
+
+    async fn remove_search_attributes(
+        &self,
+        request: Request<RemoveSearchAttributesRequest>,
+    ) -> Result<Response<RemoveSearchAttributesResponse>, Status> {
+        let req = request.into_inner();
+        let ns = self
+            .frontend
+            .namespace(Self::namespace_name(&req.namespace))?;
+        let mut custom = ns.custom_search_attributes.clone();
+        for name in &req.search_attributes {
+            if kairos_visibility::attrs::is_reserved(name) {
+                return Err(invalid(format!(
+                    "Unable to remove non-custom search attribute {name}."
+                )));
+            }
+            // Removing an unknown name is not an error (as in the reference).
+            custom.remove(name);
+        }
+        self.frontend
+            .engine
+            .namespaces()
+            .set_search_attributes(&ns.name, custom)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RemoveSearchAttributesResponse {}))
+    }
+
+    async fn list_search_attributes(
+        &self,
+        request: Request<ListSearchAttributesRequest>,
+    ) -> Result<Response<ListSearchAttributesResponse>, Status> {
+        let req = request.into_inner();
+        let ns = self
+            .frontend
+            .namespace(Self::namespace_name(&req.namespace))?;
+        Ok(Response::new(ListSearchAttributesResponse {
+            custom_attributes: ns.custom_search_attributes.clone(),
+            system_attributes: system_search_attributes(),
+            storage_schema: HashMap::new(),
+        }))
+    }
+}

@@ -32,7 +32,7 @@ use crate::validate;
 /// The WorkflowService implementation (cheap clone).
 #[derive(Clone)]
 pub struct Frontend {
-    engine: Engine,
+    pub(crate) engine: Engine,
     matching: kairos_matching::Handle,
     options: Arc<ServerOptions>,
     queries: Arc<parking_lot::Mutex<HashMap<String, PendingQuery>>>,
@@ -136,7 +136,7 @@ impl Frontend {
         }
     }
 
-    fn namespace(&self, name: &str) -> Result<Arc<Namespace>, Status> {
+    pub(crate) fn namespace(&self, name: &str) -> Result<Arc<Namespace>, Status> {
         if name.is_empty() {
             return Err(invalid("Namespace is not set on request."));
         }
@@ -317,6 +317,26 @@ impl Frontend {
                 });
             }
         }
+    }
+
+    /// Refuses search attributes the namespace does not know (neither registered nor
+    /// predefined), as the reference does.
+    fn check_search_attributes(
+        &self,
+        ns: &Namespace,
+        sa: Option<&temporalio_protos::temporal::api::common::v1::SearchAttributes>,
+    ) -> Result<(), Status> {
+        for name in sa.map(|s| s.indexed_fields.keys()).into_iter().flatten() {
+            let known = ns.custom_search_attributes.contains_key(name)
+                || kairos_visibility::attrs::predefined(name).is_some();
+            if !known {
+                return Err(invalid(format!(
+                    "Namespace {} has no mapping defined for search attribute {name}",
+                    ns.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn run_key(
@@ -545,6 +565,7 @@ impl WorkflowService for Frontend {
         let mut req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         self.validate_start(&mut req)?;
+        self.check_search_attributes(&ns, req.search_attributes.as_ref())?;
         let outcome = self
             .engine
             .start_workflow(&ns, &req)
@@ -1112,6 +1133,8 @@ impl WorkflowService for Frontend {
         let start_failed = |e: Status| multi_operation_failed(0, 2, e);
         let update_failed = |e: Status| multi_operation_failed(1, 2, e);
         self.validate_start(&mut start).map_err(start_failed)?;
+        self.check_search_attributes(&ns, start.search_attributes.as_ref())
+            .map_err(start_failed)?;
         let request = update
             .request
             .ok_or_else(|| update_failed(invalid("Update request is not set on request.")))?;
@@ -1245,6 +1268,7 @@ impl WorkflowService for Frontend {
             ..Default::default()
         };
         self.validate_start(&mut start)?;
+        self.check_search_attributes(&ns, start.search_attributes.as_ref())?;
         let signal = Signal {
             name: req.signal_name,
             input: req.signal_input,
@@ -1279,6 +1303,153 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(TerminateWorkflowExecutionResponse {}))
+    }
+
+    async fn list_workflow_executions(
+        &self,
+        request: Request<ListWorkflowExecutionsRequest>,
+    ) -> Reply<ListWorkflowExecutionsResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (executions, next_page_token) = self
+            .engine
+            .list_workflows(&ns, &req.query, req.page_size, &req.next_page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn scan_workflow_executions(
+        &self,
+        request: Request<ScanWorkflowExecutionsRequest>,
+    ) -> Reply<ScanWorkflowExecutionsResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (executions, next_page_token) = self
+            .engine
+            .list_workflows(&ns, &req.query, req.page_size, &req.next_page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ScanWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn count_workflow_executions(
+        &self,
+        request: Request<CountWorkflowExecutionsRequest>,
+    ) -> Reply<CountWorkflowExecutionsResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let (count, groups) = self
+            .engine
+            .count_workflows(&ns, &req.query)
+            .await
+            .map_err(to_status)?;
+        let groups = groups
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(status, count)| {
+                let name = WorkflowExecutionStatus::try_from(status)
+                    .map(status_name)
+                    .unwrap_or("Unspecified");
+                count_workflow_executions_response::AggregationGroup {
+                    group_values: vec![keyword_payload(name)],
+                    count,
+                }
+            })
+            .collect();
+        Ok(Response::new(CountWorkflowExecutionsResponse {
+            count,
+            groups,
+        }))
+    }
+
+    async fn list_open_workflow_executions(
+        &self,
+        request: Request<ListOpenWorkflowExecutionsRequest>,
+    ) -> Reply<ListOpenWorkflowExecutionsResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let mut terms = vec!["ExecutionStatus = 'Running'".to_string()];
+        terms.extend(start_time_terms(req.start_time_filter.as_ref()));
+        match &req.filters {
+            Some(list_open_workflow_executions_request::Filters::ExecutionFilter(f)) => {
+                terms.push(format!("WorkflowId = {}", quote(&f.workflow_id)));
+            }
+            Some(list_open_workflow_executions_request::Filters::TypeFilter(f)) => {
+                terms.push(format!("WorkflowType = {}", quote(&f.name)));
+            }
+            None => {}
+        }
+        let (executions, next_page_token) = self
+            .engine
+            .list_workflows(
+                &ns,
+                &terms.join(" AND "),
+                req.maximum_page_size,
+                &req.next_page_token,
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListOpenWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn list_closed_workflow_executions(
+        &self,
+        request: Request<ListClosedWorkflowExecutionsRequest>,
+    ) -> Reply<ListClosedWorkflowExecutionsResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        let mut terms = vec!["ExecutionStatus != 'Running'".to_string()];
+        terms.extend(start_time_terms(req.start_time_filter.as_ref()));
+        match &req.filters {
+            Some(list_closed_workflow_executions_request::Filters::ExecutionFilter(f)) => {
+                terms.push(format!("WorkflowId = {}", quote(&f.workflow_id)));
+            }
+            Some(list_closed_workflow_executions_request::Filters::TypeFilter(f)) => {
+                terms.push(format!("WorkflowType = {}", quote(&f.name)));
+            }
+            Some(list_closed_workflow_executions_request::Filters::StatusFilter(f)) => {
+                terms.push(format!("ExecutionStatus = {}", f.status));
+            }
+            None => {}
+        }
+        let (executions, next_page_token) = self
+            .engine
+            .list_workflows(
+                &ns,
+                &terms.join(" AND "),
+                req.maximum_page_size,
+                &req.next_page_token,
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListClosedWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn get_search_attributes(
+        &self,
+        _request: Request<GetSearchAttributesRequest>,
+    ) -> Reply<GetSearchAttributesResponse> {
+        // Every namespace's custom attributes, with the system and predefined ones.
+        let mut keys = system_search_attributes();
+        for ns in self.engine.namespaces().list() {
+            for (name, ty) in &ns.custom_search_attributes {
+                keys.insert(name.clone(), *ty);
+            }
+        }
+        Ok(Response::new(GetSearchAttributesResponse { keys }))
     }
 
     async fn reset_workflow_execution(
@@ -1344,4 +1515,67 @@ impl WorkflowService for Frontend {
 
 fn response_task_queue(name: String) -> String {
     name
+}
+
+/// A status as the count groups name it ("Running", "TimedOut", ...).
+fn status_name(status: WorkflowExecutionStatus) -> &'static str {
+    match status {
+        WorkflowExecutionStatus::Running => "Running",
+        WorkflowExecutionStatus::Completed => "Completed",
+        WorkflowExecutionStatus::Failed => "Failed",
+        WorkflowExecutionStatus::Canceled => "Canceled",
+        WorkflowExecutionStatus::Terminated => "Terminated",
+        WorkflowExecutionStatus::ContinuedAsNew => "ContinuedAsNew",
+        WorkflowExecutionStatus::TimedOut => "TimedOut",
+        _ => "Unspecified",
+    }
+}
+
+/// A Keyword search-attribute value as a payload (JSON, with its type).
+fn keyword_payload(value: &str) -> temporalio_protos::temporal::api::common::v1::Payload {
+    temporalio_protos::temporal::api::common::v1::Payload {
+        metadata: [
+            ("encoding".to_string(), b"json/plain".to_vec()),
+            ("type".to_string(), b"Keyword".to_vec()),
+        ]
+        .into_iter()
+        .collect(),
+        data: format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")).into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// A string literal of the query language (single quotes doubled).
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `StartTime` bounds of a legacy list filter.
+fn start_time_terms(
+    filter: Option<&temporalio_protos::temporal::api::filter::v1::StartTimeFilter>,
+) -> Vec<String> {
+    let Some(f) = filter else {
+        return Vec::new();
+    };
+    let ns = |t: &prost_wkt_types::Timestamp| t.seconds * 1_000_000_000 + t.nanos as i64;
+    let mut terms = Vec::new();
+    if let Some(t) = f.earliest_time.as_ref().filter(|t| ns(t) > 0) {
+        terms.push(format!("StartTime >= {}", ns(t)));
+    }
+    if let Some(t) = f.latest_time.as_ref().filter(|t| ns(t) > 0) {
+        terms.push(format!("StartTime <= {}", ns(t)));
+    }
+    terms
+}
+
+/// The system and predefined search attributes with their `IndexedValueType`.
+pub(crate) fn system_search_attributes() -> HashMap<String, i32> {
+    let mut keys: HashMap<String, i32> = kairos_visibility::attrs::SYSTEM
+        .iter()
+        .map(|a| (a.name.to_string(), a.ty.indexed_value_type()))
+        .collect();
+    for (name, ty) in kairos_visibility::attrs::PREDEFINED {
+        keys.insert(name.to_string(), ty.indexed_value_type());
+    }
+    keys
 }

@@ -23,6 +23,8 @@ pub struct Namespace {
     pub info: NamespaceInfo,
     /// Config as returned by DescribeNamespace.
     pub config: NamespaceConfig,
+    /// Registered custom search attributes: name to `IndexedValueType`.
+    pub custom_search_attributes: HashMap<String, i32>,
 }
 
 impl Namespace {
@@ -47,6 +49,7 @@ fn decode(row: &NamespaceRow) -> Result<Namespace> {
         name: row.name.clone(),
         info: data.info.unwrap_or_default(),
         config: data.config.unwrap_or_default(),
+        custom_search_attributes: data.custom_search_attributes,
     })
 }
 
@@ -113,7 +116,7 @@ impl Namespaces {
             visibility_archival_state: ArchivalState::Disabled as i32,
             ..Default::default()
         };
-        self.write(info, config, false).await
+        self.write(info, config, HashMap::new(), false).await
     }
 
     /// Replaces a namespace's info and config (name and id stay).
@@ -122,13 +125,29 @@ impl Namespaces {
         info: NamespaceInfo,
         config: NamespaceConfig,
     ) -> Result<Arc<Namespace>> {
-        self.write(info, config, true).await
+        let custom = self
+            .get(&info.name)
+            .map(|n| n.custom_search_attributes.clone())
+            .unwrap_or_default();
+        self.write(info, config, custom, true).await
+    }
+
+    /// Replaces a namespace's registered custom search attributes.
+    pub async fn set_search_attributes(
+        &self,
+        name: &str,
+        custom: HashMap<String, i32>,
+    ) -> Result<Arc<Namespace>> {
+        let ns = self.get(name)?;
+        self.write(ns.info.clone(), ns.config.clone(), custom, true)
+            .await
     }
 
     async fn write(
         &self,
         info: NamespaceInfo,
         config: NamespaceConfig,
+        custom: HashMap<String, i32>,
         replace: bool,
     ) -> Result<Arc<Namespace>> {
         let row = NamespaceRow {
@@ -137,6 +156,7 @@ impl Namespaces {
             data: NamespaceData {
                 info: Some(info.clone()),
                 config: Some(config.clone()),
+                custom_search_attributes: custom.clone(),
             }
             .encode_to_vec(),
         };
@@ -152,6 +172,7 @@ impl Namespaces {
             name: info.name.clone(),
             info,
             config,
+            custom_search_attributes: custom,
         });
         self.by_name.write().insert(ns.name.clone(), ns.clone());
         Ok(ns)

@@ -18,7 +18,8 @@ use crate::{
 use kairos_core::filter::{SqlFilter, SqlValue};
 
 /// Schema migrations, applied in order at open; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE namespaces (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, data BLOB NOT NULL);
 CREATE TABLE cluster_metadata (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE shards (shard_id INTEGER PRIMARY KEY, range_id INTEGER NOT NULL);
@@ -42,7 +43,8 @@ CREATE TABLE transfer_tasks (
     shard_id INTEGER NOT NULL, task_id INTEGER NOT NULL,
     namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (shard_id, task_id));
-"#, r#"
+"#,
+    r#"
 CREATE TABLE visibility (
     namespace_id TEXT NOT NULL, run_id TEXT NOT NULL, workflow_id TEXT NOT NULL,
     workflow_type TEXT NOT NULL, task_queue TEXT NOT NULL, status INTEGER NOT NULL,
@@ -58,7 +60,8 @@ CREATE TABLE visibility_attributes (
     namespace_id TEXT NOT NULL, run_id TEXT NOT NULL, name TEXT NOT NULL,
     int_value INTEGER, real_value REAL, text_value TEXT);
 CREATE INDEX visibility_attributes_by_run ON visibility_attributes (namespace_id, run_id, name);
-"#];
+"#,
+];
 
 /// Where the database lives.
 #[derive(Debug, Clone)]
@@ -535,9 +538,11 @@ fn apply_visibility(conn: &Connection, ns: &str, write: &VisibilityWrite) -> Res
         VisibilityWrite::Upsert(row) => &row.run_id,
         VisibilityWrite::Delete { run_id } => run_id,
     };
-    conn.prepare_cached("DELETE FROM visibility_attributes WHERE namespace_id = ?1 AND run_id = ?2")
-        .and_then(|mut s| s.execute(params![ns, run_id]))
-        .map_err(sql_err("failed to clear search attributes"))?;
+    conn.prepare_cached(
+        "DELETE FROM visibility_attributes WHERE namespace_id = ?1 AND run_id = ?2",
+    )
+    .and_then(|mut s| s.execute(params![ns, run_id]))
+    .map_err(sql_err("failed to clear search attributes"))?;
     let VisibilityWrite::Upsert(row) = write else {
         conn.prepare_cached("DELETE FROM visibility WHERE namespace_id = ?1 AND run_id = ?2")
             .and_then(|mut s| s.execute(params![ns, run_id]))

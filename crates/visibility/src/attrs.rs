@@ -41,7 +41,8 @@ impl AttrType {
             AttrType::Datetime,
             AttrType::KeywordList,
         ];
-        all.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+        all.into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// The `IndexedValueType` enum value.
@@ -88,22 +89,86 @@ pub struct SystemAttr {
 
 /// The system attributes, each a column of the visibility row.
 pub const SYSTEM: &[SystemAttr] = &[
-    SystemAttr { name: "WorkflowId", column: "workflow_id", ty: AttrType::Keyword },
-    SystemAttr { name: "RunId", column: "run_id", ty: AttrType::Keyword },
-    SystemAttr { name: "WorkflowType", column: "workflow_type", ty: AttrType::Keyword },
-    SystemAttr { name: "TaskQueue", column: "task_queue", ty: AttrType::Keyword },
-    SystemAttr { name: "ExecutionStatus", column: "status", ty: AttrType::Keyword },
-    SystemAttr { name: "ParentWorkflowId", column: "parent_workflow_id", ty: AttrType::Keyword },
-    SystemAttr { name: "ParentRunId", column: "parent_run_id", ty: AttrType::Keyword },
-    SystemAttr { name: "RootWorkflowId", column: "root_workflow_id", ty: AttrType::Keyword },
-    SystemAttr { name: "RootRunId", column: "root_run_id", ty: AttrType::Keyword },
-    SystemAttr { name: "StartTime", column: "start_time", ty: AttrType::Datetime },
-    SystemAttr { name: "ExecutionTime", column: "execution_time", ty: AttrType::Datetime },
-    SystemAttr { name: "CloseTime", column: "close_time", ty: AttrType::Datetime },
-    SystemAttr { name: "HistoryLength", column: "history_length", ty: AttrType::Int },
-    SystemAttr { name: "HistorySizeBytes", column: "history_size_bytes", ty: AttrType::Int },
-    SystemAttr { name: "StateTransitionCount", column: "state_transition_count", ty: AttrType::Int },
-    SystemAttr { name: "ExecutionDuration", column: "execution_duration", ty: AttrType::Int },
+    SystemAttr {
+        name: "WorkflowId",
+        column: "workflow_id",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "RunId",
+        column: "run_id",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "WorkflowType",
+        column: "workflow_type",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "TaskQueue",
+        column: "task_queue",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "ExecutionStatus",
+        column: "status",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "ParentWorkflowId",
+        column: "parent_workflow_id",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "ParentRunId",
+        column: "parent_run_id",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "RootWorkflowId",
+        column: "root_workflow_id",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "RootRunId",
+        column: "root_run_id",
+        ty: AttrType::Keyword,
+    },
+    SystemAttr {
+        name: "StartTime",
+        column: "start_time",
+        ty: AttrType::Datetime,
+    },
+    SystemAttr {
+        name: "ExecutionTime",
+        column: "execution_time",
+        ty: AttrType::Datetime,
+    },
+    SystemAttr {
+        name: "CloseTime",
+        column: "close_time",
+        ty: AttrType::Datetime,
+    },
+    SystemAttr {
+        name: "HistoryLength",
+        column: "history_length",
+        ty: AttrType::Int,
+    },
+    SystemAttr {
+        name: "HistorySizeBytes",
+        column: "history_size_bytes",
+        ty: AttrType::Int,
+    },
+    SystemAttr {
+        name: "StateTransitionCount",
+        column: "state_transition_count",
+        ty: AttrType::Int,
+    },
+    SystemAttr {
+        name: "ExecutionDuration",
+        column: "execution_duration",
+        ty: AttrType::Int,
+    },
 ];
 
 /// Predefined attributes: stored like custom ones, with these fixed types.
@@ -185,5 +250,5 @@ pub fn resolve(name: &str, custom: &HashMap<String, AttrType>) -> Result<Resolve
         Some(rest) => rest.to_string(),
         None => format!("Temporal{name}"),
     };
-    lookup(&other).ok_or_else(|| format!("column name '{name}' is not a valid search attribute"))
+    lookup(&other).ok_or_else(|| format!("invalid search attribute: {name}"))
 }

@@ -53,7 +53,7 @@ pub fn compile(query: &Query, custom: &HashMap<String, AttrType>) -> Result<Comp
             let r = resolve(name, custom)?;
             if r.name() != "ExecutionStatus" {
                 return Err(format!(
-                    "GROUP BY is only supported for ExecutionStatus, not '{name}'"
+                    "operation is not supported: 'GROUP BY' clause is not supported for search attribute {name}"
                 ));
             }
             true
@@ -277,10 +277,16 @@ fn stored_exists_with(
 }
 
 fn mismatch(r: &Resolved, value: &Literal) -> String {
+    let (shown, ty) = match value {
+        Literal::Str(s) => (format!("\"{s}\""), "string"),
+        Literal::Int(i) => (i.to_string(), "int64"),
+        Literal::Float(x) => (x.to_string(), "float64"),
+        Literal::Bool(b) => (b.to_string(), "bool"),
+    };
     format!(
-        "invalid value {value} for {} attribute '{}'",
-        r.ty(),
-        r.name()
+        "invalid expression: invalid value type for search attribute {} of type {}: {shown} (type: {ty})",
+        r.name(),
+        r.ty()
     )
 }
 
@@ -325,7 +331,12 @@ fn convert(r: &Resolved, value: &Literal) -> Result<SqlValue, String> {
         (AttrType::Datetime, Literal::Int(ns)) => Ok(SqlValue::Int(*ns)),
         (AttrType::Datetime, Literal::Str(s)) => parse_datetime_ns(s)
             .map(SqlValue::Int)
-            .ok_or_else(|| format!("invalid value {value} for Datetime attribute '{}': expected an RFC 3339 time", r.name())),
+            .ok_or_else(|| {
+                format!(
+                    "invalid expression: invalid value for search attribute {} of type Datetime: {value} (expected an RFC 3339 time)",
+                    r.name()
+                )
+            }),
         _ => Err(mismatch(r, value)),
     }
 }

@@ -18,15 +18,35 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
     /// `attr op value`.
-    Compare { attr: String, op: CmpOp, value: Literal },
+    Compare {
+        attr: String,
+        op: CmpOp,
+        value: Literal,
+    },
     /// `attr [NOT] IN (v, ...)`.
-    In { attr: String, values: Vec<Literal>, negated: bool },
+    In {
+        attr: String,
+        values: Vec<Literal>,
+        negated: bool,
+    },
     /// `attr [NOT] BETWEEN low AND high`.
-    Between { attr: String, low: Literal, high: Literal, negated: bool },
+    Between {
+        attr: String,
+        low: Literal,
+        high: Literal,
+        negated: bool,
+    },
     /// `attr [NOT] STARTS_WITH 'prefix'`.
-    StartsWith { attr: String, prefix: String, negated: bool },
+    StartsWith {
+        attr: String,
+        prefix: String,
+        negated: bool,
+    },
     /// `attr IS [NOT] NULL`.
-    IsNull { attr: String, negated: bool },
+    IsNull {
+        attr: String,
+        negated: bool,
+    },
 }
 
 /// A comparison operator.
@@ -165,7 +185,11 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 Tok::Comma
             }
             '=' => {
-                i += if bytes.get(i + 1) == Some(&b'=') { 2 } else { 1 };
+                i += if bytes.get(i + 1) == Some(&b'=') {
+                    2
+                } else {
+                    1
+                };
                 Tok::Op(CmpOp::Eq)
             }
             '!' if bytes.get(i + 1) == Some(&b'=') => {
@@ -319,12 +343,10 @@ pub fn parse(input: &str) -> Result<Query, ParseError> {
         group_by = Some(p.ident("an attribute name after GROUP BY")?);
     }
     if p.peek_kw("ORDER") {
-        return Err(p.error_here("ORDER BY is not supported: results are always sorted by close time (running first), then start time"));
+        return Err(p.error_here("operation is not supported: 'ORDER BY' clause"));
     }
     if p.peek_kw("LIMIT") {
-        return Err(p.error_here(
-            "LIMIT is not supported in a visibility query: use the page size",
-        ));
+        return Err(p.error_here("operation is not supported: 'LIMIT' clause"));
     }
     if !p.at_end() {
         return Err(p.unexpected("AND, OR, GROUP BY or the end of the query"));
@@ -346,9 +368,7 @@ impl Parser<'_> {
     }
 
     fn position(&self) -> usize {
-        self.toks
-            .get(self.pos)
-            .map_or(self.input.len(), |t| t.1)
+        self.toks.get(self.pos).map_or(self.input.len(), |t| t.1)
     }
 
     fn error_here(&self, message: &str) -> ParseError {
@@ -362,13 +382,15 @@ impl Parser<'_> {
         match self.peek() {
             Some(tok) => ParseError {
                 message: format!(
-                    "syntax error at position {}: expected {expected}, found '{tok}'",
+                    "malformed SQL query: syntax error at position {}: expected {expected}, found '{tok}'",
                     self.position()
                 ),
                 position: self.position(),
             },
             None => ParseError {
-                message: format!("syntax error: expected {expected}, found the end of the query"),
+                message: format!(
+                    "malformed SQL query: syntax error: expected {expected}, found the end of the query"
+                ),
                 position: self.input.len(),
             },
         }
@@ -456,10 +478,10 @@ impl Parser<'_> {
             }
             Some(Tok::Kw("IN" | "BETWEEN" | "STARTS_WITH")) => self.negatable(attr, false),
             Some(Tok::Kw("LIKE")) => Err(self.error_here(
-                "LIKE is not supported: use STARTS_WITH for a prefix, or = on a Text attribute",
+                "operation is not supported: LIKE (use STARTS_WITH for a prefix, or = on a Text attribute)",
             )),
             Some(Tok::LParen) => Err(self.error_here(&format!(
-                "function calls are not supported ('{attr}(' at position {})",
+                "operation is not supported: function calls ('{attr}(' at position {})",
                 self.position()
             ))),
             _ => Err(self.unexpected(&format!(
@@ -531,7 +553,7 @@ impl Parser<'_> {
             Some(Tok::Ident(name)) => {
                 return Err(ParseError {
                     message: format!(
-                        "'{name}' at position {} is a name, not a value: quote it ('{name}')",
+                        "operation is not supported: column name on the right side of comparison expression (did you forget to quote \"{name}\"?) at position {}",
                         self.position()
                     ),
                     position: self.position(),

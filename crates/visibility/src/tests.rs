@@ -34,10 +34,7 @@ fn accepted_queries_parse_to_their_tree() {
             "WorkflowType = \"order\" and ExecutionStatus != 'Running'",
             "(WorkflowType = 'order' AND ExecutionStatus != 'Running')",
         ),
-        (
-            "a = 1 OR b = 2 AND c = 3",
-            "(a = 1 OR (b = 2 AND c = 3))",
-        ),
+        ("a = 1 OR b = 2 AND c = 3", "(a = 1 OR (b = 2 AND c = 3))"),
         (
             "(a = 1 OR b = 2) AND NOT c = 3",
             "((a = 1 OR b = 2) AND (NOT c = 3))",
@@ -46,14 +43,8 @@ fn accepted_queries_parse_to_their_tree() {
         ("Amount <> 10", "Amount != 10"),
         ("Price < -1.5", "Price < -1.5"),
         ("Express = true", "Express = true"),
-        (
-            "WorkflowId IN ('a', 'b')",
-            "WorkflowId IN ('a', 'b')",
-        ),
-        (
-            "WorkflowId NOT IN ('a')",
-            "WorkflowId NOT IN ('a')",
-        ),
+        ("WorkflowId IN ('a', 'b')", "WorkflowId IN ('a', 'b')"),
+        ("WorkflowId NOT IN ('a')", "WorkflowId NOT IN ('a')"),
         (
             "StartTime BETWEEN '2026-01-01T00:00:00Z' AND '2026-12-31T00:00:00Z'",
             "StartTime BETWEEN '2026-01-01T00:00:00Z' AND '2026-12-31T00:00:00Z'",
@@ -83,15 +74,36 @@ fn accepted_queries_parse_to_their_tree() {
 #[test]
 fn refused_queries_say_what_is_wrong_and_where() {
     let table = [
-        ("WorkflowType = 'order' ORDER BY StartTime", "ORDER BY is not supported"),
-        ("WorkflowType = 'order' LIMIT 10", "LIMIT is not supported"),
-        ("WorkflowType = pizza", "'pizza' at position 15 is a name, not a value: quote it"),
-        ("WorkflowType LIKE 'o%'", "LIKE is not supported"),
-        ("lower(WorkflowType) = 'x'", "function calls are not supported"),
-        ("WorkflowType = 'unterminated", "unterminated string starting at position 15"),
-        ("WorkflowType = 'a' AND", "expected an attribute name or '(', found the end"),
+        (
+            "WorkflowType = 'order' ORDER BY StartTime",
+            "operation is not supported: 'ORDER BY' clause",
+        ),
+        (
+            "WorkflowType = 'order' LIMIT 10",
+            "operation is not supported: 'LIMIT' clause",
+        ),
+        (
+            "WorkflowType = pizza",
+            "did you forget to quote \"pizza\"?) at position 15",
+        ),
+        ("WorkflowType LIKE 'o%'", "operation is not supported: LIKE"),
+        (
+            "lower(WorkflowType) = 'x'",
+            "operation is not supported: function calls",
+        ),
+        (
+            "WorkflowType = 'unterminated",
+            "unterminated string starting at position 15",
+        ),
+        (
+            "WorkflowType = 'a' AND",
+            "expected an attribute name or '(', found the end",
+        ),
         ("(WorkflowType = 'a'", "expected ')'"),
-        ("WorkflowType 'a'", "syntax error at position 13: expected a comparison after 'WorkflowType'"),
+        (
+            "WorkflowType 'a'",
+            "malformed SQL query: syntax error at position 13: expected a comparison after 'WorkflowType'",
+        ),
         ("WorkflowId IN ('a' 'b')", "expected ',' or ')'"),
         ("WorkflowType = 'a' ; DROP TABLE visibility", "found ';'"),
     ];
@@ -100,16 +112,40 @@ fn refused_queries_say_what_is_wrong_and_where() {
         assert!(err.contains(needle), "{input:?}: {err}");
     }
     let semantic = [
-        ("Nope = 'x'", "column name 'Nope' is not a valid search attribute"),
-        ("Amount = 'ten'", "invalid value 'ten' for Int attribute 'Amount'"),
-        ("Express = 1", "invalid value 1 for Bool attribute 'Express'"),
+        ("Nope = 'x'", "invalid search attribute: Nope"),
+        (
+            "Amount = 'ten'",
+            "invalid value type for search attribute Amount of type Int: \"ten\" (type: string)",
+        ),
+        (
+            "Express = 1",
+            "invalid value type for search attribute Express of type Bool: 1 (type: int64)",
+        ),
         ("StartTime > 'yesterday'", "expected an RFC 3339 time"),
-        ("ExecutionStatus = 'Sleeping'", "invalid ExecutionStatus value 'Sleeping'"),
-        ("Notes > 'a'", "operator '>' is not supported for Text attribute 'Notes'"),
-        ("Tags < 'a'", "operator '<' is not supported for KeywordList attribute 'Tags'"),
-        ("Amount STARTS_WITH '1'", "only supported for Keyword attributes"),
-        ("Express BETWEEN true AND false", "'BETWEEN' is not supported for Bool"),
-        ("WorkflowType = 'x' GROUP BY WorkflowType", "GROUP BY is only supported for ExecutionStatus"),
+        (
+            "ExecutionStatus = 'Sleeping'",
+            "invalid ExecutionStatus value 'Sleeping'",
+        ),
+        (
+            "Notes > 'a'",
+            "operator '>' is not supported for Text attribute 'Notes'",
+        ),
+        (
+            "Tags < 'a'",
+            "operator '<' is not supported for KeywordList attribute 'Tags'",
+        ),
+        (
+            "Amount STARTS_WITH '1'",
+            "only supported for Keyword attributes",
+        ),
+        (
+            "Express BETWEEN true AND false",
+            "'BETWEEN' is not supported for Bool",
+        ),
+        (
+            "WorkflowType = 'x' GROUP BY WorkflowType",
+            "'GROUP BY' clause is not supported for search attribute WorkflowType",
+        ),
     ];
     for (input, needle) in semantic {
         let err = compile_text(input, &custom()).expect_err(input);
@@ -123,12 +159,18 @@ fn refused_queries_say_what_is_wrong_and_where() {
 #[test]
 fn names_resolve_through_aliases_and_the_temporal_prefix() {
     let c = custom();
-    assert_eq!(attrs::resolve("ScheduleId", &c).unwrap().name(), "WorkflowId");
+    assert_eq!(
+        attrs::resolve("ScheduleId", &c).unwrap().name(),
+        "WorkflowId"
+    );
     assert_eq!(
         attrs::resolve("ChangeVersion", &c).unwrap().name(),
         "TemporalChangeVersion"
     );
-    assert_eq!(attrs::resolve("CustomerId", &c).unwrap().ty(), AttrType::Keyword);
+    assert_eq!(
+        attrs::resolve("CustomerId", &c).unwrap().ty(),
+        AttrType::Keyword
+    );
 }
 
 const MINUTE_NS: i64 = 60_000_000_000;
@@ -152,12 +194,18 @@ fn rows() -> Vec<VisibilityRow> {
             let i = i as i64;
             let closed = status != 1;
             let mut attributes = vec![
-                ("CustomerId".to_string(), SqlValue::Text(format!("cust-{}", i % 3))),
+                (
+                    "CustomerId".to_string(),
+                    SqlValue::Text(format!("cust-{}", i % 3)),
+                ),
                 ("Amount".to_string(), SqlValue::Int(i * 10)),
                 ("Price".to_string(), SqlValue::Real(i as f64 * 1.5)),
                 ("Express".to_string(), SqlValue::Int(i % 2)),
                 ("DeliverBy".to_string(), SqlValue::Int(T0 + i * MINUTE_NS)),
-                ("Notes".to_string(), SqlValue::Text(format!("Extra Cheese number {i}"))),
+                (
+                    "Notes".to_string(),
+                    SqlValue::Text(format!("Extra Cheese number {i}")),
+                ),
                 ("Tags".to_string(), SqlValue::Text("pizza".into())),
             ];
             if i % 2 == 0 {
@@ -248,24 +296,48 @@ async fn queries_select_the_right_workflows_from_sqlite() {
         ("ExecutionStatus = 'Running'", &["wf-1"]),
         ("ExecutionStatus = 'completed'", &["wf-2"]),
         ("ExecutionStatus = 3", &["wf-3"]),
-        ("ExecutionStatus IN ('Canceled', 'Terminated')", &["wf-5", "wf-4"]),
-        ("ExecutionStatus != 'Running' AND WorkflowType = 'refund'", &["wf-5", "wf-3"]),
-        ("WorkflowType = 'refund' OR ExecutionStatus = 'TimedOut'", &["wf-7", "wf-5", "wf-3"]),
+        (
+            "ExecutionStatus IN ('Canceled', 'Terminated')",
+            &["wf-5", "wf-4"],
+        ),
+        (
+            "ExecutionStatus != 'Running' AND WorkflowType = 'refund'",
+            &["wf-5", "wf-3"],
+        ),
+        (
+            "WorkflowType = 'refund' OR ExecutionStatus = 'TimedOut'",
+            &["wf-7", "wf-5", "wf-3"],
+        ),
         ("NOT WorkflowType = 'order'", &["wf-5", "wf-3"]),
-        ("WorkflowId STARTS_WITH 'wf-'", &["wf-1", "wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"]),
+        (
+            "WorkflowId STARTS_WITH 'wf-'",
+            &["wf-1", "wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"],
+        ),
         ("WorkflowId NOT STARTS_WITH 'wf-'", &[]),
         ("CloseTime IS NULL", &["wf-1"]),
         ("ParentWorkflowId = 'wf-1'", &["wf-4"]),
         ("ParentWorkflowId IS NOT NULL", &["wf-4"]),
         ("HistoryLength > 9", &["wf-7", "wf-6"]),
         ("HistoryLength BETWEEN 6 AND 7", &["wf-3", "wf-2"]),
-        ("ExecutionDuration >= '10m'", &["wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"]),
+        (
+            "ExecutionDuration >= '10m'",
+            &["wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"],
+        ),
         ("ExecutionDuration < '00:05:00'", &[]),
-        ("StartTime >= '2026-09-21T13:59:20Z'", &["wf-1", "wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"]),
-        ("StartTime > 1790000120000000000", &["wf-7", "wf-6", "wf-5", "wf-4"]),
+        (
+            "StartTime >= '2026-09-21T13:59:20Z'",
+            &["wf-1", "wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"],
+        ),
+        (
+            "StartTime > 1790000120000000000",
+            &["wf-7", "wf-6", "wf-5", "wf-4"],
+        ),
         ("CustomerId = 'cust-1'", &["wf-5", "wf-2"]),
         ("CustomerId IS NULL", &["wf-7"]),
-        ("CustomerId IN ('cust-0', 'cust-2')", &["wf-1", "wf-6", "wf-4", "wf-3"]),
+        (
+            "CustomerId IN ('cust-0', 'cust-2')",
+            &["wf-1", "wf-6", "wf-4", "wf-3"],
+        ),
         ("Amount >= 40", &["wf-7", "wf-6", "wf-5"]),
         ("Amount BETWEEN 10 AND 20", &["wf-3", "wf-2"]),
         ("Price > 7", &["wf-7", "wf-6"]),
@@ -275,10 +347,19 @@ async fn queries_select_the_right_workflows_from_sqlite() {
         ("Notes != 'CHEESE'", &[]),
         ("Tags = 'vip'", &["wf-1", "wf-7", "wf-5", "wf-3"]),
         ("Tags != 'vip'", &["wf-6", "wf-4", "wf-2"]),
-        ("Tags IN ('vip', 'nobody')", &["wf-1", "wf-7", "wf-5", "wf-3"]),
+        (
+            "Tags IN ('vip', 'nobody')",
+            &["wf-1", "wf-7", "wf-5", "wf-3"],
+        ),
         ("Tags NOT IN ('vip')", &["wf-6", "wf-4", "wf-2"]),
-        ("TemporalChangeVersion IS NULL", &["wf-1", "wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"]),
-        ("`Amount` = 0 AND (Tags = 'vip' OR Express = true)", &["wf-1"]),
+        (
+            "TemporalChangeVersion IS NULL",
+            &["wf-1", "wf-7", "wf-6", "wf-5", "wf-4", "wf-3", "wf-2"],
+        ),
+        (
+            "`Amount` = 0 AND (Tags = 'vip' OR Express = true)",
+            &["wf-1"],
+        ),
     ];
     for (query, expected) in table {
         assert_eq!(ids(&store, query).await, *expected, "{query}");
@@ -289,7 +370,13 @@ async fn queries_select_the_right_workflows_from_sqlite() {
     let groups = store.count_visibility("ns", c.filter, true).await.unwrap();
     assert_eq!(
         groups,
-        vec![(Some(1), 1), (Some(2), 1), (Some(4), 1), (Some(6), 1), (Some(7), 1)]
+        vec![
+            (Some(1), 1),
+            (Some(2), 1),
+            (Some(4), 1),
+            (Some(6), 1),
+            (Some(7), 1)
+        ]
     );
     let c = compile_text("", &custom()).unwrap();
     assert_eq!(
@@ -301,7 +388,10 @@ async fn queries_select_the_right_workflows_from_sqlite() {
     let mut after = None;
     loop {
         let c = compile_text("", &custom()).unwrap();
-        let page = store.list_visibility("ns", c.filter, after, 3).await.unwrap();
+        let page = store
+            .list_visibility("ns", c.filter, after, 3)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -331,21 +421,85 @@ impl Rng {
 async fn no_input_panics_and_whatever_compiles_runs_in_sqlite() {
     let store = store_with_rows().await;
     let pieces = [
-        "WorkflowId", "ExecutionStatus", "StartTime", "Amount", "Price", "Express", "Notes",
-        "Tags", "CustomerId", "HistoryLength", "ExecutionDuration", "Nope", "=", "!=", "<", ">=",
-        "<>", "IN", "NOT", "AND", "OR", "BETWEEN", "STARTS_WITH", "IS", "NULL", "(", ")", ",",
-        "'x'", "'Running'", "'2026-01-01T00:00:00Z'", "'10m'", "1", "-2.5", "true", "\"q\"",
-        "`Amount`", "GROUP BY", "ORDER BY", "LIMIT", "'", "`", "\\", ";", "*", "é", "'it''s'",
-        "1e309", "99999999999999999999", "--", "/*",
+        "WorkflowId",
+        "ExecutionStatus",
+        "StartTime",
+        "Amount",
+        "Price",
+        "Express",
+        "Notes",
+        "Tags",
+        "CustomerId",
+        "HistoryLength",
+        "ExecutionDuration",
+        "Nope",
+        "=",
+        "!=",
+        "<",
+        ">=",
+        "<>",
+        "IN",
+        "NOT",
+        "AND",
+        "OR",
+        "BETWEEN",
+        "STARTS_WITH",
+        "IS",
+        "NULL",
+        "(",
+        ")",
+        ",",
+        "'x'",
+        "'Running'",
+        "'2026-01-01T00:00:00Z'",
+        "'10m'",
+        "1",
+        "-2.5",
+        "true",
+        "\"q\"",
+        "`Amount`",
+        "GROUP BY",
+        "ORDER BY",
+        "LIMIT",
+        "'",
+        "`",
+        "\\",
+        ";",
+        "*",
+        "é",
+        "'it''s'",
+        "1e309",
+        "99999999999999999999",
+        "--",
+        "/*",
     ];
     let attrs = [
-        "WorkflowId", "ExecutionStatus", "StartTime", "Amount", "Price", "Express", "Notes",
-        "Tags", "CustomerId", "HistoryLength", "ExecutionDuration", "`Amount`", "CloseTime",
+        "WorkflowId",
+        "ExecutionStatus",
+        "StartTime",
+        "Amount",
+        "Price",
+        "Express",
+        "Notes",
+        "Tags",
+        "CustomerId",
+        "HistoryLength",
+        "ExecutionDuration",
+        "`Amount`",
+        "CloseTime",
     ];
     let ops = ["=", "!=", "<", ">=", "<>", ">"];
     let values = [
-        "'x'", "'Running'", "'2026-01-01T00:00:00Z'", "'10m'", "1", "-2.5", "true", "\"q\"",
-        "'it''s'", "3",
+        "'x'",
+        "'Running'",
+        "'2026-01-01T00:00:00Z'",
+        "'10m'",
+        "1",
+        "-2.5",
+        "true",
+        "\"q\"",
+        "'it''s'",
+        "3",
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut compiled_ok = 0;
@@ -360,12 +514,20 @@ async fn no_input_panics_and_whatever_compiles_runs_in_sqlite() {
             let attr = rng.pick(&attrs);
             let term = match rng.next() % 5 {
                 0 => format!("{attr} IN ({}, {})", rng.pick(&values), rng.pick(&values)),
-                1 => format!("{attr} BETWEEN {} AND {}", rng.pick(&values), rng.pick(&values)),
+                1 => format!(
+                    "{attr} BETWEEN {} AND {}",
+                    rng.pick(&values),
+                    rng.pick(&values)
+                ),
                 2 => format!("{attr} STARTS_WITH {}", rng.pick(&values)),
                 3 => format!("{attr} IS {}NULL", rng.pick(&["", "NOT "])),
                 _ => format!("{attr} {} {}", rng.pick(&ops), rng.pick(&values)),
             };
-            parts.push(if rng.next() % 3 == 0 { format!("({term})") } else { term });
+            parts.push(if rng.next() % 3 == 0 {
+                format!("({term})")
+            } else {
+                term
+            });
         }
         if rng.next() % 2 == 0 {
             let at = (rng.next() % (parts.len() as u64 + 1)) as usize;
@@ -381,7 +543,10 @@ async fn no_input_panics_and_whatever_compiles_runs_in_sqlite() {
                 .unwrap_or_else(|e| panic!("{text:?} compiled to SQL SQLite refused: {e}"));
         }
     }
-    assert!(compiled_ok > 50, "the generator must reach valid queries too ({compiled_ok})");
+    assert!(
+        compiled_ok > 50,
+        "the generator must reach valid queries too ({compiled_ok})"
+    );
     // Arbitrary bytes, as text.
     for _ in 0..2000 {
         let len = (rng.next() % 40) as usize;

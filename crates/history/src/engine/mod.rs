@@ -6,6 +6,7 @@
 mod children;
 mod reset;
 mod timers;
+pub mod visibility;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
 use kairos_core::{Clock, Limits};
 use kairos_persistence::{
-    CurrentWrite, ExecutionWrite, Store, TimerTask, TransferTask, WriteBatch,
+    CurrentWrite, ExecutionWrite, Store, TimerTask, TransferTask, VisibilityWrite, WriteBatch,
 };
 use parking_lot::Mutex;
 use prost::Message;
@@ -481,6 +482,15 @@ impl Engine {
         })
     }
 
+    /// The registered custom search attributes of a namespace (by id).
+    fn custom_attributes(&self, namespace_id: &str) -> HashMap<String, i32> {
+        self.inner
+            .namespaces
+            .get_by_id(namespace_id)
+            .map(|n| n.custom_search_attributes.clone())
+            .unwrap_or_default()
+    }
+
     fn env_for(&self, ms: &MutableState) -> Env {
         let sticky_alive = !ms.sticky_task_queue.is_empty()
             && self.inner.matching.has_recent_poller(
@@ -616,7 +626,24 @@ impl Engine {
             &transfers,
             &transfers_done,
         );
+        if status_changed
+            || ms.search_attributes != cached.ms.search_attributes
+            || ms.memo != cached.ms.memo
+        {
+            let custom = self.custom_attributes(&key.namespace_id);
+            batch
+                .visibility
+                .push(VisibilityWrite::Upsert(Box::new(visibility::row(
+                    &ms, &custom,
+                ))));
+        }
         if let Some(next) = &next_run {
+            let custom = self.custom_attributes(&key.namespace_id);
+            batch
+                .visibility
+                .push(VisibilityWrite::Upsert(Box::new(visibility::row(
+                    &next.ms, &custom,
+                ))));
             // The next run is created in this same transaction and becomes the current one.
             batch.executions.push((
                 next.key.run_id.clone(),
@@ -1181,6 +1208,12 @@ impl Engine {
             &transfers,
             &transfers_done,
         );
+        batch
+            .visibility
+            .push(VisibilityWrite::Upsert(Box::new(visibility::row(
+                &ms,
+                &ns.custom_search_attributes,
+            ))));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
         let next_event_id = ms.next_event_id;
@@ -1582,6 +1615,9 @@ impl Engine {
             run_id: key.run_id.clone(),
         });
         batch.timers_delete.extend(timer_id);
+        batch.visibility.push(VisibilityWrite::Delete {
+            run_id: key.run_id.clone(),
+        });
         self.inner.store.commit(batch).await?;
         *guard = None;
         drop(guard);
@@ -1858,7 +1894,11 @@ impl Engine {
         key: &RunKey,
     ) -> Result<ws::DescribeWorkflowExecutionResponse> {
         let ms = self.read_state(key).await?;
-        let info = execution_info(&ms);
+        let mut info = execution_info(&ms);
+        info.search_attributes = ms
+            .search_attributes
+            .as_ref()
+            .map(|sa| visibility::typed(sa, &ns.custom_search_attributes));
         let pending_activities =
             ms.activities
                 .iter()
@@ -1898,7 +1938,6 @@ impl Engine {
                     ..Default::default()
                 })
                 .collect();
-        let _ = ns;
         Ok(ws::DescribeWorkflowExecutionResponse {
             execution_config: Some(WorkflowExecutionConfig {
                 task_queue: Some(TaskQueue {

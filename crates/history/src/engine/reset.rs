@@ -168,6 +168,11 @@ impl Engine {
             .encode_to_vec(),
         });
         self.fill_batch(&mut batch, &key, &all_events, &timers, &transfers, &[]);
+        batch
+            .visibility
+            .push(kairos_persistence::VisibilityWrite::Upsert(Box::new(
+                super::visibility::row(&ms, &ns.custom_search_attributes),
+            )));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
         let next_event_id = ms.next_event_id;

@@ -459,4 +459,7 @@ pub struct NamespaceData {
     pub info: Option<temporalio_protos::temporal::api::namespace::v1::NamespaceInfo>,
     #[prost(message, optional, tag = "2")]
     pub config: Option<temporalio_protos::temporal::api::namespace::v1::NamespaceConfig>,
+    /// Registered custom search attributes: name to `IndexedValueType`.
+    #[prost(map = "string, int32", tag = "3")]
+    pub custom_search_attributes: std::collections::HashMap<String, i32>,
 }
