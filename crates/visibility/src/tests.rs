@@ -523,13 +523,13 @@ async fn no_input_panics_and_whatever_compiles_runs_in_sqlite() {
                 3 => format!("{attr} IS {}NULL", rng.pick(&["", "NOT "])),
                 _ => format!("{attr} {} {}", rng.pick(&ops), rng.pick(&values)),
             };
-            parts.push(if rng.next() % 3 == 0 {
+            parts.push(if rng.next().is_multiple_of(3) {
                 format!("({term})")
             } else {
                 term
             });
         }
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             let at = (rng.next() % (parts.len() as u64 + 1)) as usize;
             parts.insert(at, rng.pick(&pieces).to_string());
         }
