@@ -414,9 +414,23 @@ impl Frontend {
             memo_size_limit_error: self.options.limits.memo_size as i64,
             ..Default::default()
         });
+        // One cluster, always active (clients, the `temporal` CLI among them, read it).
+        let replication =
+            temporalio_protos::temporal::api::replication::v1::NamespaceReplicationConfig {
+                active_cluster_name: "active".to_string(),
+                clusters: vec![
+                    temporalio_protos::temporal::api::replication::v1::ClusterReplicationConfig {
+                        cluster_name: "active".to_string(),
+                        ..Default::default()
+                    },
+                ],
+                state: temporalio_protos::temporal::api::enums::v1::ReplicationState::Normal
+                    as i32,
+            };
         DescribeNamespaceResponse {
             namespace_info: Some(info),
             config: Some(ns.config.clone()),
+            replication_config: Some(replication),
             is_global_namespace: false,
             ..Default::default()
         }
