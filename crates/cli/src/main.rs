@@ -1,5 +1,8 @@
-//! The `kairos` binary: `kairos server start-dev` runs every role in one process. Client
-//! commands (`kairos workflow ...`) come with the visibility issue.
+//! The `kairos` binary: `kairos server start-dev` runs every role in one process; the client
+//! commands (`kairos workflow|activity|operator ...`) talk to a running server as the
+//! official `temporal` CLI does.
+
+mod client;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,6 +36,27 @@ enum Command {
     Server {
         #[command(subcommand)]
         command: ServerCommand,
+    },
+    /// Start, list, inspect and drive workflows.
+    Workflow {
+        #[command(flatten)]
+        flags: client::ClientFlags,
+        #[command(subcommand)]
+        command: client::WorkflowCommand,
+    },
+    /// Complete or fail activities by id.
+    Activity {
+        #[command(flatten)]
+        flags: client::ClientFlags,
+        #[command(subcommand)]
+        command: client::ActivityCommand,
+    },
+    /// Namespaces, search attributes and the cluster.
+    Operator {
+        #[command(flatten)]
+        flags: client::ClientFlags,
+        #[command(subcommand)]
+        command: client::OperatorCommand,
     },
 }
 
@@ -196,9 +220,33 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let outcome = match cli.command {
         Command::Server {
             command: ServerCommand::StartDev(args),
-        } => runtime.block_on(start_dev(args)),
+        } => return runtime.block_on(start_dev(args)),
+        Command::Workflow { flags, command } => runtime.block_on(async {
+            client::Client::connect(&flags)
+                .await?
+                .workflow(command)
+                .await
+        }),
+        Command::Activity { flags, command } => runtime.block_on(async {
+            client::Client::connect(&flags)
+                .await?
+                .activity(command)
+                .await
+        }),
+        Command::Operator { flags, command } => runtime.block_on(async {
+            client::Client::connect(&flags)
+                .await?
+                .operator(command)
+                .await
+        }),
+    };
+    if let Err(e) = outcome {
+        // One line on stderr and a non-zero exit, as the temporal CLI answers errors.
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
     }
+    Ok(())
 }

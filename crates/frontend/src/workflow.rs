@@ -424,8 +424,7 @@ impl Frontend {
                         ..Default::default()
                     },
                 ],
-                state: temporalio_protos::temporal::api::enums::v1::ReplicationState::Normal
-                    as i32,
+                state: temporalio_protos::temporal::api::enums::v1::ReplicationState::Normal as i32,
             };
         DescribeNamespaceResponse {
             namespace_info: Some(info),

@@ -110,6 +110,17 @@ fn crate_dependency_rules_hold() {
             ][..],
         ),
         ("frontend", &["kairos-persistence", "kairos-server"][..]),
+        // The query language is pure: it compiles to SQL that the store runs.
+        (
+            "visibility",
+            &[
+                "kairos-persistence",
+                "kairos-history",
+                "kairos-matching",
+                "kairos-frontend",
+                "kairos-server",
+            ][..],
+        ),
         (
             "cli",
             &[

