@@ -185,3 +185,108 @@ def test_the_temporal_cli_agrees_with_kairos(kairos_target: str) -> None:
     assert bad_theirs.returncode != 0 and bad_ours.returncode == 1
     assert "invalid search attribute: Nope" in bad_theirs.stderr
     assert "invalid search attribute: Nope" in bad_ours.stderr
+
+
+# --------------------------------------------------------------------------
+# Commands that need a worker: execute, query, update, stack, activity complete/fail, follow
+# --------------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from temporalio import activity, workflow  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
+
+
+@activity.defn
+async def wait_for_courier() -> str:
+    activity.raise_complete_async()
+
+
+@workflow.defn
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+        self.done = False
+
+    @workflow.run
+    async def run(self, start: int) -> str:
+        self.n = start
+        courier = await workflow.execute_activity(
+            wait_for_courier, start_to_close_timeout=timedelta(seconds=60),
+            activity_id="courier",
+        )
+        await workflow.wait_condition(lambda: self.done)
+        return f"{courier} after {self.n}"
+
+    @workflow.query
+    def value(self) -> int:
+        return self.n
+
+    @workflow.update
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+async def cli(target: str, *args: str) -> subprocess.CompletedProcess:
+    proc = await asyncio.create_subprocess_exec(
+        kairos_bin(), *args, "--address", target,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
+
+
+@pytest.mark.asyncio
+async def test_kairos_commands_with_a_worker(kairos_target: str) -> None:
+    t = kairos_target
+    client = await Client.connect(t, namespace="default")
+    tq = f"cli-worker-{uuid.uuid4()}"
+    wf = f"cli-count-{uuid.uuid4()}"
+    async with Worker(client, task_queue=tq, workflows=[Counter], activities=[wait_for_courier],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        execute = asyncio.create_task(cli(
+            t, "workflow", "execute", "--type", "Counter", "-t", tq, "-w", wf, "--input", "5"))
+        # Follow the history from the start until the workflow closes.
+        follow = asyncio.create_task(cli(t, "workflow", "show", "-w", wf, "--follow"))
+        handle = client.get_workflow_handle(wf)
+        while True:  # until the activity waits for its courier
+            try:
+                desc = await handle.describe()
+                if desc.raw_description.pending_activities:
+                    break
+            except Exception:
+                pass
+            await asyncio.sleep(0.05)
+        q = await cli(t, "workflow", "query", "-w", wf, "--type", "value")
+        assert q.returncode == 0 and q.stdout.splitlines() == ["Query result:", "  5"], q
+        u = await cli(t, "workflow", "update", "execute", "-w", wf, "--name", "add", "--input", "3")
+        assert u.returncode == 0 and "Result      8" in u.stdout, u
+        stack = await cli(t, "workflow", "stack", "-w", wf)
+        assert stack.returncode == 0 and "Query result:" in stack.stdout, stack
+        failed = await cli(t, "activity", "fail", "-w", wf, "--activity-id", "nope", "--reason", "x")
+        assert failed.returncode == 1 and failed.stderr.startswith("Error: unable to fail activity")
+        done = await cli(t, "activity", "complete", "-w", wf, "--activity-id", "courier",
+                         "--result", '"courier-7"')
+        assert done.returncode == 0 and "Activity completed" in done.stdout, done
+        s = await cli(t, "workflow", "signal", "-w", wf, "--name", "finish")
+        assert s.returncode == 0
+        executed = await execute
+        assert executed.returncode == 0, executed
+        assert "Running execution:" in executed.stdout
+        assert 'Result  "courier-7 after 8"' in executed.stdout
+        followed = await follow
+        assert followed.returncode == 0, followed
+        assert "WorkflowExecutionCompleted" in followed.stdout
+        assert "ActivityTaskCompleted" in followed.stdout
+        # Reset to the first workflow task: a new run that waits for the courier again.
+        r = await cli(t, "workflow", "reset", "-w", wf, "--type", "FirstWorkflowTask",
+                      "--reason", "again")
+        assert r.returncode == 0 and "RunId" in r.stdout, r
+        await cli(t, "workflow", "terminate", "-w", wf, "--reason", "cleanup")
