@@ -253,8 +253,6 @@ async def test_kairos_commands_with_a_worker(kairos_target: str) -> None:
                       workflow_runner=UnsandboxedWorkflowRunner()):
         execute = asyncio.create_task(cli(
             t, "workflow", "execute", "--type", "Counter", "-t", tq, "-w", wf, "--input", "5"))
-        # Follow the history from the start until the workflow closes.
-        follow = asyncio.create_task(cli(t, "workflow", "show", "-w", wf, "--follow"))
         handle = client.get_workflow_handle(wf)
         while True:  # until the activity waits for its courier
             try:
@@ -264,6 +262,8 @@ async def test_kairos_commands_with_a_worker(kairos_target: str) -> None:
             except Exception:
                 pass
             await asyncio.sleep(0.05)
+        # Follow the history (it exists now) until the workflow closes.
+        follow = asyncio.create_task(cli(t, "workflow", "show", "-w", wf, "--follow"))
         q = await cli(t, "workflow", "query", "-w", wf, "--type", "value")
         assert q.returncode == 0 and q.stdout.splitlines() == ["Query result:", "  5"], q
         u = await cli(t, "workflow", "update", "execute", "-w", wf, "--name", "add", "--input", "3")

@@ -904,6 +904,25 @@ impl Client {
     }
 
     async fn show(&mut self, t: &Target, follow: bool) -> anyhow::Result<()> {
+        // One run throughout, even if the workflow moves on to another while it is read.
+        let mut run = t.clone();
+        if run.run_id.is_empty() {
+            let resp = self
+                .wf
+                .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+                    namespace: self.namespace.clone(),
+                    execution: self.execution(t),
+                })
+                .await
+                .map_err(rpc("failed reading history"))?
+                .into_inner();
+            run.run_id = resp
+                .workflow_execution_info
+                .and_then(|i| i.execution)
+                .map(|e| e.run_id)
+                .unwrap_or_default();
+        }
+        let t = &run;
         let mut events = Vec::new();
         let mut token = Vec::new();
         let mut printed_header = false;
@@ -941,20 +960,50 @@ impl Client {
     }
 
     async fn result(&mut self, t: &Target) -> anyhow::Result<()> {
-        let resp = self
-            .wf
-            .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
-                namespace: self.namespace.clone(),
-                execution: self.execution(t),
-                wait_new_event: true,
-                history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc("failed reading the result"))?
-            .into_inner();
-        let Some(close) = resp.history.and_then(|h| h.events.into_iter().last()) else {
-            bail!("the workflow has not closed");
+        let mut target = t.clone();
+        let close = loop {
+            let mut token = Vec::new();
+            // The close-event long poll answers empty (with a token) while the run is open.
+            let close = loop {
+                let resp = self
+                    .wf
+                    .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+                        namespace: self.namespace.clone(),
+                        execution: self.execution(&target),
+                        wait_new_event: true,
+                        history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+                        next_page_token: token,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc("failed reading the result"))?
+                    .into_inner();
+                if let Some(e) = resp.history.and_then(|h| h.events.into_iter().last()) {
+                    break e;
+                }
+                if resp.next_page_token.is_empty() {
+                    bail!("the workflow has no close event");
+                }
+                token = resp.next_page_token;
+            };
+            // A run continued by continue-as-new, a retry or a cron schedule: follow the chain.
+            use history_event::Attributes as A;
+            let next = match &close.attributes {
+                Some(A::WorkflowExecutionContinuedAsNewEventAttributes(a)) => {
+                    a.new_execution_run_id.clone()
+                }
+                Some(A::WorkflowExecutionFailedEventAttributes(a)) => {
+                    a.new_execution_run_id.clone()
+                }
+                Some(A::WorkflowExecutionTimedOutEventAttributes(a)) => {
+                    a.new_execution_run_id.clone()
+                }
+                _ => String::new(),
+            };
+            if next.is_empty() {
+                break close;
+            }
+            target.run_id = next;
         };
         if self.output == Output::Json {
             print_json(&event_json(&close));
@@ -1030,24 +1079,43 @@ impl Client {
             }),
             ..Default::default()
         };
-        let outcome = loop {
-            let resp = self
-                .wf
-                .update_workflow_execution(ws::UpdateWorkflowExecutionRequest {
-                    namespace: self.namespace.clone(),
-                    workflow_execution: self.execution(t),
-                    request: Some(request.clone()),
-                    wait_policy: Some(up::WaitPolicy {
-                        lifecycle_stage: temporalio_protos::temporal::api::enums::v1::UpdateWorkflowExecutionLifecycleStage::Completed as i32,
-                    }),
-                    ..Default::default()
-                })
-                .await
-                .map_err(rpc("failed to update workflow"))?
-                .into_inner();
-            if let Some(outcome) = resp.outcome {
-                break outcome;
-            }
+        let completed = temporalio_protos::temporal::api::enums::v1::UpdateWorkflowExecutionLifecycleStage::Completed as i32;
+        let first = self
+            .wf
+            .update_workflow_execution(ws::UpdateWorkflowExecutionRequest {
+                namespace: self.namespace.clone(),
+                workflow_execution: self.execution(t),
+                request: Some(request),
+                wait_policy: Some(up::WaitPolicy {
+                    lifecycle_stage: completed,
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("failed to update workflow"))?
+            .into_inner();
+        // Not done yet: wait on this update of this run (never sending it again, which another
+        // run would take as a new update).
+        let outcome = match first.outcome {
+            Some(outcome) => outcome,
+            None => loop {
+                let resp = self
+                    .wf
+                    .poll_workflow_execution_update(ws::PollWorkflowExecutionUpdateRequest {
+                        namespace: self.namespace.clone(),
+                        update_ref: first.update_ref.clone(),
+                        identity: identity(),
+                        wait_policy: Some(up::WaitPolicy {
+                            lifecycle_stage: completed,
+                        }),
+                    })
+                    .await
+                    .map_err(rpc("failed waiting for the update"))?
+                    .into_inner();
+                if let Some(outcome) = resp.outcome {
+                    break outcome;
+                }
+            },
         };
         match outcome.value {
             Some(up::outcome::Value::Success(p)) => {

@@ -24,6 +24,24 @@ impl Operator {
         Self { frontend }
     }
 
+    async fn change(
+        &self,
+        namespace: &str,
+        change: impl FnOnce(&mut HashMap<String, i32>) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        match self
+            .frontend
+            .engine
+            .namespaces()
+            .change_search_attributes(namespace, change)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kairos_history::namespace::ChangeError::Refused(status)) => Err(status),
+            Err(kairos_history::namespace::ChangeError::Store(e)) => Err(to_status(e)),
+        }
+    }
+
     fn namespace_name(name: &str) -> &str {
         if name.is_empty() { "default" } else { name }
     }
@@ -51,44 +69,42 @@ impl operator_service_server::OperatorService for Operator {
         if req.search_attributes.is_empty() {
             return Err(invalid("Search attributes are not set on request."));
         }
-        let mut custom = ns.custom_search_attributes.clone();
-        for (name, ty) in &req.search_attributes {
-            if !valid_name(name) {
-                return Err(invalid(format!(
-                    "Search attribute name {name:?} is not valid."
-                )));
-            }
-            if kairos_visibility::attrs::is_reserved(name) {
-                return Err(invalid(format!(
-                    "Search attribute {name} is reserved by system."
-                )));
-            }
-            let Some(t) = AttrType::from_indexed_value_type(*ty) else {
-                return Err(invalid(format!(
-                    "Unknown search attribute type {ty} for {name}."
-                )));
-            };
-            match custom
-                .get(name)
-                .and_then(|t| AttrType::from_indexed_value_type(*t))
-            {
-                Some(existing) if existing == t => {}
-                Some(existing) => {
-                    return Err(Status::already_exists(format!(
-                        "search attribute {name} already exists and has different type {existing}"
+        let requested = req.search_attributes.clone();
+        let change = |custom: &mut HashMap<String, i32>| -> Result<(), Status> {
+            for (name, ty) in &requested {
+                if !valid_name(name) {
+                    return Err(invalid(format!(
+                        "Search attribute name {name:?} is not valid."
                     )));
                 }
-                None => {
-                    custom.insert(name.clone(), *ty);
+                if kairos_visibility::attrs::is_reserved(name) {
+                    return Err(invalid(format!(
+                        "Search attribute {name} is reserved by system."
+                    )));
+                }
+                let Some(t) = AttrType::from_indexed_value_type(*ty) else {
+                    return Err(invalid(format!(
+                        "Unknown search attribute type {ty} for {name}."
+                    )));
+                };
+                match custom
+                    .get(name)
+                    .and_then(|t| AttrType::from_indexed_value_type(*t))
+                {
+                    Some(existing) if existing == t => {}
+                    Some(existing) => {
+                        return Err(Status::already_exists(format!(
+                            "search attribute {name} already exists and has different type {existing}"
+                        )));
+                    }
+                    None => {
+                        custom.insert(name.clone(), *ty);
+                    }
                 }
             }
-        }
-        self.frontend
-            .engine
-            .namespaces()
-            .set_search_attributes(&ns.name, custom)
-            .await
-            .map_err(to_status)?;
+            Ok(())
+        };
+        self.change(&ns.name, change).await?;
         Ok(Response::new(AddSearchAttributesResponse {}))
     }
 
@@ -100,22 +116,20 @@ impl operator_service_server::OperatorService for Operator {
         let ns = self
             .frontend
             .namespace(Self::namespace_name(&req.namespace))?;
-        let mut custom = ns.custom_search_attributes.clone();
-        for name in &req.search_attributes {
-            if kairos_visibility::attrs::is_reserved(name) {
-                return Err(invalid(format!(
-                    "Unable to remove non-custom search attribute {name}."
-                )));
+        let names = req.search_attributes.clone();
+        let change = |custom: &mut HashMap<String, i32>| -> Result<(), Status> {
+            for name in &names {
+                if kairos_visibility::attrs::is_reserved(name) {
+                    return Err(invalid(format!(
+                        "Unable to remove non-custom search attribute {name}."
+                    )));
+                }
+                // Removing an unknown name is not an error (as in the reference).
+                custom.remove(name);
             }
-            // Removing an unknown name is not an error (as in the reference).
-            custom.remove(name);
-        }
-        self.frontend
-            .engine
-            .namespaces()
-            .set_search_attributes(&ns.name, custom)
-            .await
-            .map_err(to_status)?;
+            Ok(())
+        };
+        self.change(&ns.name, change).await?;
         Ok(Response::new(RemoveSearchAttributesResponse {}))
     }
 

@@ -1558,9 +1558,9 @@ fn keyword_payload(value: &str) -> temporalio_protos::temporal::api::common::v1:
     }
 }
 
-/// A string literal of the query language (single quotes doubled).
+/// A string literal of the query language (backslashes escaped, single quotes doubled).
 fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// `StartTime` bounds of a legacy list filter.
@@ -1570,7 +1570,11 @@ fn start_time_terms(
     let Some(f) = filter else {
         return Vec::new();
     };
-    let ns = |t: &prost_wkt_types::Timestamp| t.seconds * 1_000_000_000 + t.nanos as i64;
+    let ns = |t: &prost_wkt_types::Timestamp| {
+        t.seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos as i64)
+    };
     let mut terms = Vec::new();
     if let Some(t) = f.earliest_time.as_ref().filter(|t| ns(t) > 0) {
         terms.push(format!("StartTime >= {}", ns(t)));

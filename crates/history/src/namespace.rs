@@ -34,11 +34,23 @@ impl Namespace {
     }
 }
 
+/// Why a namespace change did not happen.
+#[derive(Debug)]
+pub enum ChangeError<E> {
+    /// The change itself refused.
+    Refused(E),
+    /// The namespace is missing, or the store failed.
+    Store(Error),
+}
+
 /// Cached access to namespaces (cheap clone).
 #[derive(Clone)]
 pub struct Namespaces {
     store: Arc<dyn Store>,
     by_name: Arc<RwLock<HashMap<String, Arc<Namespace>>>>,
+    /// Serializes read-modify-write changes of a namespace (two concurrent ones would each
+    /// write back a copy without the other's change).
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn decode(row: &NamespaceRow) -> Result<Namespace> {
@@ -65,6 +77,7 @@ impl Namespaces {
         Ok(Self {
             store,
             by_name: Arc::new(RwLock::new(by_name)),
+            changes: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -125,6 +138,7 @@ impl Namespaces {
         info: NamespaceInfo,
         config: NamespaceConfig,
     ) -> Result<Arc<Namespace>> {
+        let _one_at_a_time = self.changes.lock().await;
         let custom = self
             .get(&info.name)
             .map(|n| n.custom_search_attributes.clone())
@@ -132,15 +146,20 @@ impl Namespaces {
         self.write(info, config, custom, true).await
     }
 
-    /// Replaces a namespace's registered custom search attributes.
-    pub async fn set_search_attributes(
+    /// Changes a namespace's registered custom search attributes with `change` (which may
+    /// refuse), one change at a time.
+    pub async fn change_search_attributes<E>(
         &self,
         name: &str,
-        custom: HashMap<String, i32>,
-    ) -> Result<Arc<Namespace>> {
-        let ns = self.get(name)?;
+        change: impl FnOnce(&mut HashMap<String, i32>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Arc<Namespace>, ChangeError<E>> {
+        let _one_at_a_time = self.changes.lock().await;
+        let ns = self.get(name).map_err(ChangeError::Store)?;
+        let mut custom = ns.custom_search_attributes.clone();
+        change(&mut custom).map_err(ChangeError::Refused)?;
         self.write(ns.info.clone(), ns.config.clone(), custom, true)
             .await
+            .map_err(ChangeError::Store)
     }
 
     async fn write(

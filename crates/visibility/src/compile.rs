@@ -82,16 +82,16 @@ fn expr(
         Ok(r)
     };
     Ok(match e {
-        Expr::And(a, b) => format!(
-            "({} AND {})",
-            expr(a, custom, params, division)?,
-            expr(b, custom, params, division)?
-        ),
-        Expr::Or(a, b) => format!(
-            "({} OR {})",
-            expr(a, custom, params, division)?,
-            expr(b, custom, params, division)?
-        ),
+        // A chain of one operator is written flat: `(a AND b AND c)`, not nested pairs (SQLite
+        // limits expression depth).
+        Expr::And(..) | Expr::Or(..) => {
+            let (op, parts) = flatten(e);
+            let sql = parts
+                .into_iter()
+                .map(|p| expr(p, custom, params, division))
+                .collect::<Result<Vec<_>, _>>()?;
+            format!("({})", sql.join(op))
+        }
         Expr::Not(a) => format!("(NOT {})", expr(a, custom, params, division)?),
         Expr::Compare { attr, op, value } => {
             let r = attr_of(attr, division)?;
@@ -115,24 +115,14 @@ fn expr(
                 }
                 (Resolved::Stored { name, .. }, AttrType::Text) => {
                     let cond = "instr(lower(a.text_value), lower(?)) > 0";
-                    let inner = stored_exists_with(name, cond, vec![v], params);
-                    if *op == CmpOp::Eq {
-                        inner
-                    } else {
-                        format!("NOT {inner}")
-                    }
+                    stored_test(name, cond, vec![v], *op == CmpOp::Ne, params)
                 }
                 (Resolved::Stored { name, .. }, AttrType::KeywordList) => {
-                    let inner = stored_exists_with(name, "a.text_value = ?", vec![v], params);
-                    if *op == CmpOp::Eq {
-                        inner
-                    } else {
-                        format!("NOT {inner}")
-                    }
+                    stored_test(name, "a.text_value = ?", vec![v], *op == CmpOp::Ne, params)
                 }
                 (Resolved::Stored { name, .. }, ty) => {
                     let cond = format!("a.{} {} ?", value_column(ty), op.sql());
-                    stored_exists_with(name, &cond, vec![v], params)
+                    stored_test(name, &cond, vec![v], false, params)
                 }
             }
         }
@@ -160,13 +150,12 @@ fn expr(
                     format!("v.{} {not}IN ({marks})", s.column)
                 }
                 Resolved::Stored { name, ty } if *ty == AttrType::KeywordList => {
-                    let inner =
-                        stored_exists_with(name, &format!("a.text_value IN ({marks})"), vs, params);
-                    format!("{not}{inner}")
+                    let cond = format!("a.text_value IN ({marks})");
+                    stored_test(name, &cond, vs, *negated, params)
                 }
                 Resolved::Stored { name, ty } => {
                     let cond = format!("a.{} {not}IN ({marks})", value_column(*ty));
-                    stored_exists_with(name, &cond, vs, params)
+                    stored_test(name, &cond, vs, false, params)
                 }
             }
         }
@@ -196,7 +185,7 @@ fn expr(
                 }
                 Resolved::Stored { name, ty } => {
                     let cond = format!("a.{} {not}BETWEEN ? AND ?", value_column(*ty));
-                    stored_exists_with(name, &cond, vs, params)
+                    stored_test(name, &cond, vs, false, params)
                 }
             }
         }
@@ -221,10 +210,11 @@ fn expr(
                     params.push(text);
                     format!("substr(v.{}, 1, ?) {op} ?", s.column)
                 }
-                Resolved::Stored { name, .. } => stored_exists_with(
+                Resolved::Stored { name, .. } => stored_test(
                     name,
                     &format!("substr(a.text_value, 1, ?) {op} ?"),
                     vec![len, text],
+                    false,
                     params,
                 ),
             }
@@ -248,12 +238,50 @@ fn expr(
     })
 }
 
+/// The operands of a chain of one boolean operator, left to right (no recursion).
+fn flatten(e: &Expr) -> (&'static str, Vec<&Expr>) {
+    let is_and = matches!(e, Expr::And(..));
+    let op = if is_and { " AND " } else { " OR " };
+    let mut out = Vec::new();
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        match x {
+            Expr::And(a, b) if is_and => {
+                stack.push(b);
+                stack.push(a);
+            }
+            Expr::Or(a, b) if !is_and => {
+                stack.push(b);
+                stack.push(a);
+            }
+            other => out.push(other),
+        }
+    }
+    (op, out)
+}
+
 fn value_column(ty: AttrType) -> &'static str {
     match ty {
         AttrType::Int | AttrType::Datetime | AttrType::Bool => "int_value",
         AttrType::Double => "real_value",
         AttrType::Text | AttrType::Keyword | AttrType::KeywordList => "text_value",
     }
+}
+
+/// A test of a stored attribute with SQL's three-valued logic, as a column would give: NULL
+/// (neither true nor false, so `NOT` does not flip it) when the run has no value for the
+/// attribute; otherwise whether a value satisfies `cond` (or, `negated`, whether none does).
+fn stored_test(
+    name: &str,
+    cond: &str,
+    values: Vec<SqlValue>,
+    negated: bool,
+    params: &mut Vec<SqlValue>,
+) -> String {
+    let present = stored_exists(name, "1 = 1", params);
+    let test = stored_exists_with(name, cond, values, params);
+    let not = if negated { "NOT " } else { "" };
+    format!("(CASE WHEN {present} THEN {not}{test} END)")
 }
 
 fn stored_exists(name: &str, cond: &str, params: &mut Vec<SqlValue>) -> String {
@@ -356,10 +384,12 @@ pub fn parse_duration_ns(s: &str) -> Option<i64> {
     }
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() == 3 {
-        let h: i64 = parts[0].parse().ok()?;
-        let m: i64 = parts[1].parse().ok()?;
+        let h: f64 = parts[0].parse::<u32>().ok()?.into();
+        let m: f64 = parts[1].parse::<u32>().ok()?.into();
         let sec: f64 = parts[2].parse().ok()?;
-        return Some((h * 3600 + m * 60) * 1_000_000_000 + (sec * 1e9) as i64);
+        let total = (h * 3600.0 + m * 60.0 + sec) * 1e9;
+        return (total.is_finite() && total >= 0.0 && total < i64::MAX as f64)
+            .then_some(total as i64);
     }
     let mut total: f64 = 0.0;
     let mut rest = s;

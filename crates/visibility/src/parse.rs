@@ -321,15 +321,34 @@ struct Parser<'a> {
     toks: Vec<(Tok, usize)>,
     pos: usize,
     input: &'a str,
+    /// Open parentheses and NOTs around the current position.
+    depth: usize,
+    /// Comparisons read so far.
+    predicates: usize,
 }
+
+/// Longest query accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+/// Deepest nesting of parentheses and NOTs.
+pub const MAX_DEPTH: usize = 64;
+/// Most comparisons in one query.
+pub const MAX_PREDICATES: usize = 256;
 
 /// Parses a filter (the text after `WHERE`), with an optional trailing `GROUP BY name`.
 pub fn parse(input: &str) -> Result<Query, ParseError> {
+    if input.len() > MAX_QUERY_BYTES {
+        return Err(ParseError {
+            message: format!("the query is longer than {MAX_QUERY_BYTES} bytes"),
+            position: MAX_QUERY_BYTES,
+        });
+    }
     let toks = lex(input)?;
     let mut p = Parser {
         toks,
         pos: 0,
         input,
+        depth: 0,
+        predicates: 0,
     };
     let filter = if p.at_end() || p.peek_kw("GROUP") || p.peek_kw("ORDER") || p.peek_kw("LIMIT") {
         None
@@ -436,10 +455,23 @@ impl Parser<'_> {
         Ok(left)
     }
 
+    fn nest(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error_here(&format!(
+                "the query nests parentheses and NOTs deeper than {MAX_DEPTH}"
+            )));
+        }
+        Ok(())
+    }
+
     fn not_expr(&mut self) -> Result<Expr, ParseError> {
         if self.peek_kw("NOT") {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not_expr()?)));
+            self.nest()?;
+            let inner = self.not_expr()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.primary()
     }
@@ -447,12 +479,20 @@ impl Parser<'_> {
     fn primary(&mut self) -> Result<Expr, ParseError> {
         if self.peek() == Some(&Tok::LParen) {
             self.pos += 1;
+            self.nest()?;
             let inner = self.or_expr()?;
+            self.depth -= 1;
             if self.peek() != Some(&Tok::RParen) {
                 return Err(self.unexpected("')'"));
             }
             self.pos += 1;
             return Ok(inner);
+        }
+        self.predicates += 1;
+        if self.predicates > MAX_PREDICATES {
+            return Err(self.error_here(&format!(
+                "the query has more than {MAX_PREDICATES} comparisons"
+            )));
         }
         let attr = self.ident("an attribute name or '('")?;
         match self.peek().cloned() {

@@ -152,6 +152,25 @@ fn refused_queries_say_what_is_wrong_and_where() {
         assert!(err.starts_with("invalid query: "), "{err}");
         assert!(err.contains(needle), "{input:?}: {err}");
     }
+    // Limits: no input can nest or chain deep enough to exhaust a stack or SQLite.
+    let deep = format!("{}WorkflowId = 'x'{}", "(".repeat(65), ")".repeat(65));
+    assert!(
+        compile_text(&deep, &custom())
+            .unwrap_err()
+            .contains("deeper than 64")
+    );
+    let nots = format!("{}WorkflowId = 'x'", "NOT ".repeat(100_000));
+    assert!(
+        compile_text(&nots, &custom())
+            .unwrap_err()
+            .contains("longer than")
+    );
+    let chain = vec!["WorkflowId = 'a'"; 300].join(" OR ");
+    assert!(
+        compile_text(&chain, &custom())
+            .unwrap_err()
+            .contains("more than 256 comparisons")
+    );
     let position = parse("WorkflowType = 'a' AND AND").expect_err("two ANDs");
     assert_eq!(position.position, 23);
 }
@@ -399,6 +418,11 @@ async fn queries_select_the_right_workflows_from_sqlite() {
         all.extend(page.into_iter().map(|r| r.workflow_id));
     }
     assert_eq!(all, ids(&store, "").await);
+    // The longest chain accepted runs in SQLite.
+    let chain = vec!["WorkflowId = 'wf-1'"; 256].join(" OR ");
+    assert_eq!(ids(&store, &chain).await, ["wf-1"]);
+    let chain = vec!["CustomerId != 'x'"; 256].join(" AND ");
+    assert_eq!(ids(&store, &chain).await.len(), 6);
 }
 
 /// A small deterministic generator (xorshift), so failures reproduce.

@@ -512,6 +512,12 @@ impl Engine {
             max_pending_signals: self.inner.options.limits.pending_signals,
             max_pending_cancels: self.inner.options.limits.pending_cancel_requests,
             max_signals: self.inner.options.limits.signals_per_execution,
+            search_attributes: self.inner.namespaces.get_by_id(&ms.namespace_id).map(|n| {
+                (
+                    n.name.clone(),
+                    n.custom_search_attributes.keys().cloned().collect(),
+                )
+            }),
             history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
         }
     }

@@ -96,11 +96,15 @@ pub fn row(ms: &MutableState, custom: &HashMap<String, i32>) -> VisibilityRow {
         workflow_type: ms.workflow_type.clone(),
         task_queue: ms.task_queue.clone(),
         status: ms.status,
-        start_time_ns: ms.start_time_ms * MS_TO_NS,
-        execution_time_ns: ms.execution_time_ms * MS_TO_NS,
-        close_time_ns: closed.then_some(ms.close_time_ms * MS_TO_NS),
-        execution_duration_ns: closed
-            .then_some((ms.close_time_ms - ms.execution_time_ms).max(0) * MS_TO_NS),
+        start_time_ns: ms.start_time_ms.saturating_mul(MS_TO_NS),
+        execution_time_ns: ms.execution_time_ms.saturating_mul(MS_TO_NS),
+        close_time_ns: closed.then_some(ms.close_time_ms.saturating_mul(MS_TO_NS)),
+        execution_duration_ns: closed.then_some(
+            ms.close_time_ms
+                .saturating_sub(ms.execution_time_ms)
+                .max(0)
+                .saturating_mul(MS_TO_NS),
+        ),
         history_length: ms.next_event_id - 1,
         history_size_bytes: ms.history_size_bytes,
         state_transition_count: ms.state_transition_count,
@@ -220,6 +224,12 @@ impl super::Engine {
         let compiled =
             kairos_visibility::compile_text(query, &custom_types(&ns.custom_search_attributes))
                 .map_err(crate::Error::Invalid)?;
+        if compiled.group_by_status {
+            return Err(crate::Error::Invalid(
+                "invalid query: 'GROUP BY' clause is only supported in CountWorkflowExecutions"
+                    .to_string(),
+            ));
+        }
         let after = if token.is_empty() {
             None
         } else {

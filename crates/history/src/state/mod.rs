@@ -152,6 +152,9 @@ pub struct Env {
     pub max_pending_signals: usize,
     pub max_pending_cancels: usize,
     pub max_signals: usize,
+    /// The namespace's registered custom search attributes (with its name, for messages);
+    /// `None` skips the check.
+    pub search_attributes: Option<(String, std::collections::HashSet<String>)>,
     /// History count and size limits (terminate, suggest continue-as-new).
     pub history: HistoryLimits,
 }
@@ -1050,9 +1053,28 @@ impl<'a> Transition<'a> {
                 | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
                 | command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(_)
                 | command::Attributes::ModifyWorkflowPropertiesCommandAttributes(_) => {}
                 command::Attributes::ProtocolMessageCommandAttributes(_) => {}
+                command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
+                    if let Some((namespace, known)) = &self.env.search_attributes {
+                        let names = a
+                            .search_attributes
+                            .iter()
+                            .flat_map(|sa| sa.indexed_fields.keys());
+                        for name in names {
+                            if !known.contains(name)
+                                && kairos_visibility::attrs::predefined(name).is_none()
+                            {
+                                return Err((
+                                    C::BadSearchAttributes,
+                                    format!(
+                                        "Namespace {namespace} has no mapping defined for search attribute {name}"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
                 command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(_) => {
                     signals += 1;
                     if over(signals, self.env.max_pending_signals) {

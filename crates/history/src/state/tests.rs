@@ -30,6 +30,8 @@ struct Run {
     /// Signals the run may receive and children it may have pending (0: no limit).
     max_signals: usize,
     max_children: usize,
+    /// Registered custom search attributes (None: not checked).
+    search_attributes: Option<Vec<&'static str>>,
 }
 
 impl Run {
@@ -52,6 +54,7 @@ impl Run {
             limits: HistoryLimits::from_limits(&kairos_core::config::Limits::default()),
             max_signals: 0,
             max_children: 0,
+            search_attributes: None,
         };
         run.step(|t| t.start_workflow(WorkflowExecutionStartedEventAttributes::default()));
         run
@@ -64,6 +67,12 @@ impl Run {
             max_pending_activities: 2000,
             max_signals: self.max_signals,
             max_pending_children: self.max_children,
+            search_attributes: self.search_attributes.as_ref().map(|names| {
+                (
+                    "default".to_string(),
+                    names.iter().map(|n| n.to_string()).collect(),
+                )
+            }),
             history: self.limits,
             ..Default::default()
         };
@@ -882,4 +891,43 @@ fn a_child_closing_before_its_start_is_recorded_is_retried_then_reported_after_i
     );
     assert!(run.ms.children.is_empty());
     run.check_ids();
+}
+
+#[test]
+fn upserting_an_unregistered_search_attribute_fails_the_workflow_task() {
+    use temporalio_protos::temporal::api::command::v1::UpsertWorkflowSearchAttributesCommandAttributes;
+    use temporalio_protos::temporal::api::common::v1::{Payload, SearchAttributes};
+    let upsert = |name: &str| Command {
+        command_type: CommandType::UpsertWorkflowSearchAttributes as i32,
+        attributes: Some(
+            command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(
+                UpsertWorkflowSearchAttributesCommandAttributes {
+                    search_attributes: Some(SearchAttributes {
+                        indexed_fields: [(name.to_string(), Payload::default())]
+                            .into_iter()
+                            .collect(),
+                    }),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let mut run = Run::start();
+    run.search_attributes = Some(vec!["CustomerId"]);
+    let out = run.complete(vec![upsert("Nope")]);
+    match out {
+        CompletionOutcome::Failed { cause, message } => {
+            assert_eq!(cause, WorkflowTaskFailedCause::BadSearchAttributes);
+            assert_eq!(
+                message,
+                "Namespace default has no mapping defined for search attribute Nope"
+            );
+        }
+        other => panic!("expected a failed task, got {other:?}"),
+    }
+    // A registered one, and a predefined one (no registration needed), are applied.
+    assert_eq!(
+        run.complete(vec![upsert("CustomerId"), upsert("TemporalChangeVersion")]),
+        CompletionOutcome::Applied
+    );
 }
