@@ -92,6 +92,15 @@ async fn a_reset_replays_from_the_point_with_its_signals_and_ends_the_old_run() 
             .build();
         let handle = client.start_workflow(Basket::run, (), opts).await?;
         let first_run = handle.info().run_id.clone().unwrap_or_default();
+        // The first task completes before the signal is sent (1-4), so it lands at 5.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while history(&client, &id, &first_run).await?.len() < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "first task not completed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         handle
             .signal(
                 Basket::item,
