@@ -2,6 +2,7 @@
 //! SDK), and the simulated world they talk to (`sim`: payment gateway, cafe and couriers over
 //! HTTP, with their own SQLite ledger and configurable faults).
 pub mod activities;
+pub mod chaos;
 pub mod http;
 pub mod model;
 pub mod sim;

@@ -40,6 +40,12 @@ enum Command {
         slow_cafe_rate: f64,
         #[arg(long, default_value_t = 0.1)]
         vanishing_courier_rate: f64,
+        /// How long the cafe takes to cook (ms).
+        #[arg(long, default_value_t = 8000)]
+        cook_ms: u64,
+        /// How long a courier takes to deliver (ms).
+        #[arg(long, default_value_t = 8000)]
+        drive_ms: u64,
     },
     /// Run a worker.
     Worker,
@@ -50,11 +56,30 @@ enum Command {
         /// Card of every order: ok or declined.
         #[arg(long, default_value = "ok")]
         card: String,
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 30)]
         cooking_deadline_secs: u64,
     },
     /// Print an order's status.
     Status { order: String },
+    /// Kairos, the simulator and two workers as processes; orders placed while a worker and
+    /// the server are SIGKILLed and restarted; then an audit. Exits 1 on any violation.
+    Chaos {
+        #[arg(long, default_value_t = 200)]
+        orders: u32,
+        /// The kairos binary (default: the one beside this binary, else `kairos` on PATH).
+        #[arg(long)]
+        kairos_bin: Option<PathBuf>,
+        /// Where the databases and the log go (default: a new temporary directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        #[arg(long, default_value_t = 17233)]
+        kairos_port: u16,
+        #[arg(long, default_value_t = 17780)]
+        sim_port: u16,
+        /// How long to wait for every order to finish.
+        #[arg(long, default_value_t = 300)]
+        deadline_secs: u64,
+    },
 }
 
 async fn client(address: &str) -> anyhow::Result<Client> {
@@ -84,12 +109,15 @@ async fn main() -> anyhow::Result<()> {
             payment_failure_rate,
             slow_cafe_rate,
             vanishing_courier_rate,
+            cook_ms,
+            drive_ms,
         } => {
             let faults = Faults {
                 payment_failure_rate,
                 slow_cafe_rate,
                 vanishing_courier_rate,
-                ..Faults::default()
+                cook_time: Duration::from_millis(cook_ms),
+                drive_time: Duration::from_millis(drive_ms),
             };
             let temporal = client(&cli.address).await?;
             let listener = tokio::net::TcpListener::bind(&cli.sim).await?;
@@ -143,6 +171,42 @@ async fn main() -> anyhow::Result<()> {
                     )
                     .await?;
                 println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Chaos {
+            orders,
+            kairos_bin,
+            workdir,
+            kairos_port,
+            sim_port,
+            deadline_secs,
+        } => {
+            let kairos_bin = kairos_bin.unwrap_or_else(|| {
+                let beside = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("kairos")))
+                    .filter(|p| p.is_file());
+                beside.unwrap_or_else(|| PathBuf::from("kairos"))
+            });
+            let workdir = workdir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("pizza-chaos-{}", uuid::Uuid::new_v4()))
+            });
+            println!(
+                "pizza chaos: {orders} orders, data in {}",
+                workdir.display()
+            );
+            let ok = pizza_delivery::chaos::run(pizza_delivery::chaos::ChaosOptions {
+                orders,
+                kairos_bin,
+                workdir,
+                kairos_port,
+                sim_port,
+                deadline: Duration::from_secs(deadline_secs),
+            })
+            .await?;
+            if !ok {
+                std::process::exit(1);
             }
             Ok(())
         }
