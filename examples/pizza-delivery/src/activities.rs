@@ -125,10 +125,11 @@ impl Pizza {
         loop {
             let progress = call(&order, "/courier/progress", json!({"courier": courier})).await?;
             if progress.get("vanished").and_then(|v| v.as_bool()) == Some(true) {
-                // Gone without a word: no more heartbeats until the server gives up on us.
+                // Gone without a word: no more heartbeats, so the server times this attempt out
+                // and sends another courier; this attempt then frees its slot.
                 tokio::select! {
                     _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
                         return Err(transient("courier", "vanished"));
                     }
                 }

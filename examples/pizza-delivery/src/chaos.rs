@@ -137,6 +137,8 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
     let client = connect(opts.kairos_port).await?;
 
     let mut ids = Vec::new();
+    let mut cards = BTreeMap::new();
+    let mut cancelled = std::collections::BTreeSet::new();
     let mut crashes = Vec::new();
     for i in 0..opts.orders {
         let id = format!("chaos-{i}-{}", uuid::Uuid::new_v4());
@@ -170,6 +172,21 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
                 Err(e) => return Err(e.into()),
             }
         }
+        cards.insert(id.clone(), order.card.clone());
+        // Some customers change their mind at once: cancelled before pickup (or delivered, if
+        // the pizza already left).
+        if i % 15 == 7 {
+            let options = temporalio_client::WorkflowCancelOptions::builder()
+                .reason("changed my mind")
+                .build();
+            let cancel = client
+                .get_workflow_handle::<PizzaOrder>(&id)
+                .cancel(options)
+                .await;
+            if cancel.is_ok() {
+                cancelled.insert(id.clone());
+            }
+        }
         ids.push(id);
         if i == opts.orders / 3 {
             sigkill(&mut worker_a);
@@ -201,14 +218,29 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let ledger = crate::http::request(
+    let answer = crate::http::request(
         &format!("http://{sim_address}"),
         "POST",
         "/ledger",
         &json!({}),
     )
-    .await?
-    .body;
+    .await?;
+    if answer.status != 200 {
+        bail!("the simulator's ledger answered HTTP {}", answer.status);
+    }
+    let ledger = answer.body;
+    let cafe: BTreeMap<String, String> = ledger["cafe"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["order_id"].as_str().unwrap_or_default().to_string(),
+                c["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
     let charges: BTreeMap<String, (i64, i64)> = ledger["charges"]
         .as_array()
         .cloned()
@@ -233,6 +265,32 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
         retries += o.retries;
         *by_state.entry(o.state.clone()).or_default() += 1;
         let charge = charges.get(id);
+        if !crate::model::FINAL_STAGES.contains(&o.state.as_str()) {
+            violations.push(format!(
+                "{id}: ended as {:?}, not an order's final state",
+                o.state
+            ));
+        }
+        let declined_card = cards.get(id).map(String::as_str) == Some("declined");
+        if declined_card != (o.state == "payment_declined") {
+            violations.push(format!(
+                "{id}: card {:?} but ended {}",
+                cards.get(id),
+                o.state
+            ));
+        }
+        if o.state == "cancelled" && !cancelled.contains(id) {
+            violations.push(format!("{id}: cancelled, but nobody cancelled it"));
+        }
+        if matches!(o.state.as_str(), "refunded" | "cancelled")
+            && cafe.get(id).is_some_and(|s| s != "cancelled")
+        {
+            violations.push(format!(
+                "{id}: {} but the cafe has it {:?}",
+                o.state,
+                cafe.get(id)
+            ));
+        }
         match o.state.as_str() {
             "delivered" => {
                 if charge != Some(&(1, 0)) {

@@ -172,15 +172,20 @@ async fn pay(State(sim): State<Arc<Sim>>, Json(req): Json<Value>) -> Reply {
 
 async fn refund(State(sim): State<Arc<Sim>>, Json(req): Json<Value>) -> Reply {
     let order = text(&req, "order_id");
-    let n = sim
-        .ledger
-        .lock()
-        .execute(
-            "UPDATE charges SET refunded = 1 WHERE order_id = ?1",
-            [&order],
-        )
-        .unwrap_or(0);
-    (StatusCode::OK, Json(json!({"refunded": n > 0})))
+    // A refund before any charge leaves a tombstone, so a late charge attempt cannot create a
+    // charge nobody will refund.
+    let done = sim.ledger.lock().execute(
+        "INSERT INTO charges (order_id, amount_cents, refunded) VALUES (?1, 0, 1)
+         ON CONFLICT (order_id) DO UPDATE SET refunded = 1",
+        [&order],
+    );
+    match done {
+        Ok(_) => (StatusCode::OK, Json(json!({"refunded": order}))),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        ),
+    }
 }
 
 async fn loyalty(State(sim): State<Arc<Sim>>, Json(req): Json<Value>) -> Reply {
@@ -251,11 +256,18 @@ async fn cafe_order(State(sim): State<Arc<Sim>>, Json(req): Json<Value>) -> Repl
 
 async fn cafe_cancel(State(sim): State<Arc<Sim>>, Json(req): Json<Value>) -> Reply {
     let order = text(&req, "order_id");
-    let _ = sim.ledger.lock().execute(
-        "UPDATE cafe SET state = 'cancelled' WHERE order_id = ?1",
+    let done = sim.ledger.lock().execute(
+        "INSERT INTO cafe (order_id, workflow_id, state) VALUES (?1, '', 'cancelled')
+         ON CONFLICT (order_id) DO UPDATE SET state = 'cancelled'",
         [&order],
     );
-    (StatusCode::OK, Json(json!({"cancelled": order})))
+    match done {
+        Ok(_) => (StatusCode::OK, Json(json!({"cancelled": order}))),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        ),
+    }
 }
 
 async fn courier_assign(State(sim): State<Arc<Sim>>, Json(req): Json<Value>) -> Reply {

@@ -75,6 +75,18 @@ impl PizzaOrder {
         });
     }
 
+    /// Whether the customer has asked to cancel.
+    fn cancel_requested(ctx: &WorkflowContext<Self>) -> bool {
+        ctx.cancellation_token().is_cancelled()
+    }
+
+    /// Compensates a cancellation that came before the pizza left: the workflow ends cancelled.
+    async fn cancel_order(ctx: &WorkflowContext<Self>, order: &Order) -> WorkflowResult<String> {
+        Self::compensate(ctx, order).await?;
+        Self::reach(ctx, "cancelled");
+        Err(WorkflowTermination::cancelled())
+    }
+
     /// Cancels at the cafe and refunds (both survive a workflow cancellation).
     async fn compensate(ctx: &WorkflowContext<Self>, order: &Order) -> WorkflowResult<()> {
         ctx.execute_activity(
@@ -100,8 +112,15 @@ impl PizzaOrder {
         Self::reach(ctx, "taken");
         Self::reach(ctx, "charging");
         let retry = quick_retries();
+        // The steps before the pizza leaves run to their end even if the customer cancels
+        // meanwhile (a charge cut off halfway would be neither kept nor refunded); the
+        // cancellation is then compensated.
         match ctx
-            .execute_activity(Pizza::charge_payment, order.clone(), options(retry.clone()))
+            .execute_activity(
+                Pizza::charge_payment,
+                order.clone(),
+                detached(retry.clone()),
+            )
             .await
         {
             Ok(_) => {}
@@ -111,22 +130,20 @@ impl PizzaOrder {
             }
             Err(e) => return Err(e.into()),
         }
-        if ctx.patched("loyalty-points") {
-            ctx.execute_activity(
-                Pizza::award_loyalty_points,
-                order.clone(),
-                options(retry.clone()),
-            )
-            .await?;
+        if Self::cancel_requested(ctx) {
+            return Self::cancel_order(ctx, &order).await;
         }
-        Self::reach(ctx, "cooking");
         let workflow_id = ctx.workflow_id().to_string();
         ctx.execute_activity(
             Pizza::send_to_cafe,
             (order.clone(), workflow_id),
-            options(retry.clone()),
+            detached(retry.clone()),
         )
         .await?;
+        if Self::cancel_requested(ctx) {
+            return Self::cancel_order(ctx, &order).await;
+        }
+        Self::reach(ctx, "cooking");
         let deadline = Duration::from_secs(order.cooking_deadline_secs.max(1));
         let cooked = select! {
             c = ctx.wait_condition(|s| s.cooked) => c.is_ok(),
@@ -142,14 +159,12 @@ impl PizzaOrder {
         };
         if !cooked {
             // The customer cancelled before pickup.
-            Self::compensate(ctx, &order).await?;
-            Self::reach(ctx, "cancelled");
-            return Err(WorkflowTermination::cancelled());
+            return Self::cancel_order(ctx, &order).await;
         }
         // On its way: a cancellation no longer stops the delivery.
         Self::reach(ctx, "delivering");
         let courier_opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-            .retry_policy(retry)
+            .retry_policy(retry.clone())
             .heartbeat_timeout(Duration::from_secs(2))
             .cancellation_token(WorkflowCancellationToken::new())
             .build();
@@ -157,6 +172,11 @@ impl PizzaOrder {
             .execute_activity(Pizza::dispatch_courier, order.clone(), courier_opts)
             .await?;
         ctx.state_mut(|s| s.status.courier = Some(courier));
+        // Version 2: loyalty points, for delivered orders only.
+        if ctx.patched("loyalty-points") {
+            ctx.execute_activity(Pizza::award_loyalty_points, order.clone(), detached(retry))
+                .await?;
+        }
         Self::reach(ctx, "delivered");
         Ok("delivered".into())
     }

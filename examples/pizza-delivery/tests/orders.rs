@@ -265,10 +265,14 @@ async fn a_cafe_that_never_cooks_and_a_lost_courier() -> anyhow::Result<()> {
             .fetch_history(WorkflowFetchHistoryOptions::builder().build())
             .into_events()
             .await?;
-        let attempt = events.iter().rev().find_map(|e| match &e.attributes {
-            Some(temporalio_common::protos::temporal::api::history::v1::history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => Some(a.attempt),
-            _ => None,
-        });
+        // Only the courier is retried here: its second attempt delivered.
+        let attempt = events
+            .iter()
+            .filter_map(|e| match &e.attributes {
+                Some(temporalio_common::protos::temporal::api::history::v1::history_event::Attributes::ActivityTaskStartedEventAttributes(a)) => Some(a.attempt),
+                _ => None,
+            })
+            .max();
         assert_eq!(attempt, Some(2), "the second courier delivered");
         assert!(status.courier.is_some());
         anyhow::Ok(())
@@ -300,6 +304,16 @@ async fn a_customer_cancels_before_and_after_pickup() -> anyhow::Result<()> {
             )
             .await?;
         assert!(w.result(&early).await.is_err(), "ends cancelled");
+        let events = w
+            .client
+            .get_workflow_handle::<PizzaOrder>(&early.id)
+            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+            .into_events()
+            .await?;
+        assert_eq!(
+            events.last().map(|e| e.event_type()),
+            Some(EventType::WorkflowExecutionCanceled)
+        );
         let charges = w.charges(&early).await?;
         assert_eq!(charges[0]["refunded"], json!(1));
 
