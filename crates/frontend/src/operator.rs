@@ -142,7 +142,7 @@ impl operator_service_server::OperatorService for Operator {
             .frontend
             .namespace(Self::namespace_name(&req.namespace))?;
         Ok(Response::new(ListSearchAttributesResponse {
-            custom_attributes: ns.custom_search_attributes.clone(),
+            custom_attributes: (*ns.custom_search_attributes).clone(),
             system_attributes: system_search_attributes(),
             storage_schema: HashMap::new(),
         }))

@@ -1458,7 +1458,7 @@ impl WorkflowService for Frontend {
         // Every namespace's custom attributes, with the system and predefined ones.
         let mut keys = system_search_attributes();
         for ns in self.engine.namespaces().list() {
-            for (name, ty) in &ns.custom_search_attributes {
+            for (name, ty) in ns.custom_search_attributes.iter() {
                 keys.insert(name.clone(), *ty);
             }
         }

@@ -24,7 +24,7 @@ pub struct Namespace {
     /// Config as returned by DescribeNamespace.
     pub config: NamespaceConfig,
     /// Registered custom search attributes: name to `IndexedValueType`.
-    pub custom_search_attributes: HashMap<String, i32>,
+    pub custom_search_attributes: Arc<HashMap<String, i32>>,
 }
 
 impl Namespace {
@@ -61,7 +61,7 @@ fn decode(row: &NamespaceRow) -> Result<Namespace> {
         name: row.name.clone(),
         info: data.info.unwrap_or_default(),
         config: data.config.unwrap_or_default(),
-        custom_search_attributes: data.custom_search_attributes,
+        custom_search_attributes: Arc::new(data.custom_search_attributes),
     })
 }
 
@@ -141,7 +141,7 @@ impl Namespaces {
         let _one_at_a_time = self.changes.lock().await;
         let custom = self
             .get(&info.name)
-            .map(|n| n.custom_search_attributes.clone())
+            .map(|n| (*n.custom_search_attributes).clone())
             .unwrap_or_default();
         self.write(info, config, custom, true).await
     }
@@ -155,7 +155,7 @@ impl Namespaces {
     ) -> std::result::Result<Arc<Namespace>, ChangeError<E>> {
         let _one_at_a_time = self.changes.lock().await;
         let ns = self.get(name).map_err(ChangeError::Store)?;
-        let mut custom = ns.custom_search_attributes.clone();
+        let mut custom = (*ns.custom_search_attributes).clone();
         change(&mut custom).map_err(ChangeError::Refused)?;
         self.write(ns.info.clone(), ns.config.clone(), custom, true)
             .await
@@ -191,7 +191,7 @@ impl Namespaces {
             name: info.name.clone(),
             info,
             config,
-            custom_search_attributes: custom,
+            custom_search_attributes: Arc::new(custom),
         });
         self.by_name.write().insert(ns.name.clone(), ns.clone());
         Ok(ns)

@@ -148,8 +148,12 @@ pub struct WriteBatch {
 /// A change to the visibility record of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VisibilityWrite {
+    /// The record of a new run (and its search-attribute index rows).
+    Insert(Box<VisibilityRow>),
     /// Insert or replace the run's record (and its search-attribute index rows).
     Upsert(Box<VisibilityRow>),
+    /// Change the run's record but not its search-attribute index rows (they did not change).
+    Update(Box<VisibilityRow>),
     /// Remove the run's record.
     Delete { run_id: String },
 }

@@ -534,30 +534,61 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
 }
 
 fn apply_visibility(conn: &Connection, ns: &str, write: &VisibilityWrite) -> Result<()> {
-    let run_id = match write {
-        VisibilityWrite::Upsert(row) => &row.run_id,
-        VisibilityWrite::Delete { run_id } => run_id,
-    };
-    conn.prepare_cached(
-        "DELETE FROM visibility_attributes WHERE namespace_id = ?1 AND run_id = ?2",
-    )
-    .and_then(|mut s| s.execute(params![ns, run_id]))
-    .map_err(sql_err("failed to clear search attributes"))?;
-    let VisibilityWrite::Upsert(row) = write else {
-        conn.prepare_cached("DELETE FROM visibility WHERE namespace_id = ?1 AND run_id = ?2")
+    let (row, verb, clear) = match write {
+        VisibilityWrite::Delete { run_id } => {
+            conn.prepare_cached(
+                "DELETE FROM visibility_attributes WHERE namespace_id = ?1 AND run_id = ?2",
+            )
             .and_then(|mut s| s.execute(params![ns, run_id]))
-            .map_err(sql_err("failed to delete a visibility record"))?;
-        return Ok(());
+            .map_err(sql_err("failed to clear search attributes"))?;
+            conn.prepare_cached("DELETE FROM visibility WHERE namespace_id = ?1 AND run_id = ?2")
+                .and_then(|mut s| s.execute(params![ns, run_id]))
+                .map_err(sql_err("failed to delete a visibility record"))?;
+            return Ok(());
+        }
+        VisibilityWrite::Insert(row) => (row, "INSERT", false),
+        VisibilityWrite::Upsert(row) => (row, "INSERT OR REPLACE", true),
+        VisibilityWrite::Update(row) => {
+            conn.prepare_cached(
+                "UPDATE visibility SET status = ?3, close_time = ?4, sort_close = ?5,
+                     execution_duration = ?6, history_length = ?7, history_size_bytes = ?8,
+                     state_transition_count = ?9, execution_time = ?10
+                 WHERE namespace_id = ?1 AND run_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    ns,
+                    row.run_id,
+                    row.status,
+                    row.close_time_ns,
+                    row.close_time_ns.unwrap_or(i64::MAX),
+                    row.execution_duration_ns,
+                    row.history_length,
+                    row.history_size_bytes,
+                    row.state_transition_count,
+                    row.execution_time_ns,
+                ])
+            })
+            .map_err(sql_err("failed to update a visibility record"))?;
+            return Ok(());
+        }
     };
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO visibility (namespace_id, run_id, workflow_id, workflow_type,
+    if clear {
+        conn.prepare_cached(
+            "DELETE FROM visibility_attributes WHERE namespace_id = ?1 AND run_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![ns, row.run_id]))
+        .map_err(sql_err("failed to clear search attributes"))?;
+    }
+    conn.prepare_cached(&format!(
+        "{verb} INTO visibility (namespace_id, run_id, workflow_id, workflow_type,
              task_queue, status, start_time, execution_time, close_time, sort_close,
              execution_duration, history_length, history_size_bytes, state_transition_count,
              parent_workflow_id, parent_run_id, root_workflow_id, root_run_id, first_run_id,
              memo, search_attributes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21)",
-    )
+             ?18, ?19, ?20, ?21)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             ns,

@@ -483,7 +483,7 @@ impl Engine {
     }
 
     /// The registered custom search attributes of a namespace (by id).
-    fn custom_attributes(&self, namespace_id: &str) -> HashMap<String, i32> {
+    fn custom_attributes(&self, namespace_id: &str) -> Arc<HashMap<String, i32>> {
         self.inner
             .namespaces
             .get_by_id(namespace_id)
@@ -512,12 +512,11 @@ impl Engine {
             max_pending_signals: self.inner.options.limits.pending_signals,
             max_pending_cancels: self.inner.options.limits.pending_cancel_requests,
             max_signals: self.inner.options.limits.signals_per_execution,
-            search_attributes: self.inner.namespaces.get_by_id(&ms.namespace_id).map(|n| {
-                (
-                    n.name.clone(),
-                    n.custom_search_attributes.keys().cloned().collect(),
-                )
-            }),
+            search_attributes: self
+                .inner
+                .namespaces
+                .get_by_id(&ms.namespace_id)
+                .map(|n| (n.name.clone(), n.custom_search_attributes.clone())),
             history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
         }
     }
@@ -632,22 +631,23 @@ impl Engine {
             &transfers,
             &transfers_done,
         );
-        if status_changed
-            || ms.search_attributes != cached.ms.search_attributes
-            || ms.memo != cached.ms.memo
-        {
+        let retagged =
+            ms.search_attributes != cached.ms.search_attributes || ms.memo != cached.ms.memo;
+        if status_changed || retagged {
             let custom = self.custom_attributes(&key.namespace_id);
-            batch
-                .visibility
-                .push(VisibilityWrite::Upsert(Box::new(visibility::row(
-                    &ms, &custom,
-                ))));
+            let row = Box::new(visibility::row(&ms, &custom));
+            // A close leaves the search attributes as they were: only the record changes.
+            batch.visibility.push(if retagged {
+                VisibilityWrite::Upsert(row)
+            } else {
+                VisibilityWrite::Update(row)
+            });
         }
         if let Some(next) = &next_run {
             let custom = self.custom_attributes(&key.namespace_id);
             batch
                 .visibility
-                .push(VisibilityWrite::Upsert(Box::new(visibility::row(
+                .push(VisibilityWrite::Insert(Box::new(visibility::row(
                     &next.ms, &custom,
                 ))));
             // The next run is created in this same transaction and becomes the current one.
@@ -1216,7 +1216,7 @@ impl Engine {
         );
         batch
             .visibility
-            .push(VisibilityWrite::Upsert(Box::new(visibility::row(
+            .push(VisibilityWrite::Insert(Box::new(visibility::row(
                 &ms,
                 &ns.custom_search_attributes,
             ))));

@@ -170,7 +170,7 @@ impl Engine {
         self.fill_batch(&mut batch, &key, &all_events, &timers, &transfers, &[]);
         batch
             .visibility
-            .push(kairos_persistence::VisibilityWrite::Upsert(Box::new(
+            .push(kairos_persistence::VisibilityWrite::Insert(Box::new(
                 super::visibility::row(&ms, &ns.custom_search_attributes),
             )));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());

@@ -154,7 +154,7 @@ pub struct Env {
     pub max_signals: usize,
     /// The namespace's registered custom search attributes (with its name, for messages);
     /// `None` skips the check.
-    pub search_attributes: Option<(String, std::collections::HashSet<String>)>,
+    pub search_attributes: Option<(String, std::sync::Arc<HashMap<String, i32>>)>,
     /// History count and size limits (terminate, suggest continue-as-new).
     pub history: HistoryLimits,
 }
@@ -1062,7 +1062,7 @@ impl<'a> Transition<'a> {
                             .iter()
                             .flat_map(|sa| sa.indexed_fields.keys());
                         for name in names {
-                            if !known.contains(name)
+                            if !known.contains_key(name)
                                 && kairos_visibility::attrs::predefined(name).is_none()
                             {
                                 return Err((

@@ -70,7 +70,7 @@ impl Run {
             search_attributes: self.search_attributes.as_ref().map(|names| {
                 (
                     "default".to_string(),
-                    names.iter().map(|n| n.to_string()).collect(),
+                    std::sync::Arc::new(names.iter().map(|n| (n.to_string(), 2)).collect()),
                 )
             }),
             history: self.limits,
