@@ -634,6 +634,32 @@ async def test_a_list_right_after_a_start_or_a_close_sees_it(kairos_target: str)
     assert listed[0].close_time is not None
     count = await client.count_workflows(f"TaskQueue = '{tq}' AND ExecutionStatus = 'Terminated'")
     assert count.count == 1
+    # The legacy lists see the same, through their own filters.
+    from temporalio.api.filter.v1 import StatusFilter, WorkflowExecutionFilter
+    from temporalio.api.workflowservice.v1 import (
+        ListClosedWorkflowExecutionsRequest,
+        ListOpenWorkflowExecutionsRequest,
+    )
+    closed = await client.workflow_service.list_closed_workflow_executions(
+        ListClosedWorkflowExecutionsRequest(
+            namespace="default",
+            execution_filter=WorkflowExecutionFilter(workflow_id=handle.id),
+        )
+    )
+    assert [e.execution.workflow_id for e in closed.executions] == [handle.id]
+    terminated = await client.workflow_service.list_closed_workflow_executions(
+        ListClosedWorkflowExecutionsRequest(
+            namespace="default", status_filter=StatusFilter(status=5), maximum_page_size=1000
+        )
+    )
+    assert handle.id in [e.execution.workflow_id for e in terminated.executions]
+    still_open = await client.workflow_service.list_open_workflow_executions(
+        ListOpenWorkflowExecutionsRequest(
+            namespace="default",
+            execution_filter=WorkflowExecutionFilter(workflow_id=handle.id),
+        )
+    )
+    assert list(still_open.executions) == []
     # Paging: many small pages cover everything exactly once.
     tq2 = unique("tq-paged")
     ids = [

@@ -202,6 +202,33 @@ impl Frontend {
         Ok(())
     }
 
+    /// The legacy open/closed lists, as a query of the list language: the status term, the
+    /// optional filter term and the start-time bounds.
+    async fn legacy_list(
+        &self,
+        namespace: &str,
+        status: &str,
+        filter: Option<String>,
+        start: Option<&temporalio_protos::temporal::api::filter::v1::StartTimeFilter>,
+        page_size: i32,
+        token: &[u8],
+    ) -> Result<
+        (
+            Vec<temporalio_protos::temporal::api::workflow::v1::WorkflowExecutionInfo>,
+            Vec<u8>,
+        ),
+        Status,
+    > {
+        let ns = self.namespace(namespace)?;
+        let mut terms = vec![status.to_string()];
+        terms.extend(start_time_terms(start));
+        terms.extend(filter);
+        self.engine
+            .list_workflows(&ns, &terms.join(" AND "), page_size, token)
+            .await
+            .map_err(to_status)
+    }
+
     /// Gets a query (registered under `query_id`) answered: by the workflow task it gets
     /// attached to, or by a query task of its own once no workflow task is pending.
     async fn deliver_query(
@@ -1386,29 +1413,25 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ListOpenWorkflowExecutionsRequest>,
     ) -> Reply<ListOpenWorkflowExecutionsResponse> {
+        use list_open_workflow_executions_request::Filters;
         let req = request.into_inner();
-        let ns = self.namespace(&req.namespace)?;
-        let mut terms = vec!["ExecutionStatus = 'Running'".to_string()];
-        terms.extend(start_time_terms(req.start_time_filter.as_ref()));
-        match &req.filters {
-            Some(list_open_workflow_executions_request::Filters::ExecutionFilter(f)) => {
-                terms.push(format!("WorkflowId = {}", quote(&f.workflow_id)));
+        let filter = match &req.filters {
+            Some(Filters::ExecutionFilter(f)) => {
+                Some(format!("WorkflowId = {}", quote(&f.workflow_id)))
             }
-            Some(list_open_workflow_executions_request::Filters::TypeFilter(f)) => {
-                terms.push(format!("WorkflowType = {}", quote(&f.name)));
-            }
-            None => {}
-        }
+            Some(Filters::TypeFilter(f)) => Some(format!("WorkflowType = {}", quote(&f.name))),
+            None => None,
+        };
         let (executions, next_page_token) = self
-            .engine
-            .list_workflows(
-                &ns,
-                &terms.join(" AND "),
+            .legacy_list(
+                &req.namespace,
+                "ExecutionStatus = 'Running'",
+                filter,
+                req.start_time_filter.as_ref(),
                 req.maximum_page_size,
                 &req.next_page_token,
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(ListOpenWorkflowExecutionsResponse {
             executions,
             next_page_token,
@@ -1419,32 +1442,26 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ListClosedWorkflowExecutionsRequest>,
     ) -> Reply<ListClosedWorkflowExecutionsResponse> {
+        use list_closed_workflow_executions_request::Filters;
         let req = request.into_inner();
-        let ns = self.namespace(&req.namespace)?;
-        let mut terms = vec!["ExecutionStatus != 'Running'".to_string()];
-        terms.extend(start_time_terms(req.start_time_filter.as_ref()));
-        match &req.filters {
-            Some(list_closed_workflow_executions_request::Filters::ExecutionFilter(f)) => {
-                terms.push(format!("WorkflowId = {}", quote(&f.workflow_id)));
+        let filter = match &req.filters {
+            Some(Filters::ExecutionFilter(f)) => {
+                Some(format!("WorkflowId = {}", quote(&f.workflow_id)))
             }
-            Some(list_closed_workflow_executions_request::Filters::TypeFilter(f)) => {
-                terms.push(format!("WorkflowType = {}", quote(&f.name)));
-            }
-            Some(list_closed_workflow_executions_request::Filters::StatusFilter(f)) => {
-                terms.push(format!("ExecutionStatus = {}", f.status));
-            }
-            None => {}
-        }
+            Some(Filters::TypeFilter(f)) => Some(format!("WorkflowType = {}", quote(&f.name))),
+            Some(Filters::StatusFilter(f)) => Some(format!("ExecutionStatus = {}", f.status)),
+            None => None,
+        };
         let (executions, next_page_token) = self
-            .engine
-            .list_workflows(
-                &ns,
-                &terms.join(" AND "),
+            .legacy_list(
+                &req.namespace,
+                "ExecutionStatus != 'Running'",
+                filter,
+                req.start_time_filter.as_ref(),
                 req.maximum_page_size,
                 &req.next_page_token,
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(ListClosedWorkflowExecutionsResponse {
             executions,
             next_page_token,
