@@ -55,15 +55,22 @@ fn spawn(program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
     Ok(Proc(child))
 }
 
-fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
+/// Waits until `port` accepts connections, failing as soon as `child` (the process that should
+/// open it) has exited: a port some other process holds must not pass for it.
+fn wait_port(child: &mut Proc, port: u16, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if let Some(status) = child.0.try_wait()? {
+            bail!("{what} exited ({status}) before opening port {port}; see chaos.log");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
         if Instant::now() > deadline {
             bail!("{what} did not open port {port}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 /// SIGKILL (std's `kill` on Unix), and reap.
@@ -103,11 +110,11 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
         "warn",
     ];
     let mut server = spawn(&opts.kairos_bin, &server_args, &log)?;
-    wait_port(opts.kairos_port, "kairos")?;
+    wait_port(&mut server, opts.kairos_port, "kairos")?;
     let address = format!("127.0.0.1:{}", opts.kairos_port);
     let sim_address = format!("127.0.0.1:{}", opts.sim_port);
     let ledger_arg = ledger.display().to_string();
-    let _sim = spawn(
+    let mut sim = spawn(
         &me,
         &[
             "--address",
@@ -130,7 +137,7 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
         ],
         &log,
     )?;
-    wait_port(opts.sim_port, "the simulator")?;
+    wait_port(&mut sim, opts.sim_port, "the simulator")?;
     let worker_args = ["--address", address.as_str(), "worker"];
     let mut worker_a = spawn(&me, &worker_args, &log)?;
     let _worker_b = spawn(&me, &worker_args, &log)?;
@@ -197,7 +204,7 @@ pub async fn run(opts: ChaosOptions) -> anyhow::Result<bool> {
             sigkill(&mut server);
             crashes.push("server SIGKILL");
             server = spawn(&opts.kairos_bin, &server_args, &log)?;
-            wait_port(opts.kairos_port, "kairos after its restart")?;
+            wait_port(&mut server, opts.kairos_port, "kairos after its restart")?;
         }
     }
     // Until every order is closed (or the deadline).
