@@ -196,6 +196,7 @@ from datetime import timedelta  # noqa: E402
 
 from temporalio import activity, workflow  # noqa: E402
 from temporalio.client import Client  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 
@@ -254,13 +255,15 @@ async def test_kairos_commands_with_a_worker(kairos_target: str) -> None:
         execute = asyncio.create_task(cli(
             t, "workflow", "execute", "--type", "Counter", "-t", tq, "-w", wf, "--input", "5"))
         handle = client.get_workflow_handle(wf)
-        while True:  # until the activity waits for its courier
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # until the activity waits for its courier (bounded)
             try:
                 desc = await handle.describe()
                 if desc.raw_description.pending_activities:
                     break
-            except Exception:
-                pass
+            except RPCError:
+                pass  # not started yet
+            assert asyncio.get_running_loop().time() < deadline, "the activity never started"
             await asyncio.sleep(0.05)
         # Follow the history (it exists now) until the workflow closes.
         follow = asyncio.create_task(cli(t, "workflow", "show", "-w", wf, "--follow"))

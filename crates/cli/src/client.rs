@@ -792,8 +792,11 @@ impl Client {
         Ok(())
     }
 
-    async fn describe(&mut self, t: &Target) -> anyhow::Result<()> {
-        let resp = self
+    async fn describe_raw(
+        &mut self,
+        t: &Target,
+    ) -> anyhow::Result<ws::DescribeWorkflowExecutionResponse> {
+        Ok(self
             .wf
             .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
                 namespace: self.namespace.clone(),
@@ -801,7 +804,11 @@ impl Client {
             })
             .await
             .map_err(rpc("failed describing workflow"))?
-            .into_inner();
+            .into_inner())
+    }
+
+    async fn describe(&mut self, t: &Target) -> anyhow::Result<()> {
+        let resp = self.describe_raw(t).await?;
         let info = resp.workflow_execution_info.clone().unwrap_or_default();
         if self.output == Output::Json {
             let pending: Vec<Value> = resp
@@ -907,16 +914,9 @@ impl Client {
         // One run throughout, even if the workflow moves on to another while it is read.
         let mut run = t.clone();
         if run.run_id.is_empty() {
-            let resp = self
-                .wf
-                .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
-                    namespace: self.namespace.clone(),
-                    execution: self.execution(t),
-                })
-                .await
-                .map_err(rpc("failed reading history"))?
-                .into_inner();
-            run.run_id = resp
+            run.run_id = self
+                .describe_raw(t)
+                .await?
                 .workflow_execution_info
                 .and_then(|i| i.execution)
                 .map(|e| e.run_id)

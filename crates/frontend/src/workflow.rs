@@ -1362,20 +1362,24 @@ impl WorkflowService for Frontend {
         }))
     }
 
+    /// Scan is a list with no ordering promise: the same answer serves.
     async fn scan_workflow_executions(
         &self,
         request: Request<ScanWorkflowExecutionsRequest>,
     ) -> Reply<ScanWorkflowExecutionsResponse> {
         let req = request.into_inner();
-        let ns = self.namespace(&req.namespace)?;
-        let (executions, next_page_token) = self
-            .engine
-            .list_workflows(&ns, &req.query, req.page_size, &req.next_page_token)
-            .await
-            .map_err(to_status)?;
+        let list = self
+            .list_workflow_executions(Request::new(ListWorkflowExecutionsRequest {
+                namespace: req.namespace,
+                page_size: req.page_size,
+                next_page_token: req.next_page_token,
+                query: req.query,
+            }))
+            .await?
+            .into_inner();
         Ok(Response::new(ScanWorkflowExecutionsResponse {
-            executions,
-            next_page_token,
+            executions: list.executions,
+            next_page_token: list.next_page_token,
         }))
     }
 
