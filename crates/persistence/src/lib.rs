@@ -59,6 +59,25 @@ pub struct TimerTask {
     pub data: Vec<u8>,
 }
 
+/// What identifies a stored timer of a shard: timers are kept in fire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerKey {
+    /// When it fires, in milliseconds since the epoch.
+    pub fire_at_ms: i64,
+    /// Its id.
+    pub task_id: i64,
+}
+
+impl TimerTask {
+    /// The key to delete this timer by.
+    pub fn key(&self) -> TimerKey {
+        TimerKey {
+            fire_at_ms: self.fire_at_ms,
+            task_id: self.task_id,
+        }
+    }
+}
+
 /// A durable task waiting to be handed to a worker (the transactional outbox and the matching
 /// backlog in one row).
 #[derive(Debug, Clone, PartialEq)]
@@ -135,8 +154,8 @@ pub struct WriteBatch {
     pub events: Vec<(String, i64, Vec<u8>)>,
     /// Timers to add.
     pub timers_add: Vec<TimerTask>,
-    /// Timers to remove, by task id.
-    pub timers_delete: Vec<i64>,
+    /// Timers to remove.
+    pub timers_delete: Vec<TimerKey>,
     /// Transfer tasks to add.
     pub transfers_add: Vec<TransferTask>,
     /// Transfer tasks to remove, by task id.

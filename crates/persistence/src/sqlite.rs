@@ -61,7 +61,111 @@ CREATE TABLE visibility_attributes (
     int_value INTEGER, real_value REAL, text_value TEXT);
 CREATE INDEX visibility_attributes_by_run ON visibility_attributes (namespace_id, run_id, name);
 "#,
+    // 3: fewer pages written per commit (measured from the WAL: 30 pages per group commit, half
+    // of them history). History is appended as one row per transition to a table in insertion
+    // order, so a group's events share the last page, found by a small index instead of sitting
+    // in a B-tree ordered by random run ids. Timers are one B-tree in fire order (was a table,
+    // its key index and a time index); transfer tasks one B-tree (was a table and its index).
+    // The rows of the old history table are copied by `copy_history_v3`.
+    r#"
+CREATE TABLE history (
+    seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, first_event_id INTEGER NOT NULL,
+    data BLOB NOT NULL);
+CREATE UNIQUE INDEX history_by_run ON history (run_id, first_event_id);
+CREATE TABLE timers (
+    shard_id INTEGER NOT NULL, fire_at_ms INTEGER NOT NULL, task_id INTEGER NOT NULL,
+    namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (shard_id, fire_at_ms, task_id)) WITHOUT ROWID;
+INSERT INTO timers SELECT shard_id, fire_at_ms, task_id, namespace_id, workflow_id, run_id, data
+    FROM timer_tasks;
+DROP TABLE timer_tasks;
+CREATE TABLE transfers (
+    shard_id INTEGER NOT NULL, task_id INTEGER NOT NULL,
+    namespace_id TEXT NOT NULL, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (shard_id, task_id)) WITHOUT ROWID;
+INSERT INTO transfers SELECT shard_id, task_id, namespace_id, workflow_id, run_id, data
+    FROM transfer_tasks;
+DROP TABLE transfer_tasks;
+"#,
 ];
+
+/// Work a migration needs beyond SQL, by the migration's number (1-based), run after its SQL in
+/// the same transaction.
+fn migration_code(number: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    if number == 3 {
+        copy_history_v3(tx)?;
+    }
+    Ok(())
+}
+
+/// Migration 3: every stored event becomes a one-event history row.
+fn copy_history_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    {
+        let mut read = tx.prepare(
+            "SELECT run_id, event_id, data FROM history_events ORDER BY run_id, event_id",
+        )?;
+        let mut write =
+            tx.prepare("INSERT INTO history (run_id, first_event_id, data) VALUES (?1, ?2, ?3)")?;
+        let mut rows = read.query([])?;
+        let mut framed = Vec::new();
+        while let Some(row) = rows.next()? {
+            let run_id: String = row.get(0)?;
+            let event_id: i64 = row.get(1)?;
+            let data: Vec<u8> = row.get(2)?;
+            framed.clear();
+            frame_event(&mut framed, &data);
+            write.execute(params![run_id, event_id, framed])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE history_events")
+}
+
+/// Appends one event to a history row: field 1 of a `History` message (tag, length, bytes), so a
+/// row is itself a valid encoded `History`.
+fn frame_event(out: &mut Vec<u8>, event: &[u8]) {
+    out.push(0x0A);
+    let mut len = event.len() as u64;
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(event);
+}
+
+/// Splits a history row back into its events' bytes.
+fn unframe_events(mut data: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+    let mut events = Vec::new();
+    while let Some((&tag, rest)) = data.split_first() {
+        if tag != 0x0A {
+            return Err(format!("unexpected tag {tag:#x} in a history row"));
+        }
+        let mut len: u64 = 0;
+        let mut shift = 0;
+        let mut rest = rest;
+        loop {
+            let Some((&b, tail)) = rest.split_first() else {
+                return Err("a history row ends inside a length".into());
+            };
+            rest = tail;
+            if shift > 63 {
+                return Err("a history row has an overlong length".into());
+            }
+            len |= u64::from(b & 0x7F) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let len = usize::try_from(len).map_err(|_| "a history event is too long".to_string())?;
+        if len > rest.len() {
+            return Err("a history row ends inside an event".into());
+        }
+        events.push(&rest[..len]);
+        data = &rest[len..];
+    }
+    Ok(events)
+}
 
 /// Where the database lives.
 #[derive(Debug, Clone)]
@@ -257,6 +361,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             .transaction()
             .map_err(sql_err("failed to begin a migration"))?;
         tx.execute_batch(migration)
+            .and_then(|()| migration_code(index + 1, &tx))
             .map_err(sql_err("failed to apply a migration"))?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))
             .map_err(sql_err("failed to record the schema version"))?;
@@ -296,30 +401,20 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
 }
 
 fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender<Result<()>>)>) {
-    let mut results: Vec<Result<()>> = Vec::with_capacity(batches.len());
-    let outcome = (|| -> Result<()> {
-        // Cached statements: these run several times per group, parsing them each time showed
-        // in profiles.
-        let run = |conn: &Connection, sql: &str, what: &str| -> Result<()> {
-            conn.prepare_cached(sql)
-                .and_then(|mut stmt| stmt.execute([]))
-                .map(|_| ())
-                .map_err(sql_err(what))
-        };
-        run(conn, "BEGIN IMMEDIATE", "failed to begin")?;
-        for (batch, _) in &batches {
-            run(conn, "SAVEPOINT b", "failed to set a savepoint")?;
-            let applied = apply_batch(conn, batch);
-            if applied.is_err() {
-                run(conn, "ROLLBACK TO b", "failed to roll back")?;
-            }
-            run(conn, "RELEASE b", "failed to release")?;
-            results.push(applied);
+    // Batches rarely fail (a lost race on a version or a current run), so the group is first
+    // applied as one plain transaction. Only if a batch fails is it rolled back and applied again
+    // with a savepoint around each batch, so the failure stays with its own batch. Savepoints on
+    // every batch cost a copy of each page they touch into the statement journal.
+    let outcome = match apply_group(conn, &batches, false) {
+        Ok(results) if results.iter().all(Result::is_ok) => Ok(results),
+        Ok(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            apply_group(conn, &batches, true)
         }
-        run(conn, "COMMIT", "failed to commit")
-    })();
+        Err(error) => Err(error),
+    };
     match outcome {
-        Ok(()) => {
+        Ok(results) => {
             for ((_, reply), result) in batches.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
@@ -336,6 +431,47 @@ fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender
             }
         }
     }
+}
+
+/// Applies every batch in one transaction. Without `isolate`, the first failing batch stops the
+/// group and the transaction is left open for the caller to roll back (its result is the only
+/// error in the answer). With `isolate`, each batch runs in a savepoint and a failing one is
+/// undone alone; the transaction is committed.
+fn apply_group(
+    conn: &mut Connection,
+    batches: &[(WriteBatch, oneshot::Sender<Result<()>>)],
+    isolate: bool,
+) -> Result<Vec<Result<()>>> {
+    // Cached statements: these run several times per group, parsing them each time showed in
+    // profiles.
+    let run = |conn: &Connection, sql: &str, what: &str| -> Result<()> {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(|_| ())
+            .map_err(sql_err(what))
+    };
+    let mut results: Vec<Result<()>> = Vec::with_capacity(batches.len());
+    run(conn, "BEGIN IMMEDIATE", "failed to begin")?;
+    for (batch, _) in batches {
+        if !isolate {
+            let applied = apply_batch(conn, batch);
+            let failed = applied.is_err();
+            results.push(applied);
+            if failed {
+                return Ok(results);
+            }
+            continue;
+        }
+        run(conn, "SAVEPOINT b", "failed to set a savepoint")?;
+        let applied = apply_batch(conn, batch);
+        if applied.is_err() {
+            run(conn, "ROLLBACK TO b", "failed to roll back")?;
+        }
+        run(conn, "RELEASE b", "failed to release")?;
+        results.push(applied);
+    }
+    run(conn, "COMMIT", "failed to commit")?;
+    Ok(results)
 }
 
 /// Runs a statement from the connection's statement cache (parsing SQL per call showed in
@@ -451,37 +587,48 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                     params![ns, wf, run_id],
                 )
                 .map_err(sql_err("failed to delete an execution"))?;
-                exec(
-                    conn,
-                    "DELETE FROM history_events WHERE run_id = ?1",
-                    [run_id],
-                )
-                .map_err(sql_err("failed to delete history"))?;
+                exec(conn, "DELETE FROM history WHERE run_id = ?1", [run_id])
+                    .map_err(sql_err("failed to delete history"))?;
             }
         }
     }
     if !batch.events.is_empty() {
         let mut stmt = conn
             .prepare_cached(
-                "INSERT INTO history_events (run_id, event_id, data) VALUES (?1, ?2, ?3)",
+                "INSERT INTO history (run_id, first_event_id, data) VALUES (?1, ?2, ?3)",
             )
-            .map_err(sql_err("failed to prepare an event insert"))?;
-        for (run_id, event_id, data) in &batch.events {
-            stmt.execute(params![run_id, event_id, data])
+            .map_err(sql_err("failed to prepare a history insert"))?;
+        // One row per run: its events of this transition, in order.
+        let mut rest = batch.events.as_slice();
+        let mut data = Vec::new();
+        while let Some((run_id, first_event_id, _)) = rest.first() {
+            let len = rest
+                .iter()
+                .enumerate()
+                .take_while(|(n, (r, id, _))| r == run_id && *id == first_event_id + *n as i64)
+                .count();
+            data.clear();
+            for (_, _, event) in &rest[..len] {
+                frame_event(&mut data, event);
+            }
+            stmt.execute(params![run_id, first_event_id, data])
                 .map_err(|e| match e {
                     rusqlite::Error::SqliteFailure(f, _)
                         if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                     {
-                        Error::ConditionFailed(format!("event {event_id} of run {run_id} exists"))
+                        Error::ConditionFailed(format!(
+                            "event {first_event_id} of run {run_id} exists"
+                        ))
                     }
                     other => Error::unavailable("failed to append history events", other),
                 })?;
+            rest = &rest[len..];
         }
     }
     if !batch.timers_add.is_empty() {
         let mut stmt = conn
             .prepare_cached(
-                "INSERT INTO timer_tasks (shard_id, task_id, fire_at_ms, namespace_id, workflow_id, run_id, data)
+                "INSERT INTO timers (shard_id, task_id, fire_at_ms, namespace_id, workflow_id, run_id, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(sql_err("failed to prepare a timer insert"))?;
@@ -498,15 +645,17 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             .map_err(sql_err("failed to insert a timer"))?;
         }
     }
-    for id in &batch.timers_delete {
-        conn.prepare_cached("DELETE FROM timer_tasks WHERE shard_id = ?1 AND task_id = ?2")
-            .and_then(|mut s| s.execute(params![batch.shard_id, id]))
-            .map_err(sql_err("failed to delete a timer"))?;
+    for timer in &batch.timers_delete {
+        conn.prepare_cached(
+            "DELETE FROM timers WHERE shard_id = ?1 AND fire_at_ms = ?2 AND task_id = ?3",
+        )
+        .and_then(|mut s| s.execute(params![batch.shard_id, timer.fire_at_ms, timer.task_id]))
+        .map_err(sql_err("failed to delete a timer"))?;
     }
     if !batch.transfers_add.is_empty() {
         let mut stmt = conn
             .prepare_cached(
-                "INSERT INTO transfer_tasks (shard_id, task_id, namespace_id, workflow_id, run_id, data)
+                "INSERT INTO transfers (shard_id, task_id, namespace_id, workflow_id, run_id, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(sql_err("failed to prepare a transfer insert"))?;
@@ -523,7 +672,7 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
         }
     }
     for id in &batch.transfers_delete {
-        conn.prepare_cached("DELETE FROM transfer_tasks WHERE shard_id = ?1 AND task_id = ?2")
+        conn.prepare_cached("DELETE FROM transfers WHERE shard_id = ?1 AND task_id = ?2")
             .and_then(|mut s| s.execute(params![batch.shard_id, id]))
             .map_err(sql_err("failed to delete a transfer task"))?;
     }
@@ -723,8 +872,8 @@ impl Store for SqliteStore {
                 let max_task_id = tx
                     .query_row(
                         "SELECT MAX(m) FROM (
-                           SELECT MAX(task_id) AS m FROM timer_tasks WHERE shard_id = ?1
-                           UNION ALL SELECT MAX(task_id) FROM transfer_tasks WHERE shard_id = ?1)",
+                           SELECT MAX(task_id) AS m FROM timers WHERE shard_id = ?1
+                           UNION ALL SELECT MAX(task_id) FROM transfers WHERE shard_id = ?1)",
                         [shard_id],
                         |r| r.get::<_, Option<i64>>(0),
                     )
@@ -803,19 +952,40 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(i64, Vec<u8>)>> {
         let run_id = run_id.to_string();
         self.read(move |conn| {
+            // From the row holding `first` (the last one starting at or before it) on.
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT event_id, data FROM history_events WHERE run_id = ?1 AND event_id >= ?2
-                     ORDER BY event_id LIMIT ?3",
+                    "SELECT first_event_id, data FROM history WHERE run_id = ?1
+                       AND first_event_id >= COALESCE((SELECT MAX(first_event_id) FROM history
+                                                       WHERE run_id = ?1 AND first_event_id <= ?2), 0)
+                     ORDER BY first_event_id",
                 )
                 .map_err(sql_err("failed to prepare a history read"))?;
-            let rows = stmt
-                .query_map(params![run_id, first, limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+            let mut rows = stmt
+                .query(params![run_id, first])
                 .map_err(sql_err("failed to read history"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql_err("failed to read history"))
+            let mut events = Vec::new();
+            while events.len() < limit {
+                let Some(row) = rows.next().map_err(sql_err("failed to read history"))? else {
+                    break;
+                };
+                let row_first: i64 = row.get(0).map_err(sql_err("failed to read history"))?;
+                let data = row
+                    .get_ref(1)
+                    .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+                    .map_err(sql_err("failed to read history"))?;
+                let framed = unframe_events(data).map_err(|e| Error::Unavailable {
+                    message: format!("history of run {run_id} is corrupt: {e}"),
+                    source: None,
+                })?;
+                for (n, event) in framed.into_iter().enumerate() {
+                    let event_id = row_first + n as i64;
+                    if event_id >= first && events.len() < limit {
+                        events.push((event_id, event.to_vec()));
+                    }
+                }
+            }
+            Ok(events)
         })
         .await
     }
@@ -891,7 +1061,7 @@ impl Store for SqliteStore {
             let mut stmt = conn
                 .prepare(
                     "SELECT task_id, shard_id, fire_at_ms, namespace_id, workflow_id, run_id, data
-                     FROM timer_tasks ORDER BY fire_at_ms, shard_id, task_id",
+                     FROM timers ORDER BY fire_at_ms, shard_id, task_id",
                 )
                 .map_err(sql_err("failed to prepare a timer scan"))?;
             let rows = stmt
@@ -918,7 +1088,7 @@ impl Store for SqliteStore {
             let mut stmt = conn
                 .prepare(
                     "SELECT task_id, shard_id, namespace_id, workflow_id, run_id, data
-                     FROM transfer_tasks ORDER BY shard_id, task_id",
+                     FROM transfers ORDER BY shard_id, task_id",
                 )
                 .map_err(sql_err("failed to prepare a transfer scan"))?;
             let rows = stmt
@@ -1005,5 +1175,45 @@ impl Store for SqliteStore {
             .map_err(sql_err("failed to write cluster metadata"))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{frame_event, unframe_events};
+
+    #[test]
+    fn history_rows_split_back_into_their_events() {
+        let events: Vec<Vec<u8>> = [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000]
+            .iter()
+            .map(|&len| (0..len).map(|i| (i % 251) as u8).collect())
+            .collect();
+        let mut row = Vec::new();
+        for event in &events {
+            frame_event(&mut row, event);
+        }
+        let back: Vec<Vec<u8>> = unframe_events(&row)
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn a_damaged_history_row_is_an_error_not_a_panic() {
+        let mut row = Vec::new();
+        frame_event(&mut row, &[7; 200]);
+        for cut in 0..row.len() {
+            let _ = unframe_events(&row[..cut]);
+        }
+        assert!(unframe_events(&row[..row.len() - 1]).is_err());
+        assert!(unframe_events(&[0x12, 0]).is_err());
+        assert!(
+            unframe_events(&[
+                0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01
+            ])
+            .is_err()
+        );
     }
 }

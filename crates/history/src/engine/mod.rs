@@ -17,7 +17,8 @@ use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
 use kairos_core::{Clock, Limits};
 use kairos_persistence::{
-    CurrentWrite, ExecutionWrite, Store, TimerTask, TransferTask, VisibilityWrite, WriteBatch,
+    CurrentWrite, ExecutionWrite, Store, TimerKey, TimerTask, TransferTask, VisibilityWrite,
+    WriteBatch,
 };
 use parking_lot::Mutex;
 use prost::Message;
@@ -526,7 +527,7 @@ impl Engine {
     pub(crate) async fn transact<T>(
         &self,
         key: &RunKey,
-        extra_timer_delete: Option<i64>,
+        extra_timer_delete: Option<TimerKey>,
         f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
     ) -> Result<T> {
         self.transact_then(key, extra_timer_delete, f, None).await
@@ -537,7 +538,7 @@ impl Engine {
     async fn transact_then<T>(
         &self,
         key: &RunKey,
-        extra_timer_delete: Option<i64>,
+        extra_timer_delete: Option<TimerKey>,
         f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
         successor: Option<NextRun>,
     ) -> Result<T> {
@@ -565,7 +566,7 @@ impl Engine {
             .map(|can| self.next_run(key, &ms, can, now, &mut ids))
             .or(successor);
         if let Some(fired) = extra_timer_delete {
-            crate::state::forget_timer(&mut ms, fired);
+            crate::state::forget_timer(&mut ms, fired.task_id);
         }
         let TimerChanges {
             write: timers,
@@ -680,7 +681,10 @@ impl Engine {
         }
         batch
             .timers_delete
-            .extend(timers_obsolete.iter().map(|t| t.task_id));
+            .extend(timers_obsolete.iter().map(|t| TimerKey {
+                fire_at_ms: t.fire_at_ms,
+                task_id: t.task_id,
+            }));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         match self.inner.store.commit(batch).await {
             Ok(()) => {
@@ -931,7 +935,12 @@ impl Engine {
         }
     }
 
-    async fn commit_timer_delete(&self, key: &RunKey, shard_id: i32, timer_id: i64) -> Result<()> {
+    async fn commit_timer_delete(
+        &self,
+        key: &RunKey,
+        shard_id: i32,
+        timer_id: TimerKey,
+    ) -> Result<()> {
         let mut batch =
             self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
         batch.timers_delete.push(timer_id);
@@ -1273,7 +1282,16 @@ impl Engine {
             .transact(&key, None, |t| {
                 let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
                 let messages = t.update_messages(wft.scheduled_event_id, wft.started_event_id);
-                Ok((wft, t.ms.clone(), messages))
+                // What the answer needs of the run, not a copy of all of it.
+                let run = StartedRun {
+                    namespace_id: t.ms.namespace_id.clone(),
+                    workflow_id: t.ms.workflow_id.clone(),
+                    run_id: t.ms.run_id.clone(),
+                    workflow_type: t.ms.workflow_type.clone(),
+                    task_queue: t.ms.task_queue.clone(),
+                    last_completed_wft_started_id: t.ms.last_completed_wft_started_id,
+                };
+                Ok((wft, run, messages))
             })
             .await;
         let (wft, ms, messages) = match started {
@@ -1284,12 +1302,6 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let ns_name = self
-            .inner
-            .namespaces
-            .get_by_id(&ms.namespace_id)
-            .map(|n| n.name.clone())
-            .unwrap_or_default();
         let first = if wft.sticky {
             ms.last_completed_wft_started_id + 1
         } else {
@@ -1319,7 +1331,6 @@ impl Engine {
             started_time_ms: wft.started_time_ms,
             ..Default::default()
         });
-        let _ = ns_name;
         Ok(Some(ws::PollWorkflowTaskQueueResponse {
             task_token: token,
             workflow_execution: Some(WorkflowExecution {
@@ -1606,7 +1617,7 @@ impl Engine {
     }
 
     /// Deletes a run and its history (terminating it first if it runs).
-    pub async fn delete(&self, key: &RunKey, timer_id: Option<i64>) -> Result<()> {
+    pub async fn delete(&self, key: &RunKey, timer_id: Option<TimerKey>) -> Result<()> {
         let lock = self.workflow_lock(&key.namespace_id, &key.workflow_id);
         let _held = lock.lock().await;
         let slot = self.slot(key);
@@ -2025,6 +2036,16 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
 /// Applies Temporal's defaults and caps to a start request's timeouts:
 /// (run, execution, workflow task).
 /// How one attempt to deliver a signal or cancel request to another workflow ended.
+/// The parts of a run a started workflow task's answer names.
+struct StartedRun {
+    namespace_id: String,
+    workflow_id: String,
+    run_id: String,
+    workflow_type: String,
+    task_queue: String,
+    last_completed_wft_started_id: i64,
+}
+
 enum Delivery {
     /// Delivered (or found already recorded) and the result written on the sender, whose
     /// transaction deleted the task row.

@@ -118,11 +118,11 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
     };
     let kind = TimerKind::try_from(data.kind).unwrap_or(TimerKind::Unspecified);
     if kind == TimerKind::DeleteExecution {
-        return engine.delete(&key, Some(timer.task_id)).await;
+        return engine.delete(&key, Some(timer.key())).await;
     }
     let timeout_type = TimeoutType::try_from(data.timeout_type).unwrap_or(TimeoutType::Unspecified);
     let result = engine
-        .transact(&key, Some(timer.task_id), |t| {
+        .transact(&key, Some(timer.key()), |t| {
             match kind {
                 TimerKind::UserTimer => t.user_timer_fired(data.event_id),
                 TimerKind::ActivityTimeout => {
@@ -151,7 +151,7 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
                 engine.inner.options.shard_count,
             );
             engine
-                .commit_timer_delete(&key, shard_id, timer.task_id)
+                .commit_timer_delete(&key, shard_id, timer.key())
                 .await
         }
         other => other,
