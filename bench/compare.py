@@ -161,8 +161,12 @@ def startup_only(args: argparse.Namespace, temporal: str, version: str) -> None:
         results["reference"].append(s.cold_start_ms)
         s.stop()
     med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
-    print(json.dumps({"reference_version": version, "cold_start_ms_median_of_7": med,
-                      "all": results}, indent=1))
+    report = json.dumps({"reference_version": version, "cold_start_ms_median_of_7": med,
+                         "all": results}, indent=1)
+    print(report)
+    out = Path(args.out or REPO / "bench/results/startup.json")
+    out.write_text(report + "\n")
+    print(f"results: {out}")
 
 
 def ratio(a: float, b: float) -> float:
@@ -174,7 +178,9 @@ def main() -> None:
     ap.add_argument("--kairos-bin", default=str(REPO / "target/release/kairos"))
     ap.add_argument("--bench-bin", default=str(REPO / "target/release/kairos-bench"))
     ap.add_argument("--temporal", default=None)
-    ap.add_argument("--out", default=str(REPO / "bench/results/compare.json"))
+    ap.add_argument("--out", default=None,
+                    help="where the JSON goes (default bench/results/compare.json, or startup.json "
+                         "with --startup-only)")
     ap.add_argument("--quick", action="store_true", help="5 s workloads, headline only (a smoke run)")
     ap.add_argument("--no-scaling", action="store_true", help="skip the concurrency sweep")
     ap.add_argument("--eager-activities", action="store_true",
@@ -238,10 +244,11 @@ def main() -> None:
     finally:
         for s in servers:
             s.stop()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    out = args.out or str(REPO / "bench/results/compare.json")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1))
     print_table(result)
-    print(f"\nresults: {args.out}  (server logs in {scratch})")
+    print(f"\nresults: {out}  (server logs in {scratch})")
 
 
 def print_table(result: Dict[str, Any]) -> None:

@@ -356,19 +356,22 @@ fn persist_wal(conn: &Connection) {
 fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = query_one(conn, "PRAGMA user_version", [], |r| r.get(0))
         .map_err(sql_err("failed to read the schema version"))?;
+    if version as usize >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    // Every pending migration in one transaction: a new database costs one commit (one fsync)
+    // however many migrations there are, and a failure leaves the schema where it was.
+    let tx = conn
+        .transaction()
+        .map_err(sql_err("failed to begin a migration"))?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn
-            .transaction()
-            .map_err(sql_err("failed to begin a migration"))?;
         tx.execute_batch(migration)
             .and_then(|()| migration_code(index + 1, &tx))
             .map_err(sql_err("failed to apply a migration"))?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))
-            .map_err(sql_err("failed to record the schema version"))?;
-        tx.commit()
-            .map_err(sql_err("failed to commit a migration"))?;
     }
-    Ok(())
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
+        .map_err(sql_err("failed to record the schema version"))?;
+    tx.commit().map_err(sql_err("failed to commit a migration"))
 }
 
 /// Takes every request waiting in the queue and commits all batches among them in one
