@@ -217,7 +217,7 @@ struct Inner {
     shards: Vec<Shard>,
     runs: Mutex<RunCache>,
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
-    watchers: Mutex<HashMap<RunKey, watch::Sender<i64>>>,
+    watchers: Mutex<HashMap<RunKey, watch::Sender<RunProgress>>>,
     timers: timers::Queue,
 }
 
@@ -691,7 +691,7 @@ impl Engine {
                 cached.ms = ms;
                 cached.version += 1;
                 cached.append(&events);
-                let next_event_id = cached.ms.next_event_id;
+                let progress = RunProgress::of(&cached.ms, &events);
                 let closed_now = status_changed && crate::state::is_closed(cached.ms.status);
                 drop(guard);
                 if closed_now {
@@ -713,7 +713,7 @@ impl Engine {
                         *held = Some(Cached::new(next.ms, 1, &next.events));
                     }
                 }
-                self.after_commit(key, next_event_id, timer_rows, transfer_rows);
+                self.after_commit(key, progress, timer_rows, transfer_rows);
                 Ok(out)
             }
             Err(e) => {
@@ -1001,7 +1001,7 @@ impl Engine {
     fn after_commit(
         &self,
         key: &RunKey,
-        next_event_id: i64,
+        progress: RunProgress,
         timers: Vec<TimerTask>,
         transfers: Vec<TransferTask>,
     ) {
@@ -1012,7 +1012,13 @@ impl Engine {
             self.inner.timers.push(timer);
         }
         if let Some(tx) = self.inner.watchers.lock().get(key) {
-            tx.send_replace(next_event_id);
+            // Every commit wakes the waiters; the value only moves forward (two commits of one
+            // run can report out of order once their locks are released).
+            tx.send_modify(|current| {
+                if progress.next_event_id >= current.next_event_id {
+                    *current = progress;
+                }
+            });
         }
     }
 
@@ -1231,7 +1237,7 @@ impl Engine {
             ))));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
-        let next_event_id = ms.next_event_id;
+        let progress = RunProgress::of(&ms, &events);
         {
             let slot = self.slot(&key);
             let mut held = slot.lock().await;
@@ -1239,7 +1245,7 @@ impl Engine {
                 *held = Some(Cached::new(ms, 1, &events));
             }
         }
-        self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
+        self.after_commit(&key, progress, timer_rows, transfer_rows);
         Ok(StartOutcome {
             run_id,
             started: true,
@@ -1640,7 +1646,10 @@ impl Engine {
         drop(guard);
         self.inner.runs.lock().remove(key);
         if let Some(tx) = self.inner.watchers.lock().remove(key) {
-            tx.send_replace(i64::MAX);
+            tx.send_replace(RunProgress {
+                gone: true,
+                ..RunProgress::default()
+            });
         }
         Ok(())
     }
@@ -1669,25 +1678,43 @@ impl Engine {
             }
             from = token.next_event_id;
         }
-        let ms = self.read_state(key).await?;
-        let (mut next_event_id, mut closed) = (ms.next_event_id, status_closed(ms.status));
-        let mut close_event_id = ms.close_event_id;
+        let (mut next_event_id, status, mut close_event_id) = self.progress(key).await?;
+        let mut closed = status_closed(status);
+        // The close event as the closing commit reported it, so a result long poll needs no
+        // read of the (by then uncached) run.
+        let mut close_event: Option<Arc<HistoryEvent>> = None;
         // Something to wait for: the close (close_only) or events past the token.
         let ready = |closed: bool, next: i64| closed || (!close_only && from < next);
         if wait_new_event && !ready(closed, next_event_id) {
             let mut rx = self.watch(key);
             let deadline =
                 tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
-            loop {
-                let ms = self.read_state(key).await?;
-                next_event_id = ms.next_event_id;
-                closed = status_closed(ms.status);
-                close_event_id = ms.close_event_id;
-                if ready(closed, next_event_id) {
-                    break;
-                }
+            // Read again once subscribed: a commit in between is not missed.
+            (next_event_id, _, close_event_id) = {
+                let (next, status, close) = self.progress(key).await?;
+                closed = status_closed(status);
+                (next, status, close)
+            };
+            while !ready(closed, next_event_id) {
                 match tokio::time::timeout_at(deadline, rx.changed()).await {
-                    Ok(Ok(())) => continue,
+                    Ok(Ok(())) => {
+                        let seen = rx.borrow_and_update().clone();
+                        if seen.gone {
+                            // Deleted: reading it again answers NOT_FOUND.
+                            self.progress(key).await?;
+                            continue;
+                        }
+                        if seen.next_event_id >= next_event_id {
+                            next_event_id = seen.next_event_id;
+                            closed = status_closed(seen.status);
+                            close_event_id = seen.close_event.as_ref().map_or(0, |e| e.event_id);
+                            close_event = seen.close_event;
+                            if closed && close_event.is_none() {
+                                // Closed without its event at hand: ask the run.
+                                (next_event_id, _, close_event_id) = self.progress(key).await?;
+                            }
+                        }
+                    }
                     _ => {
                         // Still waiting: no events, and a token to poll again with.
                         let token = PageToken {
@@ -1706,9 +1733,13 @@ impl Engine {
             if !closed {
                 return Ok(HistoryPage::default());
             }
-            let events = self
-                .read_events(&key.run_id, close_event_id, close_event_id)
-                .await?;
+            let events = match close_event.filter(|e| e.event_id == close_event_id) {
+                Some(event) => vec![(*event).clone()],
+                None => {
+                    self.read_events(&key.run_id, close_event_id, close_event_id)
+                        .await?
+                }
+            };
             return Ok(HistoryPage {
                 events,
                 next_page_token: Vec::new(),
@@ -1895,13 +1926,26 @@ impl Engine {
     }
 
     /// A receiver that sees the run's next event id change (any committed transition).
-    pub fn watch(&self, key: &RunKey) -> watch::Receiver<i64> {
+    pub fn watch(&self, key: &RunKey) -> watch::Receiver<RunProgress> {
         let mut watchers = self.inner.watchers.lock();
         watchers.retain(|_, tx| tx.receiver_count() > 0);
         watchers
             .entry(key.clone())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(RunProgress::default()).0)
             .subscribe()
+    }
+
+    /// Where a run stands (next event id, status, close event id), without copying its state.
+    async fn progress(&self, key: &RunKey) -> Result<(i64, i32, i64)> {
+        let existing = self.inner.runs.lock().get(key);
+        if let Some(slot) = existing {
+            let mut guard = slot.lock().await;
+            self.load(key, &mut guard).await?;
+            let ms = &guard.as_ref().expect("loaded").ms;
+            return Ok((ms.next_event_id, ms.status, ms.close_event_id));
+        }
+        let ms = self.read_state(key).await?;
+        Ok((ms.next_event_id, ms.status, ms.close_event_id))
     }
 
     /// `DescribeWorkflowExecution`.
@@ -2036,6 +2080,35 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
 /// Applies Temporal's defaults and caps to a start request's timeouts:
 /// (run, execution, workflow task).
 /// How one attempt to deliver a signal or cancel request to another workflow ended.
+/// What waiters on a run (history long polls, update and query waits) are told after each
+/// commit.
+#[derive(Debug, Clone, Default)]
+pub struct RunProgress {
+    /// The run's next event id after the commit.
+    pub next_event_id: i64,
+    /// Its status after the commit.
+    pub status: i32,
+    /// The close event, when this commit closed the run.
+    pub close_event: Option<Arc<HistoryEvent>>,
+    /// The run was deleted.
+    pub gone: bool,
+}
+
+impl RunProgress {
+    fn of(ms: &MutableState, events: &[HistoryEvent]) -> Self {
+        let close_event = (status_closed(ms.status) && ms.close_event_id > 0)
+            .then(|| events.iter().find(|e| e.event_id == ms.close_event_id))
+            .flatten()
+            .map(|e| Arc::new(e.clone()));
+        Self {
+            next_event_id: ms.next_event_id,
+            status: ms.status,
+            close_event,
+            gone: false,
+        }
+    }
+}
+
 /// The parts of a run a started workflow task's answer names.
 struct StartedRun {
     namespace_id: String,

@@ -175,7 +175,7 @@ impl Engine {
             )));
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
-        let next_event_id = ms.next_event_id;
+        let progress = super::RunProgress::of(&ms, &all_events);
         {
             let slot = self.slot(&key);
             let mut held = slot.lock().await;
@@ -183,7 +183,7 @@ impl Engine {
                 *held = Some(Cached::new(ms, 1, &all_events));
             }
         }
-        self.after_commit(&key, next_event_id, timer_rows, transfer_rows);
+        self.after_commit(&key, progress, timer_rows, transfer_rows);
         Ok(run_id)
     }
 }
