@@ -120,6 +120,10 @@ fn copy_history_v3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("DROP TABLE history_events")
 }
 
+/// At most this many events share a history row, so a read of a page of a long copied history
+/// (a reset writes the kept prefix in one transition) decodes a bounded row, not all of it.
+const MAX_EVENTS_PER_ROW: usize = 64;
+
 /// Appends one event to a history row: field 1 of a `History` message (tag, length, bytes), so a
 /// row is itself a valid encoded `History`.
 fn frame_event(out: &mut Vec<u8>, event: &[u8]) {
@@ -608,7 +612,9 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             let len = rest
                 .iter()
                 .enumerate()
-                .take_while(|(n, (r, id, _))| r == run_id && *id == first_event_id + *n as i64)
+                .take_while(|(n, (r, id, _))| {
+                    *n < MAX_EVENTS_PER_ROW && r == run_id && *id == first_event_id + *n as i64
+                })
                 .count();
             data.clear();
             for (_, _, event) in &rest[..len] {

@@ -15,10 +15,11 @@ use tokio::sync::Notify;
 use super::Engine;
 use crate::state::{TimerData, TimerKind};
 
-/// Timers waiting to fire, by (fire time, shard, task id).
+/// Timers waiting to fire, by (due time, shard, task id). The due time is the row's fire time, or later
+/// for a timer whose firing failed and is retried.
 #[derive(Default)]
 pub(super) struct Queue {
-    /// Keyed by (fire time, shard, task id): task ids are unique per shard only, so two shards'
+    /// Keyed by (due time, shard, task id): task ids are unique per shard only, so two shards'
     /// timers may share an id (and a millisecond); without the shard one would replace the other.
     pending: Mutex<BTreeMap<(i64, i32, i64), TimerTask>>,
     wake: Notify,
@@ -26,9 +27,15 @@ pub(super) struct Queue {
 
 impl Queue {
     pub(super) fn push(&self, timer: TimerTask) {
+        self.push_at(timer.fire_at_ms, timer);
+    }
+
+    /// Queues `timer` to fire at `due_ms`. The row keeps its own `fire_at_ms`: it is part of the
+    /// stored key the firing transaction deletes the row by, so a retry must not change it.
+    fn push_at(&self, due_ms: i64, timer: TimerTask) {
         let earliest = {
             let mut pending = self.pending.lock();
-            let key = (timer.fire_at_ms, timer.shard_id, timer.task_id);
+            let key = (due_ms, timer.shard_id, timer.task_id);
             pending.insert(key, timer);
             pending.keys().next() == Some(&key)
         };
@@ -79,9 +86,8 @@ pub(super) async fn run(engine: Engine) {
                 for timer in timers {
                     if let Err(e) = fire(&engine, &timer).await {
                         tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
-                        let mut retry = timer;
-                        retry.fire_at_ms = to_millis(engine.inner.clock.now()) + 1000;
-                        engine.inner.timers.push(retry);
+                        let due = to_millis(engine.inner.clock.now()) + 1000;
+                        engine.inner.timers.push_at(due, timer);
                     }
                 }
             });
@@ -161,6 +167,7 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kairos_persistence::TimerKey;
 
     fn timer(shard_id: i32, task_id: i64, fire_at_ms: i64, run: &str) -> TimerTask {
         TimerTask {
@@ -186,5 +193,35 @@ mod tests {
         runs.sort();
         assert_eq!(runs, ["a", "b"]);
         assert_eq!(queue.next_fire_ms(), Some(2_000));
+    }
+
+    #[test]
+    fn a_retried_timer_keeps_the_fire_time_its_row_is_stored_under() {
+        let queue = Queue::default();
+        let timer = TimerTask {
+            task_id: 7,
+            shard_id: 1,
+            fire_at_ms: 100,
+            namespace_id: "ns".into(),
+            workflow_id: "wf".into(),
+            run_id: "run".into(),
+            data: Vec::new(),
+        };
+        // As the loop does after a failed firing: due again a second later.
+        queue.push_at(1_100, timer);
+        assert!(
+            queue.pop_due(1_099).is_empty(),
+            "not due before the retry time"
+        );
+        let due = queue.pop_due(1_100);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].key(),
+            TimerKey {
+                fire_at_ms: 100,
+                task_id: 7
+            },
+            "the delete key must still match the stored row"
+        );
     }
 }
