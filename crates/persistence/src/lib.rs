@@ -150,7 +150,8 @@ pub struct WriteBatch {
     pub executions: Vec<(String, ExecutionWrite)>,
     /// Current-run pointer change.
     pub current: Option<CurrentWrite>,
-    /// New history events: (run id, event id, encoded event).
+    /// New history events: (run id, event id, encoded event). Consecutive events of one run are
+    /// stored together (a bounded number per row); reads return them one by one.
     pub events: Vec<(String, i64, Vec<u8>)>,
     /// Timers to add.
     pub timers_add: Vec<TimerTask>,

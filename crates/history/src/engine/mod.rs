@@ -1690,11 +1690,8 @@ impl Engine {
             let deadline =
                 tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
             // Read again once subscribed: a commit in between is not missed.
-            (next_event_id, _, close_event_id) = {
-                let (next, status, close) = self.progress(key).await?;
-                closed = status_closed(status);
-                (next, status, close)
-            };
+            let (next, status, close) = self.progress(key).await?;
+            (next_event_id, closed, close_event_id) = (next, status_closed(status), close);
             while !ready(closed, next_event_id) {
                 match tokio::time::timeout_at(deadline, rx.changed()).await {
                     Ok(Ok(())) => {
@@ -2077,9 +2074,6 @@ pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
     }
 }
 
-/// Applies Temporal's defaults and caps to a start request's timeouts:
-/// (run, execution, workflow task).
-/// How one attempt to deliver a signal or cancel request to another workflow ended.
 /// What waiters on a run (history long polls, update and query waits) are told after each
 /// commit.
 #[derive(Debug, Clone, Default)]
@@ -2119,6 +2113,7 @@ struct StartedRun {
     last_completed_wft_started_id: i64,
 }
 
+/// How one attempt to deliver a signal or cancel request to another workflow ended.
 enum Delivery {
     /// Delivered (or found already recorded) and the result written on the sender, whose
     /// transaction deleted the task row.
@@ -2257,6 +2252,8 @@ fn set_parent(
     ms.root = Some(root);
 }
 
+/// Applies Temporal's defaults and caps to a start request's timeouts:
+/// (run, execution, workflow task).
 fn normalize_workflow_timeouts(
     req: &ws::StartWorkflowExecutionRequest,
 ) -> (Duration, Duration, Duration) {

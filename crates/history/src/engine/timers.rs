@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use super::Engine;
 use crate::state::{TimerData, TimerKind};
 
-/// Timers waiting to fire, by (due time, shard, task id). The due time is the row's fire time, or later
-/// for a timer whose firing failed and is retried.
+/// Timers waiting to fire, by (due time, shard, task id). The due time is the row's fire time,
+/// or later for a timer whose firing failed and is retried.
 #[derive(Default)]
 pub(super) struct Queue {
     /// Keyed by (due time, shard, task id): task ids are unique per shard only, so two shards'
@@ -28,6 +28,11 @@ pub(super) struct Queue {
 impl Queue {
     pub(super) fn push(&self, timer: TimerTask) {
         self.push_at(timer.fire_at_ms, timer);
+    }
+
+    /// Queues a timer whose firing failed to fire again a second after `now_ms`.
+    fn retry(&self, timer: TimerTask, now_ms: i64) {
+        self.push_at(now_ms + 1000, timer);
     }
 
     /// Queues `timer` to fire at `due_ms`. The row keeps its own `fire_at_ms`: it is part of the
@@ -86,8 +91,8 @@ pub(super) async fn run(engine: Engine) {
                 for timer in timers {
                     if let Err(e) = fire(&engine, &timer).await {
                         tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
-                        let due = to_millis(engine.inner.clock.now()) + 1000;
-                        engine.inner.timers.push_at(due, timer);
+                        let now_ms = to_millis(engine.inner.clock.now());
+                        engine.inner.timers.retry(timer, now_ms);
                     }
                 }
             });
@@ -198,17 +203,9 @@ mod tests {
     #[test]
     fn a_retried_timer_keeps_the_fire_time_its_row_is_stored_under() {
         let queue = Queue::default();
-        let timer = TimerTask {
-            task_id: 7,
-            shard_id: 1,
-            fire_at_ms: 100,
-            namespace_id: "ns".into(),
-            workflow_id: "wf".into(),
-            run_id: "run".into(),
-            data: Vec::new(),
-        };
-        // As the loop does after a failed firing: due again a second later.
-        queue.push_at(1_100, timer);
+        let timer = timer(1, 7, 100, "run");
+        // Its firing failed at 100: due again a second later.
+        queue.retry(timer, 100);
         assert!(
             queue.pop_due(1_099).is_empty(),
             "not due before the retry time"

@@ -32,6 +32,13 @@ fn start_request(id: &str) -> StartWorkflowExecutionRequest {
     }
 }
 
+fn execution(workflow_id: &str, run_id: &str) -> Option<WorkflowExecution> {
+    Some(WorkflowExecution {
+        workflow_id: workflow_id.into(),
+        run_id: run_id.into(),
+    })
+}
+
 fn poll(
     id: &str,
     run_id: &str,
@@ -40,10 +47,7 @@ fn poll(
 ) -> GetWorkflowExecutionHistoryRequest {
     GetWorkflowExecutionHistoryRequest {
         namespace: "default".into(),
-        execution: Some(WorkflowExecution {
-            workflow_id: id.into(),
-            run_id: run_id.into(),
-        }),
+        execution: execution(id, run_id),
         wait_new_event: true,
         next_page_token: token,
         history_event_filter_type: if close_only {
@@ -85,10 +89,7 @@ async fn long_polls_answer_closes_new_events_and_deletions() -> anyhow::Result<(
     // Whether the poll is already waiting or not, it must see the close.
     svc.terminate_workflow_execution(tonic::Request::new(TerminateWorkflowExecutionRequest {
         namespace: "default".into(),
-        workflow_execution: Some(WorkflowExecution {
-            workflow_id: id.clone(),
-            run_id: run_id.clone(),
-        }),
+        workflow_execution: execution(&id, &run_id),
         reason: "enough".into(),
         ..Default::default()
     }))
@@ -127,10 +128,7 @@ async fn long_polls_answer_closes_new_events_and_deletions() -> anyhow::Result<(
     });
     svc.signal_workflow_execution(tonic::Request::new(SignalWorkflowExecutionRequest {
         namespace: "default".into(),
-        workflow_execution: Some(WorkflowExecution {
-            workflow_id: id.clone(),
-            run_id: run_id.clone(),
-        }),
+        workflow_execution: execution(&id, &run_id),
         signal_name: "ping".into(),
         request_id: unique("sig"),
         ..Default::default()
@@ -161,10 +159,7 @@ async fn long_polls_answer_closes_new_events_and_deletions() -> anyhow::Result<(
     });
     svc.delete_workflow_execution(tonic::Request::new(DeleteWorkflowExecutionRequest {
         namespace: "default".into(),
-        workflow_execution: Some(WorkflowExecution {
-            workflow_id: id.clone(),
-            run_id: run_id.clone(),
-        }),
+        workflow_execution: execution(&id, &run_id),
     }))
     .await?;
     match within(10, doomed_poll).await?? {
