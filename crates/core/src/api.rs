@@ -1,5 +1,8 @@
 //! The small interface through which history hands tasks to matching, so the two services
 //! never depend on each other's crates and can later run in different processes.
+use temporalio_protos::temporal::api::workflowservice::v1::{
+    PollActivityTaskQueueResponse, PollWorkflowTaskQueueResponse,
+};
 
 /// Which kind of worker poll a task is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +39,61 @@ pub struct QueuedTask {
     pub query_id: String,
 }
 
+/// What a poller receives.
+#[derive(Debug)]
+pub enum Handoff {
+    /// A task to start (history records it started when the poller asks).
+    Task(QueuedTask),
+    /// A workflow task history already started for this poller, in the transition that
+    /// scheduled it: the answer to send as it is.
+    Workflow(Box<PollWorkflowTaskQueueResponse>),
+    /// An activity task history already started for this poller.
+    Activity(Box<PollActivityTaskQueueResponse>),
+    /// The transition that reserved this poller failed: the poller waits on.
+    Released,
+}
+
+/// A waiting poller taken off its queue by history, which records the task it creates as
+/// started by this poller in the same transition (one commit instead of two), then hands it
+/// the started task. Dropped without [`Reservation::deliver`] (the transition failed), the
+/// poller goes back to waiting.
+#[derive(Debug)]
+pub struct Reservation {
+    identity: String,
+    poller: Option<tokio::sync::oneshot::Sender<Handoff>>,
+}
+
+impl Reservation {
+    /// A reservation of the poller that receives on the other end of `poller`.
+    pub fn new(identity: String, poller: tokio::sync::oneshot::Sender<Handoff>) -> Self {
+        Self {
+            identity,
+            poller: Some(poller),
+        }
+    }
+
+    /// The identity the poller gave.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Hands the poller its started task. False if the poller is gone (its client hung up);
+    /// the task then times out and is retried like any started task whose worker vanished.
+    pub fn deliver(mut self, handoff: Handoff) -> bool {
+        self.poller
+            .take()
+            .is_some_and(|poller| poller.send(handoff).is_ok())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.send(Handoff::Released);
+        }
+    }
+}
+
 /// What history needs from matching.
 pub trait TaskSink: Send + Sync + 'static {
     /// Queues a task (or hands it straight to a waiting poller).
@@ -43,4 +101,6 @@ pub trait TaskSink: Send + Sync + 'static {
     /// True when a poller polled this queue recently or waits on it now; sticky tasks for a
     /// queue without one go to the normal queue instead.
     fn has_recent_poller(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> bool;
+    /// Takes a poller waiting on the queue now, if there is one.
+    fn reserve(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> Option<Reservation>;
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_core::ServerOptions;
-use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
+use kairos_core::api::{Handoff, QueuedTask, TaskKind, TaskSink};
 use kairos_core::ids::RunKey;
 use kairos_history::{Engine, Namespace, Signal};
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
@@ -303,6 +303,20 @@ impl Frontend {
                 };
             }
         }
+    }
+
+    /// The last touches on a started workflow task before it goes to the poller: the queries
+    /// waiting on its run, and the task queue name as the worker knows it.
+    fn finish_workflow_task(
+        &self,
+        mut response: PollWorkflowTaskQueueResponse,
+        namespace_id: &str,
+    ) -> PollWorkflowTaskQueueResponse {
+        self.attach_queries(&mut response, namespace_id);
+        if let Some(tq) = response.workflow_execution_task_queue.as_mut() {
+            tq.name = response_task_queue(tq.name.clone());
+        }
+        response
     }
 
     /// Attaches the queries waiting on this run to the workflow task a poller just started.
@@ -637,12 +651,17 @@ impl WorkflowService for Frontend {
             if remaining.is_zero() {
                 return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
             }
-            let Some(task) = self
+            let task = match self
                 .matching
-                .poll(&ns.id, &queue, TaskKind::Workflow, remaining)
+                .poll(&ns.id, &queue, TaskKind::Workflow, remaining, &req.identity)
                 .await
-            else {
-                return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
+            {
+                Some(Handoff::Task(task)) => task,
+                Some(Handoff::Workflow(response)) => {
+                    // Started for this poll by the transition that scheduled it.
+                    return Ok(Response::new(self.finish_workflow_task(*response, &ns.id)));
+                }
+                _ => return Ok(Response::new(PollWorkflowTaskQueueResponse::default())),
             };
             if !task.query_id.is_empty() {
                 // A query task: answered from the registry, never recorded in the run.
@@ -670,13 +689,9 @@ impl WorkflowService for Frontend {
                 .record_workflow_task_started(&task, &req.identity, &request_id())
                 .await;
             match started {
-                Ok(Some(mut response)) => {
+                Ok(Some(response)) => {
                     guard.task = None;
-                    self.attach_queries(&mut response, &ns.id);
-                    if let Some(tq) = response.workflow_execution_task_queue.as_mut() {
-                        tq.name = response_task_queue(tq.name.clone());
-                    }
-                    return Ok(Response::new(response));
+                    return Ok(Response::new(self.finish_workflow_task(response, &ns.id)));
                 }
                 Ok(None) => guard.task = None,
                 Err(e) => return Err(to_status(e)),
@@ -730,12 +745,14 @@ impl WorkflowService for Frontend {
             if remaining.is_zero() {
                 return Ok(Response::new(PollActivityTaskQueueResponse::default()));
             }
-            let Some(task) = self
+            let task = match self
                 .matching
-                .poll(&ns.id, &queue, TaskKind::Activity, remaining)
+                .poll(&ns.id, &queue, TaskKind::Activity, remaining, &req.identity)
                 .await
-            else {
-                return Ok(Response::new(PollActivityTaskQueueResponse::default()));
+            {
+                Some(Handoff::Task(task)) => task,
+                Some(Handoff::Activity(response)) => return Ok(Response::new(*response)),
+                _ => return Ok(Response::new(PollActivityTaskQueueResponse::default())),
             };
             let mut guard = Redeliver {
                 matching: &self.matching,

@@ -1,20 +1,38 @@
 //! Kairos matching: in-memory task queues. A task is handed straight to a waiting long-poller
 //! when there is one (sync match) and queued otherwise. Durability lives in history's transfer
-//! tasks: every queued task is also a row there, reloaded into matching at startup.
+//! tasks: every queued task is also a row there, reloaded into matching at startup. History can
+//! also reserve a waiting poller and start the task it creates for that poller in the same
+//! transition ([`Reservation`]).
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
+use kairos_core::api::{Handoff, QueuedTask, Reservation, TaskKind, TaskSink};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 type QueueKey = (String, String, TaskKind);
 
+/// A long poll waiting on a queue.
+struct Waiter {
+    tx: oneshot::Sender<Handoff>,
+    /// Set by whoever takes the waiter (a task, a reservation) or by the poll itself when it
+    /// times out: exactly one of them wins, so a task is never sent to a poll that has given up.
+    taken: Arc<AtomicBool>,
+    identity: String,
+}
+
+impl Waiter {
+    fn take(&self) -> bool {
+        !self.tx.is_closed() && !self.taken.swap(true, Ordering::AcqRel)
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     backlog: VecDeque<QueuedTask>,
-    waiters: VecDeque<oneshot::Sender<QueuedTask>>,
+    waiters: VecDeque<Waiter>,
     last_poll: Option<Instant>,
     /// Set by ShutdownWorker for sticky queues: the worker is gone.
     closed: bool,
@@ -45,31 +63,48 @@ impl Handle {
         }
     }
 
-    /// Waits up to the long-poll timeout for a task. `None` means nothing came. Dropping the
-    /// future (client gone) withdraws the poller: a task offered to it goes to the next one.
+    /// Waits up to `timeout` for a task. `None` means nothing came. Dropping the future (client
+    /// gone) withdraws the poller: a task offered to it goes to the next one.
     pub async fn poll(
         &self,
         namespace_id: &str,
         task_queue: &str,
         kind: TaskKind,
         timeout: Duration,
-    ) -> Option<QueuedTask> {
-        let key = (namespace_id.to_string(), task_queue.to_string(), kind);
-        let rx = {
-            let mut queues = self.queues.lock();
-            let queue = queues.entry(key).or_default();
-            queue.last_poll = Some(Instant::now());
-            queue.closed = false;
-            if let Some(task) = queue.backlog.pop_front() {
-                return Some(task);
+        identity: &str,
+    ) -> Option<Handoff> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let taken = Arc::new(AtomicBool::new(false));
+            let mut rx = {
+                let key = (namespace_id.to_string(), task_queue.to_string(), kind);
+                let mut queues = self.queues.lock();
+                let queue = queues.entry(key).or_default();
+                queue.last_poll = Some(Instant::now());
+                queue.closed = false;
+                if let Some(task) = queue.backlog.pop_front() {
+                    return Some(Handoff::Task(task));
+                }
+                let (tx, rx) = oneshot::channel();
+                queue.waiters.push_back(Waiter {
+                    tx,
+                    taken: taken.clone(),
+                    identity: identity.to_string(),
+                });
+                rx
+            };
+            let handoff = match tokio::time::timeout_at(deadline, &mut rx).await {
+                Ok(received) => received.ok(),
+                // Timed out: withdraw, unless someone took this poll first; then its task is on
+                // the way (at once for a queued task, after one commit for a reservation).
+                Err(_) if taken.swap(true, Ordering::AcqRel) => rx.await.ok(),
+                Err(_) => None,
+            };
+            match handoff {
+                Some(Handoff::Released) if tokio::time::Instant::now() < deadline => continue,
+                Some(Handoff::Released) => return None,
+                other => return other,
             }
-            let (tx, rx) = oneshot::channel();
-            queue.waiters.push_back(tx);
-            rx
-        };
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(task)) => Some(task),
-            _ => None,
         }
     }
 
@@ -94,6 +129,18 @@ impl Handle {
         }
     }
 
+    /// Polls waiting (not yet taken, client still there) on queues of that name in any
+    /// namespace (for tests).
+    pub fn waiting_polls(&self, task_queue: &str, kind: TaskKind) -> usize {
+        self.queues
+            .lock()
+            .iter()
+            .filter(|((_, name, k), _)| name == task_queue && *k == kind)
+            .flat_map(|(_, q)| q.waiters.iter())
+            .filter(|w| !w.tx.is_closed() && !w.taken.load(Ordering::Acquire))
+            .count()
+    }
+
     /// Number of tasks waiting without a poller, per queue (for describe and tests).
     pub fn backlog_len(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> usize {
         let key = (namespace_id.to_string(), task_queue.to_string(), kind);
@@ -112,9 +159,13 @@ impl TaskSink for Handle {
         let queue = queues.entry(key).or_default();
         let mut task = task;
         while let Some(waiter) = queue.waiters.pop_front() {
-            match waiter.send(task) {
+            if !waiter.take() {
+                continue;
+            }
+            match waiter.tx.send(Handoff::Task(task)) {
                 Ok(()) => return,
-                Err(returned) => task = returned,
+                Err(Handoff::Task(returned)) => task = returned,
+                Err(_) => unreachable!("a task was sent"),
             }
         }
         queue.backlog.push_back(task);
@@ -129,16 +180,29 @@ impl TaskSink for Handle {
         if queue.closed {
             return false;
         }
-        queue.waiters.iter().any(|w| !w.is_closed())
+        queue.waiters.iter().any(|w| !w.tx.is_closed())
             || queue
                 .last_poll
                 .is_some_and(|t| t.elapsed() < self.options.poller_idle)
+    }
+
+    fn reserve(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> Option<Reservation> {
+        let key = (namespace_id.to_string(), task_queue.to_string(), kind);
+        let mut queues = self.queues.lock();
+        let queue = queues.get_mut(&key)?;
+        while let Some(waiter) = queue.waiters.pop_front() {
+            if waiter.take() {
+                return Some(Reservation::new(waiter.identity, waiter.tx));
+            }
+        }
+        None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use temporalio_protos::temporal::api::workflowservice::v1::PollActivityTaskQueueResponse;
 
     fn task(id: i64) -> QueuedTask {
         QueuedTask {
@@ -159,6 +223,29 @@ mod tests {
         Duration::from_secs(5)
     }
 
+    fn task_id(handoff: Option<Handoff>) -> Option<i64> {
+        match handoff {
+            Some(Handoff::Task(t)) => Some(t.task_id),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => None,
+        }
+    }
+
+    /// Waits (yielding, with a deadline) until a poller waits on the queue.
+    async fn until_waiting(matching: &Handle, kind: TaskKind) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matching
+            .queues
+            .lock()
+            .values()
+            .all(|q| q.waiters.iter().all(|w| w.taken.load(Ordering::Acquire)))
+            || !matching.has_recent_poller("ns", "tq", kind)
+        {
+            assert!(Instant::now() < deadline, "poller never registered");
+            tokio::task::yield_now().await;
+        }
+    }
+
     fn handle(timeout_ms: u64) -> Handle {
         Handle::new(Options {
             long_poll_timeout: Duration::from_millis(timeout_ms),
@@ -171,29 +258,23 @@ mod tests {
         let matching = handle(5_000);
         matching.add_task(task(1));
         assert_eq!(
-            matching
-                .poll("ns", "tq", TaskKind::Workflow, m_timeout())
-                .await
-                .map(|t| t.task_id),
+            task_id(
+                matching
+                    .poll("ns", "tq", TaskKind::Workflow, m_timeout(), "w")
+                    .await
+            ),
             Some(1)
         );
         let waiter = {
             let m = matching.clone();
-            tokio::spawn(async move { m.poll("ns", "tq", TaskKind::Workflow, m_timeout()).await })
+            tokio::spawn(async move {
+                m.poll("ns", "tq", TaskKind::Workflow, m_timeout(), "w")
+                    .await
+            })
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !matching.has_recent_poller("ns", "tq", TaskKind::Workflow)
-            || matching
-                .queues
-                .lock()
-                .values()
-                .all(|q| q.waiters.is_empty())
-        {
-            assert!(Instant::now() < deadline, "poller never registered");
-            tokio::task::yield_now().await;
-        }
+        until_waiting(&matching, TaskKind::Workflow).await;
         matching.add_task(task(2));
-        assert_eq!(waiter.await.expect("join").map(|t| t.task_id), Some(2));
+        assert_eq!(task_id(waiter.await.expect("join")), Some(2));
         assert_eq!(matching.backlog_len("ns", "tq", TaskKind::Workflow), 0);
     }
 
@@ -202,7 +283,13 @@ mod tests {
         let matching = handle(20);
         assert!(
             matching
-                .poll("ns", "tq", TaskKind::Activity, Duration::from_millis(20))
+                .poll(
+                    "ns",
+                    "tq",
+                    TaskKind::Activity,
+                    Duration::from_millis(20),
+                    "w"
+                )
                 .await
                 .is_none()
         );
@@ -211,5 +298,74 @@ mod tests {
             ..task(3)
         });
         assert_eq!(matching.backlog_len("ns", "tq", TaskKind::Activity), 1);
+    }
+
+    #[tokio::test]
+    async fn a_released_reservation_leaves_the_poller_waiting_for_the_next_task() {
+        let matching = handle(5_000);
+        assert!(matching.reserve("ns", "tq", TaskKind::Workflow).is_none());
+        let waiter = {
+            let m = matching.clone();
+            tokio::spawn(async move {
+                m.poll("ns", "tq", TaskKind::Workflow, m_timeout(), "worker-1")
+                    .await
+            })
+        };
+        until_waiting(&matching, TaskKind::Workflow).await;
+        let reservation = matching
+            .reserve("ns", "tq", TaskKind::Workflow)
+            .expect("a poller waits");
+        assert_eq!(reservation.identity(), "worker-1");
+        assert!(
+            matching.reserve("ns", "tq", TaskKind::Workflow).is_none(),
+            "a reserved poller is not reserved twice"
+        );
+        drop(reservation);
+        until_waiting(&matching, TaskKind::Workflow).await;
+        matching.add_task(task(7));
+        assert_eq!(task_id(waiter.await.expect("join")), Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reserved_poller_gets_its_task_even_after_its_timeout() {
+        let matching = handle(5_000);
+        let waiter = {
+            let m = matching.clone();
+            tokio::spawn(async move {
+                m.poll(
+                    "ns",
+                    "tq",
+                    TaskKind::Activity,
+                    Duration::from_millis(1),
+                    "worker-2",
+                )
+                .await
+            })
+        };
+        // The clock is paused: the poll cannot time out before it is reserved.
+        let reservation = loop {
+            if let Some(r) = matching.reserve("ns", "tq", TaskKind::Activity) {
+                break r;
+            }
+            tokio::task::yield_now().await;
+        };
+        // Its timeout passes while reserved (a commit in progress), and it goes on waiting.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "a reserved poll must wait for its task"
+        );
+        let response = PollActivityTaskQueueResponse {
+            activity_id: "a1".into(),
+            ..Default::default()
+        };
+        assert!(reservation.deliver(Handoff::Activity(Box::new(response))));
+        match waiter.await.expect("join") {
+            Some(Handoff::Activity(r)) => assert_eq!(r.activity_id, "a1"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -262,6 +262,8 @@ pub trait Store: Send + Sync + 'static {
     /// Reads events `first..` of a run in order, at most `limit` of them.
     async fn read_events(
         &self,
+        namespace_id: &str,
+        workflow_id: &str,
         run_id: &str,
         first: i64,
         limit: usize,

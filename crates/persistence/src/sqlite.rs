@@ -1,6 +1,7 @@
 //! The SQLite backend: WAL, `synchronous=FULL`, one writer thread that group-commits every batch
-//! waiting in its queue into a single transaction (each batch inside its own savepoint, so one
-//! failed condition does not undo the others), and a small pool of reader connections.
+//! waiting in its queue into a single transaction (replayed with a savepoint around each batch if
+//! one fails, so one failed condition does not undo the others), and a small pool of reader
+//! connections.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -87,15 +88,100 @@ INSERT INTO transfers SELECT shard_id, task_id, namespace_id, workflow_id, run_i
     FROM transfer_tasks;
 DROP TABLE transfer_tasks;
 "#,
+    // 4: no index entry per transition. The index on (run id, first event id) took one leaf page
+    // in random run-id order per transition, the largest share of the pages written per commit.
+    // Now each row points to the run's previous row (`prev`), the execution row to the run's
+    // last one (`history_tail`, rewritten with the state it is stored beside), and only rows
+    // that hold an event id 256k+1 are indexed (`marked`), so a read from any event walks back
+    // over at most 256 events' rows. `history_next` is the id the next appended event must
+    // have. The rows are copied (with `prev` placed before the event bytes, so a walk never
+    // reads them) by `chain_history_v4`.
+    r#"
+ALTER TABLE executions ADD COLUMN history_tail INTEGER;
+ALTER TABLE executions ADD COLUMN history_next INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE history RENAME TO history_v3;
+CREATE INDEX executions_by_run_v4 ON executions (run_id);
+CREATE TABLE history (
+    seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, first_event_id INTEGER NOT NULL,
+    prev INTEGER, marked INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE UNIQUE INDEX history_marks ON history (run_id, first_event_id) WHERE marked;
+"#,
 ];
+
+/// Events per history mark: a row holding an event id `MARK_EVERY * k + 1` (k >= 1) is indexed.
+const MARK_EVERY: i64 = 256;
+
+/// Whether a history row holding events `first..=last` is indexed (see migration 4).
+fn marked(first: i64, last: i64) -> bool {
+    let k = (last - 1) / MARK_EVERY;
+    k >= 1 && MARK_EVERY * k + 1 >= first
+}
 
 /// Work a migration needs beyond SQL, by the migration's number (1-based), run after its SQL in
 /// the same transaction.
 fn migration_code(number: usize, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    if number == 3 {
-        copy_history_v3(tx)?;
+    match number {
+        3 => copy_history_v3(tx),
+        4 => chain_history_v4(tx),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Migration 4: copies every history row in (run, event) order, linking each to the run's
+/// previous row, then records each run's last row and next event id on its execution. Rows of
+/// runs without an execution (none are written so) are dropped.
+fn chain_history_v4(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    {
+        let mut read = tx.prepare(
+            "SELECT h.run_id, h.first_event_id, h.data FROM history_v3 h
+              WHERE EXISTS (SELECT 1 FROM executions e WHERE e.run_id = h.run_id)
+              ORDER BY h.run_id, h.first_event_id",
+        )?;
+        let mut write = tx.prepare(
+            "INSERT INTO history (run_id, first_event_id, prev, marked, data)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut finish = tx.prepare(
+            "UPDATE executions SET history_tail = ?2, history_next = ?3 WHERE run_id = ?1",
+        )?;
+        let mut rows = read.query([])?;
+        // (run id, its last row, the event id after that row)
+        let mut run: Option<(String, i64, i64)> = None;
+        while let Some(row) = rows.next()? {
+            let run_id: String = row.get(0)?;
+            let first: i64 = row.get(1)?;
+            let data = row.get_ref(2)?.as_blob()?;
+            let count = unframe_events(data)
+                .map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Blob,
+                        format!("history of run {run_id}: {e}").into(),
+                    )
+                })?
+                .len() as i64;
+            let prev = match &run {
+                Some((r, tail, _)) if *r == run_id => Some(*tail),
+                Some((r, tail, next)) => {
+                    finish.execute(params![r, tail, next])?;
+                    None
+                }
+                None => None,
+            };
+            write.execute(params![
+                run_id,
+                first,
+                prev,
+                marked(first, first + count - 1),
+                data
+            ])?;
+            run = Some((run_id, tx.last_insert_rowid(), first + count));
+        }
+        if let Some((r, tail, next)) = &run {
+            finish.execute(params![r, tail, next])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE history_v3; DROP INDEX executions_by_run_v4;")
 }
 
 /// Migration 3: every stored event becomes a one-event history row.
@@ -554,15 +640,20 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
             }
         }
     }
+    let events_of =
+        |run_id: &str| -> Vec<&Event> { batch.events.iter().filter(|e| e.0 == run_id).collect() };
     for (run_id, write) in &batch.executions {
         match write {
             ExecutionWrite::Insert { state } => {
+                // A new run's first events go in first, so the row is written once, with its
+                // history tail.
+                let (tail, next) = append_rows(conn, run_id, &events_of(run_id), None, 1)?;
                 let inserted = exec(
                     conn,
-                    "INSERT OR IGNORE INTO executions
-                         (namespace_id, workflow_id, run_id, shard_id, db_version, state)
-                         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                    params![ns, wf, run_id, batch.shard_id, state],
+                    "INSERT OR IGNORE INTO executions (namespace_id, workflow_id, run_id, shard_id,
+                         db_version, state, history_tail, history_next)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+                    params![ns, wf, run_id, batch.shard_id, state, tail, next],
                 )
                 .map_err(sql_err("failed to insert an execution"))?;
                 if inserted == 0 {
@@ -573,14 +664,34 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                 state,
                 expected_version,
             } => {
-                let updated = exec(
-                    conn,
-                    "UPDATE executions SET state = ?1, db_version = db_version + 1
+                let events = events_of(run_id);
+                let updated = if events.is_empty() {
+                    exec(
+                        conn,
+                        "UPDATE executions SET state = ?1, db_version = db_version + 1
                          WHERE namespace_id = ?2 AND workflow_id = ?3 AND run_id = ?4
                            AND db_version = ?5",
-                    params![state, ns, wf, run_id, expected_version],
-                )
-                .map_err(sql_err("failed to update an execution"))?;
+                        params![state, ns, wf, run_id, expected_version],
+                    )
+                    .map_err(sql_err("failed to update an execution"))?
+                } else {
+                    // The state and the history tail change together: one read of the row, its
+                    // events appended, one write of the row.
+                    match read_tail(conn, ns, wf, run_id)? {
+                        Some(row) if row.version == *expected_version => {
+                            let (tail, next) =
+                                append_rows(conn, run_id, &events, row.tail, row.next)?;
+                            exec(
+                                conn,
+                                "UPDATE executions SET state = ?1, db_version = db_version + 1,
+                                     history_tail = ?2, history_next = ?3 WHERE rowid = ?4",
+                                params![state, tail, next, row.rowid],
+                            )
+                            .map_err(sql_err("failed to update an execution"))?
+                        }
+                        _ => 0,
+                    }
+                };
                 if updated == 0 {
                     return Err(Error::ConditionFailed(format!(
                         "run {run_id} is not at version {expected_version}"
@@ -588,50 +699,45 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
                 }
             }
             ExecutionWrite::Delete => {
-                exec(
+                let tail: Option<i64> = query_one(
                     conn,
-                    "DELETE FROM executions WHERE namespace_id = ?1 AND workflow_id = ?2 AND run_id = ?3",
+                    "DELETE FROM executions WHERE namespace_id = ?1 AND workflow_id = ?2 AND run_id = ?3
+                     RETURNING history_tail",
                     params![ns, wf, run_id],
+                    |r| r.get(0),
                 )
-                .map_err(sql_err("failed to delete an execution"))?;
-                exec(conn, "DELETE FROM history WHERE run_id = ?1", [run_id])
-                    .map_err(sql_err("failed to delete history"))?;
+                .optional()
+                .map_err(sql_err("failed to delete an execution"))?
+                .flatten();
+                // The run's rows, last to first.
+                let mut next = tail;
+                while let Some(seq) = next {
+                    next = query_one(
+                        conn,
+                        "DELETE FROM history WHERE seq = ?1 RETURNING prev",
+                        [seq],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_err("failed to delete history"))?
+                    .flatten();
+                }
             }
         }
     }
-    if !batch.events.is_empty() {
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO history (run_id, first_event_id, data) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(sql_err("failed to prepare a history insert"))?;
-        // One row per run: its events of this transition, in order.
-        let mut rest = batch.events.as_slice();
-        let mut data = Vec::new();
-        while let Some((run_id, first_event_id, _)) = rest.first() {
-            let len = rest
-                .iter()
-                .enumerate()
-                .take_while(|(n, (r, id, _))| {
-                    *n < MAX_EVENTS_PER_ROW && r == run_id && *id == first_event_id + *n as i64
-                })
-                .count();
-            data.clear();
-            for (_, _, event) in &rest[..len] {
-                frame_event(&mut data, event);
-            }
-            stmt.execute(params![run_id, first_event_id, data])
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        Error::ConditionFailed(format!(
-                            "event {first_event_id} of run {run_id} exists"
-                        ))
-                    }
-                    other => Error::unavailable("failed to append history events", other),
-                })?;
-            rest = &rest[len..];
+    // Events of runs whose state this batch does not write (the state is written with them).
+    let mut appended: Vec<&str> = Vec::new();
+    for (run_id, _, _) in &batch.events {
+        let written = batch.executions.iter().any(|(r, w)| {
+            r == run_id
+                && matches!(
+                    w,
+                    ExecutionWrite::Insert { .. } | ExecutionWrite::Update { .. }
+                )
+        });
+        if !written && !appended.contains(&run_id.as_str()) {
+            appended.push(run_id);
+            append_history(conn, ns, wf, run_id, &events_of(run_id))?;
         }
     }
     if !batch.timers_add.is_empty() {
@@ -689,6 +795,178 @@ fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<()> {
         apply_visibility(conn, ns, write)?;
     }
     Ok(())
+}
+
+/// A history event in a batch: (run id, event id, encoded event).
+type Event = (String, i64, Vec<u8>);
+
+/// Where a run's history ends, read from its execution row.
+struct Tail {
+    rowid: i64,
+    version: i64,
+    /// The run's last history row.
+    tail: Option<i64>,
+    /// The id its next event must have.
+    next: i64,
+}
+
+fn read_tail(conn: &Connection, ns: &str, wf: &str, run_id: &str) -> Result<Option<Tail>> {
+    query_one(
+        conn,
+        "SELECT rowid, db_version, history_tail, history_next FROM executions
+          WHERE namespace_id = ?1 AND workflow_id = ?2 AND run_id = ?3",
+        params![ns, wf, run_id],
+        |r| {
+            Ok(Tail {
+                rowid: r.get(0)?,
+                version: r.get(1)?,
+                tail: r.get(2)?,
+                next: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql_err("failed to read a run's history tail"))
+}
+
+/// Appends events of a run whose execution row the batch does not otherwise write, and moves the
+/// row's history tail.
+fn append_history(
+    conn: &Connection,
+    ns: &str,
+    wf: &str,
+    run_id: &str,
+    events: &[&Event],
+) -> Result<()> {
+    let row = read_tail(conn, ns, wf, run_id)?.ok_or_else(|| {
+        Error::ConditionFailed(format!("history for run {run_id}, which is not stored"))
+    })?;
+    let (tail, next) = append_rows(conn, run_id, events, row.tail, row.next)?;
+    conn.prepare_cached(
+        "UPDATE executions SET history_tail = ?1, history_next = ?2 WHERE rowid = ?3",
+    )
+    .and_then(|mut s| s.execute(params![tail, next, row.rowid]))
+    .map_err(sql_err("failed to move a run's history tail"))?;
+    Ok(())
+}
+
+/// Writes a run's events after its last row `tail`, at most `MAX_EVENTS_PER_ROW` per row, each
+/// row pointing to the one before. The first event must be `next`, the id the run expects: a
+/// duplicate or a gap fails the batch. Returns the new last row and next id.
+fn append_rows(
+    conn: &Connection,
+    run_id: &str,
+    events: &[&Event],
+    mut tail: Option<i64>,
+    mut next: i64,
+) -> Result<(Option<i64>, i64)> {
+    if events.is_empty() {
+        return Ok((tail, next));
+    }
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO history (run_id, first_event_id, prev, marked, data)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql_err("failed to prepare a history insert"))?;
+    let mut data = Vec::new();
+    for row in events.chunks(MAX_EVENTS_PER_ROW) {
+        data.clear();
+        for (n, (_, id, event)) in row.iter().map(|e| (&e.0, e.1, &e.2)).enumerate() {
+            let want = next + n as i64;
+            if id != want {
+                return Err(Error::ConditionFailed(format!(
+                    "event {id} of run {run_id} is out of order: the next one stored must be {want}"
+                )));
+            }
+            frame_event(&mut data, event);
+        }
+        let last = next + row.len() as i64 - 1;
+        insert
+            .execute(params![run_id, next, tail, marked(next, last), data])
+            .map_err(sql_err("failed to append history events"))?;
+        tail = Some(conn.last_insert_rowid());
+        next = last + 1;
+    }
+    Ok((tail, next))
+}
+
+/// Events `first..` of a run, at most `limit`: from the first marked row after `first` (or the
+/// run's last row) back along `prev` to the row holding `first`, then forward over those rows;
+/// again from the next mark while more are wanted.
+fn read_history(
+    conn: &Connection,
+    ns: &str,
+    wf: &str,
+    run_id: &str,
+    first: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let mut events = Vec::new();
+    if limit == 0 {
+        return Ok(events);
+    }
+    let Some(tail) = read_tail(conn, ns, wf, run_id)?.and_then(|row| row.tail) else {
+        return Ok(events);
+    };
+    let mut from = first.max(1);
+    let mut header = conn
+        .prepare_cached("SELECT prev, first_event_id FROM history WHERE seq = ?1")
+        .map_err(sql_err("failed to prepare a history read"))?;
+    let mut body = conn
+        .prepare_cached("SELECT data FROM history WHERE seq = ?1")
+        .map_err(sql_err("failed to prepare a history read"))?;
+    let mut mark = conn
+        .prepare_cached(
+            "SELECT seq FROM history WHERE run_id = ?1 AND first_event_id > ?2 AND marked
+              ORDER BY first_event_id LIMIT 1",
+        )
+        .map_err(sql_err("failed to prepare a history read"))?;
+    loop {
+        let anchor: i64 = mark
+            .query_row(params![run_id, from], |r| r.get(0))
+            .optional()
+            .map_err(sql_err("failed to read a history mark"))?
+            .unwrap_or(tail);
+        // Rows from the anchor back to the one holding `from` (or the run's first row).
+        let mut rows = Vec::new();
+        let mut next = Some(anchor);
+        while let Some(seq) = next {
+            let (prev, row_first): (Option<i64>, i64) = header
+                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| corrupt(run_id, format!("row {seq} of its chain: {e}")))?;
+            rows.push((seq, row_first));
+            next = if row_first <= from { None } else { prev };
+        }
+        let mut after = from;
+        for (seq, row_first) in rows.into_iter().rev() {
+            let data: Vec<u8> = body
+                .query_row([seq], |r| r.get(0))
+                .map_err(sql_err("failed to read history"))?;
+            let framed = unframe_events(&data).map_err(|e| corrupt(run_id, e))?;
+            for (n, event) in framed.iter().enumerate() {
+                let event_id = row_first + n as i64;
+                if event_id >= from && events.len() < limit {
+                    events.push((event_id, event.to_vec()));
+                }
+            }
+            after = row_first + framed.len() as i64;
+            if events.len() >= limit {
+                return Ok(events);
+            }
+        }
+        if anchor == tail || after <= from {
+            return Ok(events);
+        }
+        from = after;
+    }
+}
+
+fn corrupt(run_id: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        message: format!("history of run {run_id} is corrupt: {detail}"),
+        source: None,
+    }
 }
 
 fn apply_visibility(conn: &Connection, ns: &str, write: &VisibilityWrite) -> Result<()> {
@@ -955,48 +1233,19 @@ impl Store for SqliteStore {
 
     async fn read_events(
         &self,
+        namespace_id: &str,
+        workflow_id: &str,
         run_id: &str,
         first: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>> {
-        let run_id = run_id.to_string();
-        self.read(move |conn| {
-            // From the row holding `first` (the last one starting at or before it) on.
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT first_event_id, data FROM history WHERE run_id = ?1
-                       AND first_event_id >= COALESCE((SELECT MAX(first_event_id) FROM history
-                                                       WHERE run_id = ?1 AND first_event_id <= ?2), 0)
-                     ORDER BY first_event_id",
-                )
-                .map_err(sql_err("failed to prepare a history read"))?;
-            let mut rows = stmt
-                .query(params![run_id, first])
-                .map_err(sql_err("failed to read history"))?;
-            let mut events = Vec::new();
-            while events.len() < limit {
-                let Some(row) = rows.next().map_err(sql_err("failed to read history"))? else {
-                    break;
-                };
-                let row_first: i64 = row.get(0).map_err(sql_err("failed to read history"))?;
-                let data = row
-                    .get_ref(1)
-                    .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
-                    .map_err(sql_err("failed to read history"))?;
-                let framed = unframe_events(data).map_err(|e| Error::Unavailable {
-                    message: format!("history of run {run_id} is corrupt: {e}"),
-                    source: None,
-                })?;
-                for (n, event) in framed.into_iter().enumerate() {
-                    let event_id = row_first + n as i64;
-                    if event_id >= first && events.len() < limit {
-                        events.push((event_id, event.to_vec()));
-                    }
-                }
-            }
-            Ok(events)
-        })
-        .await
+        let key = (
+            namespace_id.to_string(),
+            workflow_id.to_string(),
+            run_id.to_string(),
+        );
+        self.read(move |conn| read_history(conn, &key.0, &key.1, &key.2, first, limit))
+            .await
     }
 
     async fn list_visibility(

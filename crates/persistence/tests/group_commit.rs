@@ -94,7 +94,14 @@ async fn a_failing_batch_fails_alone_and_leaves_nothing_behind() {
         let run = format!("run-{name}");
         let row = store.get_execution(NS, &name, &run).await.unwrap().unwrap();
         assert_eq!((row.db_version, row.state.as_slice()), (2, &b"v2"[..]));
-        assert_eq!(store.read_events(&run, 1, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .read_events(NS, &name, &run, 1, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
     let row = store
         .get_execution(NS, "wf-bad", "run-wf-bad")
@@ -114,7 +121,7 @@ async fn a_failing_batch_fails_alone_and_leaves_nothing_behind() {
     );
     assert!(
         store
-            .read_events("run-wf-bad", 1, 10)
+            .read_events(NS, "wf-bad", "run-wf-bad", 1, 10)
             .await
             .unwrap()
             .is_empty()

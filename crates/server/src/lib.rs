@@ -54,6 +54,7 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     serving: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     store: Arc<dyn Store>,
+    matching: kairos_matching::Handle,
 }
 
 impl Server {
@@ -111,7 +112,7 @@ impl Server {
             Arc::new(matching.clone()),
         )
         .await?;
-        let services = kairos_frontend::services(engine, matching, config.options.clone());
+        let services = kairos_frontend::services(engine, matching.clone(), config.options.clone());
         let (tx, rx) = oneshot::channel::<()>();
         // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
         let incoming =
@@ -132,12 +133,19 @@ impl Server {
             shutdown: Some(tx),
             serving,
             store: checkpoint_store,
+            matching,
         })
     }
 
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many polls wait on a task queue of that name right now (in any namespace), for
+    /// tests that need a poll to be waiting before they act.
+    pub fn waiting_polls(&self, task_queue: &str, kind: kairos_core::api::TaskKind) -> usize {
+        self.matching.waiting_polls(task_queue, kind)
     }
 
     /// Stops accepting requests and waits for in-flight ones to finish.

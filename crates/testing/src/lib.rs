@@ -102,6 +102,14 @@ impl TestServer {
     }
 
     /// Moves the manual clock forward (panics if the server runs on the real clock).
+    /// How many polls wait on the task queue right now.
+    pub fn waiting_polls(&self, task_queue: &str, kind: kairos_core::api::TaskKind) -> usize {
+        self.server
+            .as_ref()
+            .expect("running")
+            .waiting_polls(task_queue, kind)
+    }
+
     pub fn advance(&self, by: Duration) {
         self.clock
             .as_ref()

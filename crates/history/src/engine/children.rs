@@ -259,7 +259,7 @@ impl Engine {
             }
         };
         let close = match self
-            .read_events(&run.run_id, ms.close_event_id, ms.close_event_id)
+            .read_events(run, ms.close_event_id, ms.close_event_id)
             .await
         {
             Ok(mut events) if !events.is_empty() => events.remove(0),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
+use kairos_core::api::{Handoff, QueuedTask, Reservation, TaskKind, TaskSink};
 use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
 use kairos_core::{Clock, Limits};
@@ -554,6 +554,7 @@ impl Engine {
         let mut ids = TaskIdsRef(&shard.ids);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
         let out = f(&mut t)?;
+        let handoffs = self.start_for_waiting_pollers(&mut t);
         let Transition {
             events,
             timers,
@@ -693,6 +694,7 @@ impl Engine {
                 cached.append(&events);
                 let progress = RunProgress::of(&cached.ms, &events);
                 let closed_now = status_changed && crate::state::is_closed(cached.ms.status);
+                let answers = self.answers(key, cached, handoffs);
                 drop(guard);
                 if closed_now {
                     // A closed run is rarely touched again (its close event is read from the
@@ -714,6 +716,9 @@ impl Engine {
                     }
                 }
                 self.after_commit(key, progress, timer_rows, transfer_rows);
+                for (poller, answer) in answers {
+                    self.hand_over(key, poller, answer).await;
+                }
                 Ok(out)
             }
             Err(e) => {
@@ -721,6 +726,137 @@ impl Engine {
                 tracing::warn!(run = %key, error = %e, "failed to commit a transition");
                 Err(e.into())
             }
+        }
+    }
+
+    /// Starts the workflow and activity tasks this transition created for pollers waiting on
+    /// their queues right now, in this same transition: one commit instead of a second one
+    /// when the poller takes the task (what the poller's `RecordTaskStarted` would have
+    /// written, with its identity). Tasks without a waiting poller are queued as before.
+    fn start_for_waiting_pollers(&self, t: &mut Transition<'_>) -> Vec<(Reservation, Started)> {
+        let created: Vec<TransferData> = t
+            .transfers
+            .iter()
+            .filter(|(id, data)| {
+                (data.kind == TransferKind::WorkflowTask as i32
+                    || data.kind == TransferKind::ActivityTask as i32)
+                    && !t.transfers_done.contains(id)
+            })
+            .map(|(_, data)| data.clone())
+            .collect();
+        let mut started = Vec::new();
+        for data in created {
+            let kind = if data.kind == TransferKind::ActivityTask as i32 {
+                TaskKind::Activity
+            } else {
+                TaskKind::Workflow
+            };
+            let Some(poller) =
+                self.inner
+                    .matching
+                    .reserve(&t.ms.namespace_id, &data.task_queue, kind)
+            else {
+                continue;
+            };
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let outcome = match kind {
+                TaskKind::Workflow => t
+                    .start_wft(data.scheduled_event_id, poller.identity(), &request_id)
+                    .map(|wft| {
+                        let messages =
+                            t.update_messages(wft.scheduled_event_id, wft.started_event_id);
+                        Started::Workflow {
+                            run: StartedRun::of(t.ms),
+                            wft,
+                            messages,
+                        }
+                    }),
+                TaskKind::Activity => t
+                    .start_activity(
+                        data.scheduled_event_id,
+                        data.attempt,
+                        poller.identity(),
+                        &request_id,
+                    )
+                    .map(|act| Started::Activity {
+                        act,
+                        workflow_type: t.ms.workflow_type.clone(),
+                        namespace: t.ms.namespace.clone(),
+                    }),
+            };
+            // A task that cannot start is queued; the poller (dropped) waits on.
+            if let Ok(outcome) = outcome {
+                started.push((poller, outcome));
+            }
+        }
+        started
+    }
+
+    /// Answers for the pollers a committed transition started tasks for, from the events the
+    /// run's cache now holds.
+    fn answers(
+        &self,
+        key: &RunKey,
+        cached: &Cached,
+        handoffs: Vec<(Reservation, Started)>,
+    ) -> Vec<(Reservation, Answer)> {
+        handoffs
+            .into_iter()
+            .map(|(poller, started)| {
+                let answer = match started {
+                    Started::Workflow { run, wft, messages } => {
+                        let first = workflow_task_first_event(&run, &wft);
+                        match cached.events(first, wft.started_event_id) {
+                            Some(events) => Answer::Ready(Handoff::Workflow(Box::new(
+                                workflow_task(&run, &wft, messages, events),
+                            ))),
+                            None => Answer::ReadHistory {
+                                run,
+                                wft,
+                                messages,
+                                first,
+                            },
+                        }
+                    }
+                    Started::Activity {
+                        act,
+                        workflow_type,
+                        namespace,
+                    } => Answer::Ready(Handoff::Activity(Box::new(activity_task(
+                        key,
+                        &act,
+                        &workflow_type,
+                        &namespace,
+                    )))),
+                };
+                (poller, answer)
+            })
+            .collect()
+    }
+
+    /// Gives a poller the task started for it. If the events it needs are no longer cached
+    /// and cannot be read, the poller is let go: the task is started, so it times out and is
+    /// retried like a task whose worker vanished.
+    async fn hand_over(&self, key: &RunKey, poller: Reservation, answer: Answer) {
+        let handoff = match answer {
+            Answer::Ready(handoff) => handoff,
+            Answer::ReadHistory {
+                run,
+                wft,
+                messages,
+                first,
+            } => match self.read_events(key, first, wft.started_event_id).await {
+                Ok(events) => {
+                    Handoff::Workflow(Box::new(workflow_task(&run, &wft, messages, events)))
+                }
+                Err(e) => {
+                    tracing::warn!(run = %key, error = %e, "failed to read a started workflow task's history");
+                    return;
+                }
+            },
+        };
+        if !poller.deliver(handoff) {
+            tracing::debug!(run = %key, "a poller left before its started task reached it");
         }
     }
 
@@ -1196,6 +1332,7 @@ impl Engine {
             t.admit_update(update)
                 .map_err(|e| Error::Invalid(format!("{e:?}")))?;
         }
+        let handoffs = self.start_for_waiting_pollers(&mut t);
         let Transition {
             events,
             timers,
@@ -1238,14 +1375,19 @@ impl Engine {
         let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
         self.inner.store.commit(batch).await?;
         let progress = RunProgress::of(&ms, &events);
-        {
+        let answers = {
             let slot = self.slot(&key);
             let mut held = slot.lock().await;
             if held.is_none() {
                 *held = Some(Cached::new(ms, 1, &events));
             }
-        }
+            let cached = held.as_ref().expect("cached above");
+            self.answers(&key, cached, handoffs)
+        };
         self.after_commit(&key, progress, timer_rows, transfer_rows);
+        for (poller, answer) in answers {
+            self.hand_over(&key, poller, answer).await;
+        }
         Ok(StartOutcome {
             run_id,
             started: true,
@@ -1289,15 +1431,7 @@ impl Engine {
                 let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
                 let messages = t.update_messages(wft.scheduled_event_id, wft.started_event_id);
                 // What the answer needs of the run, not a copy of all of it.
-                let run = StartedRun {
-                    namespace_id: t.ms.namespace_id.clone(),
-                    workflow_id: t.ms.workflow_id.clone(),
-                    run_id: t.ms.run_id.clone(),
-                    workflow_type: t.ms.workflow_type.clone(),
-                    task_queue: t.ms.task_queue.clone(),
-                    last_completed_wft_started_id: t.ms.last_completed_wft_started_id,
-                };
-                Ok((wft, run, messages))
+                Ok((wft, StartedRun::of(t.ms), messages))
             })
             .await;
         let (wft, ms, messages) = match started {
@@ -1308,11 +1442,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let first = if wft.sticky {
-            ms.last_completed_wft_started_id + 1
-        } else {
-            1
-        };
+        let first = workflow_task_first_event(&ms, &wft);
         let held = self
             .slot(&key)
             .lock()
@@ -1321,47 +1451,9 @@ impl Engine {
             .and_then(|c| c.events(first, wft.started_event_id));
         let events = match held {
             Some(events) => events,
-            None => {
-                self.read_events(&key.run_id, first, wft.started_event_id)
-                    .await?
-            }
+            None => self.read_events(&key, first, wft.started_event_id).await?,
         };
-        let token = token::encode(&TaskTokenData {
-            namespace_id: ms.namespace_id.clone(),
-            workflow_id: ms.workflow_id.clone(),
-            run_id: ms.run_id.clone(),
-            scheduled_event_id: wft.scheduled_event_id,
-            started_event_id: wft.started_event_id,
-            attempt: wft.attempt,
-            kind: token::WORKFLOW_TASK,
-            started_time_ms: wft.started_time_ms,
-            ..Default::default()
-        });
-        Ok(Some(ws::PollWorkflowTaskQueueResponse {
-            task_token: token,
-            workflow_execution: Some(WorkflowExecution {
-                workflow_id: ms.workflow_id.clone(),
-                run_id: ms.run_id.clone(),
-            }),
-            workflow_type: Some(WorkflowType {
-                name: ms.workflow_type.clone(),
-            }),
-            previous_started_event_id: ms.last_completed_wft_started_id,
-            started_event_id: wft.started_event_id,
-            attempt: wft.attempt,
-            backlog_count_hint: 0,
-            history: Some(temporalio_protos::temporal::api::history::v1::History { events }),
-            next_page_token: Vec::new(),
-            workflow_execution_task_queue: Some(TaskQueue {
-                name: ms.task_queue.clone(),
-                kind: TaskQueueKind::Normal as i32,
-                normal_name: String::new(),
-            }),
-            scheduled_time: Some(to_timestamp(from_millis(wft.scheduled_time_ms))),
-            started_time: Some(to_timestamp(from_millis(wft.started_time_ms))),
-            messages,
-            ..Default::default()
-        }))
+        Ok(Some(workflow_task(&ms, &wft, messages, events)))
     }
 
     async fn drop_stale_transfer(&self, task: &QueuedTask) {
@@ -1381,11 +1473,17 @@ impl Engine {
         }
     }
 
-    async fn read_events(&self, run_id: &str, first: i64, last: i64) -> Result<Vec<HistoryEvent>> {
+    async fn read_events(&self, key: &RunKey, first: i64, last: i64) -> Result<Vec<HistoryEvent>> {
         let rows = self
             .inner
             .store
-            .read_events(run_id, first, (last - first + 1).max(0) as usize)
+            .read_events(
+                &key.namespace_id,
+                &key.workflow_id,
+                &key.run_id,
+                first,
+                (last - first + 1).max(0) as usize,
+            )
             .await?;
         rows.iter()
             .map(|(_, bytes)| {
@@ -1733,7 +1831,7 @@ impl Engine {
             let events = match close_event.filter(|e| e.event_id == close_event_id) {
                 Some(event) => vec![(*event).clone()],
                 None => {
-                    self.read_events(&key.run_id, close_event_id, close_event_id)
+                    self.read_events(key, close_event_id, close_event_id)
                         .await?
                 }
             };
@@ -1750,7 +1848,7 @@ impl Engine {
         };
         let last = (from + size as i64 - 1).min(next_event_id - 1);
         let events = if last >= from {
-            self.read_events(&key.run_id, from, last).await?
+            self.read_events(key, from, last).await?
         } else {
             Vec::new()
         };
@@ -1797,7 +1895,7 @@ impl Engine {
         } as i64;
         let first = (last - size + 1).max(1);
         let mut events = if last >= first {
-            self.read_events(&key.run_id, first, last).await?
+            self.read_events(key, first, last).await?
         } else {
             Vec::new()
         };
@@ -1876,9 +1974,7 @@ impl Engine {
         query: temporalio_protos::temporal::api::query::v1::WorkflowQuery,
     ) -> Result<ws::PollWorkflowTaskQueueResponse> {
         let ms = self.read_state(key).await?;
-        let events = self
-            .read_events(&key.run_id, 1, ms.next_event_id - 1)
-            .await?;
+        let events = self.read_events(key, 1, ms.next_event_id - 1).await?;
         let token = token::encode(&TaskTokenData {
             namespace_id: key.namespace_id.clone(),
             workflow_id: key.workflow_id.clone(),
@@ -2113,6 +2209,57 @@ struct StartedRun {
     last_completed_wft_started_id: i64,
 }
 
+impl StartedRun {
+    fn of(ms: &MutableState) -> Self {
+        Self {
+            namespace_id: ms.namespace_id.clone(),
+            workflow_id: ms.workflow_id.clone(),
+            run_id: ms.run_id.clone(),
+            workflow_type: ms.workflow_type.clone(),
+            task_queue: ms.task_queue.clone(),
+            last_completed_wft_started_id: ms.last_completed_wft_started_id,
+        }
+    }
+}
+
+/// The first event a started workflow task carries: all of the history, or for a sticky task
+/// what came after the worker's last completed task.
+fn workflow_task_first_event(run: &StartedRun, wft: &crate::state::WorkflowTaskInfo) -> i64 {
+    if wft.sticky {
+        run.last_completed_wft_started_id + 1
+    } else {
+        1
+    }
+}
+
+/// A task a transition started for a waiting poller. Short-lived (built in the transition,
+/// turned into its answer right after the commit), so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Started {
+    Workflow {
+        run: StartedRun,
+        wft: crate::state::WorkflowTaskInfo,
+        messages: Vec<temporalio_protos::temporal::api::protocol::v1::Message>,
+    },
+    Activity {
+        act: crate::state::ActivityInfo,
+        workflow_type: String,
+        namespace: String,
+    },
+}
+
+/// A started task's answer, built after the commit.
+enum Answer {
+    Ready(Handoff),
+    /// A workflow task whose events are no longer all cached.
+    ReadHistory {
+        run: StartedRun,
+        wft: crate::state::WorkflowTaskInfo,
+        messages: Vec<temporalio_protos::temporal::api::protocol::v1::Message>,
+        first: i64,
+    },
+}
+
 /// How one attempt to deliver a signal or cancel request to another workflow ended.
 enum Delivery {
     /// Delivered (or found already recorded) and the result written on the sender, whose
@@ -2281,6 +2428,52 @@ fn event_type_name(t: i32) -> &'static str {
 }
 
 /// The task a worker receives for a started activity attempt (from a poll or eagerly).
+/// The answer to a workflow task poll: the started task, its token and the events the worker
+/// needs (the whole history, or for a sticky task those since its last completed task).
+fn workflow_task(
+    ms: &StartedRun,
+    wft: &crate::state::WorkflowTaskInfo,
+    messages: Vec<temporalio_protos::temporal::api::protocol::v1::Message>,
+    events: Vec<HistoryEvent>,
+) -> ws::PollWorkflowTaskQueueResponse {
+    let token = token::encode(&TaskTokenData {
+        namespace_id: ms.namespace_id.clone(),
+        workflow_id: ms.workflow_id.clone(),
+        run_id: ms.run_id.clone(),
+        scheduled_event_id: wft.scheduled_event_id,
+        started_event_id: wft.started_event_id,
+        attempt: wft.attempt,
+        kind: token::WORKFLOW_TASK,
+        started_time_ms: wft.started_time_ms,
+        ..Default::default()
+    });
+    ws::PollWorkflowTaskQueueResponse {
+        task_token: token,
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: ms.workflow_id.clone(),
+            run_id: ms.run_id.clone(),
+        }),
+        workflow_type: Some(WorkflowType {
+            name: ms.workflow_type.clone(),
+        }),
+        previous_started_event_id: ms.last_completed_wft_started_id,
+        started_event_id: wft.started_event_id,
+        attempt: wft.attempt,
+        backlog_count_hint: 0,
+        history: Some(temporalio_protos::temporal::api::history::v1::History { events }),
+        next_page_token: Vec::new(),
+        workflow_execution_task_queue: Some(TaskQueue {
+            name: ms.task_queue.clone(),
+            kind: TaskQueueKind::Normal as i32,
+            normal_name: String::new(),
+        }),
+        scheduled_time: Some(to_timestamp(from_millis(wft.scheduled_time_ms))),
+        started_time: Some(to_timestamp(from_millis(wft.started_time_ms))),
+        messages,
+        ..Default::default()
+    }
+}
+
 fn activity_task(
     key: &RunKey,
     act: &crate::state::ActivityInfo,

@@ -41,7 +41,7 @@ impl Engine {
                 "WorkflowTaskFinishEventId {finish} is not in the history (1 to {last})."
             )));
         }
-        let events = self.read_events(&base_key.run_id, 1, last).await?;
+        let events = self.read_events(&base_key, 1, last).await?;
         if events.len() as i64 != last {
             return Err(Error::NotFound(
                 "the base run's history is no longer complete".into(),

@@ -1,6 +1,7 @@
 //! End-to-end tests: official Rust SDK workers and clients against an in-process Kairos.
 mod children;
 mod continue_as_new;
+mod handoff;
 mod long_poll;
 mod reset;
 mod signals;
