@@ -141,6 +141,16 @@ impl Handle {
             .count()
     }
 
+    /// Tasks queued without a poller on queues of that name in any namespace (for tests).
+    pub fn queued_tasks(&self, task_queue: &str, kind: TaskKind) -> usize {
+        self.queues
+            .lock()
+            .iter()
+            .filter(|((_, name, k), _)| name == task_queue && *k == kind)
+            .map(|(_, q)| q.backlog.len())
+            .sum()
+    }
+
     /// Number of tasks waiting without a poller, per queue (for describe and tests).
     pub fn backlog_len(&self, namespace_id: &str, task_queue: &str, kind: TaskKind) -> usize {
         let key = (namespace_id.to_string(), task_queue.to_string(), kind);
@@ -190,6 +200,9 @@ impl TaskSink for Handle {
         let key = (namespace_id.to_string(), task_queue.to_string(), kind);
         let mut queues = self.queues.lock();
         let queue = queues.get_mut(&key)?;
+        if queue.closed {
+            return None;
+        }
         while let Some(waiter) = queue.waiters.pop_front() {
             if waiter.take() {
                 return Some(Reservation::new(waiter.identity, waiter.tx));

@@ -906,12 +906,18 @@ fn read_history(
     if limit == 0 {
         return Ok(events);
     }
+    // One snapshot for the whole walk: a run deleted meanwhile (its row ids can then be reused)
+    // is either read whole or not found.
+    let snapshot = conn
+        .unchecked_transaction()
+        .map_err(sql_err("failed to begin a history read"))?;
+    let conn: &Connection = &snapshot;
     let Some(tail) = read_tail(conn, ns, wf, run_id)?.and_then(|row| row.tail) else {
         return Ok(events);
     };
     let mut from = first.max(1);
     let mut header = conn
-        .prepare_cached("SELECT prev, first_event_id FROM history WHERE seq = ?1")
+        .prepare_cached("SELECT prev, first_event_id, run_id FROM history WHERE seq = ?1")
         .map_err(sql_err("failed to prepare a history read"))?;
     let mut body = conn
         .prepare_cached("SELECT data FROM history WHERE seq = ?1")
@@ -932,9 +938,15 @@ fn read_history(
         let mut rows = Vec::new();
         let mut next = Some(anchor);
         while let Some(seq) = next {
-            let (prev, row_first): (Option<i64>, i64) = header
-                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            let (prev, row_first, owner): (Option<i64>, i64, String) = header
+                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(|e| corrupt(run_id, format!("row {seq} of its chain: {e}")))?;
+            if owner != run_id {
+                return Err(corrupt(
+                    run_id,
+                    format!("row {seq} of its chain is {owner}'s"),
+                ));
+            }
             rows.push((seq, row_first));
             next = if row_first <= from { None } else { prev };
         }

@@ -148,6 +148,12 @@ impl Server {
         self.matching.waiting_polls(task_queue, kind)
     }
 
+    /// How many tasks are queued, no poll waiting for them, on a task queue of that name (in
+    /// any namespace), for tests.
+    pub fn queued_tasks(&self, task_queue: &str, kind: kairos_core::api::TaskKind) -> usize {
+        self.matching.queued_tasks(task_queue, kind)
+    }
+
     /// Stops accepting requests and waits for in-flight ones to finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {

@@ -101,7 +101,6 @@ impl TestServer {
         format!("http://{}", self.target())
     }
 
-    /// Moves the manual clock forward (panics if the server runs on the real clock).
     /// How many polls wait on the task queue right now.
     pub fn waiting_polls(&self, task_queue: &str, kind: kairos_core::api::TaskKind) -> usize {
         self.server
@@ -110,6 +109,15 @@ impl TestServer {
             .waiting_polls(task_queue, kind)
     }
 
+    /// How many tasks are queued on the task queue with no poll waiting for them.
+    pub fn queued_tasks(&self, task_queue: &str, kind: kairos_core::api::TaskKind) -> usize {
+        self.server
+            .as_ref()
+            .expect("running")
+            .queued_tasks(task_queue, kind)
+    }
+
+    /// Moves the manual clock forward (panics if the server runs on the real clock).
     pub fn advance(&self, by: Duration) {
         self.clock
             .as_ref()

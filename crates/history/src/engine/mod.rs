@@ -573,24 +573,7 @@ impl Engine {
             write: timers,
             delete: timers_obsolete,
         } = settle_timers(&cached.ms, &mut ms, timers);
-        // A task created and taken in the same transition (an eagerly started activity) is
-        // never written.
-        let (transfers, transfers_done): (Vec<_>, Vec<_>) = if transfers_done.is_empty() {
-            (transfers, transfers_done)
-        } else {
-            let taken: std::collections::HashSet<i64> = transfers_done.iter().copied().collect();
-            let created: std::collections::HashSet<i64> = transfers.iter().map(|t| t.0).collect();
-            (
-                transfers
-                    .into_iter()
-                    .filter(|t| !taken.contains(&t.0))
-                    .collect(),
-                transfers_done
-                    .into_iter()
-                    .filter(|id| !created.contains(id))
-                    .collect(),
-            )
-        };
+        let (transfers, transfers_done) = drop_taken_transfers(transfers, transfers_done);
         let unchanged = ms == cached.ms;
         if unchanged
             && events.is_empty()
@@ -1340,6 +1323,7 @@ impl Engine {
             transfers_done,
             ..
         } = t;
+        let (transfers, transfers_done) = drop_taken_transfers(transfers, transfers_done);
         let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
         ms.state_transition_count = 1;
         let mut batch = self.batch_for(&key, shard_id, shard.range_id);
@@ -2222,6 +2206,29 @@ impl StartedRun {
     }
 }
 
+/// A task created and taken in the same transition (an eagerly started activity, a task
+/// started for a waiting poll) is neither written nor dispatched: drops it from both lists.
+fn drop_taken_transfers(
+    transfers: Vec<(i64, TransferData)>,
+    transfers_done: Vec<i64>,
+) -> (Vec<(i64, TransferData)>, Vec<i64>) {
+    if transfers_done.is_empty() {
+        return (transfers, transfers_done);
+    }
+    let taken: std::collections::HashSet<i64> = transfers_done.iter().copied().collect();
+    let created: std::collections::HashSet<i64> = transfers.iter().map(|t| t.0).collect();
+    (
+        transfers
+            .into_iter()
+            .filter(|t| !taken.contains(&t.0))
+            .collect(),
+        transfers_done
+            .into_iter()
+            .filter(|id| !created.contains(id))
+            .collect(),
+    )
+}
+
 /// The first event a started workflow task carries: all of the history, or for a sticky task
 /// what came after the worker's last completed task.
 fn workflow_task_first_event(run: &StartedRun, wft: &crate::state::WorkflowTaskInfo) -> i64 {
@@ -2427,7 +2434,6 @@ fn event_type_name(t: i32) -> &'static str {
         .unwrap_or("Unknown")
 }
 
-/// The task a worker receives for a started activity attempt (from a poll or eagerly).
 /// The answer to a workflow task poll: the started task, its token and the events the worker
 /// needs (the whole history, or for a sticky task those since its last completed task).
 fn workflow_task(
@@ -2474,6 +2480,7 @@ fn workflow_task(
     }
 }
 
+/// The task a worker receives for a started activity attempt (from a poll or eagerly).
 fn activity_task(
     key: &RunKey,
     act: &crate::state::ActivityInfo,

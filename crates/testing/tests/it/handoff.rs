@@ -167,6 +167,11 @@ async fn tasks_created_while_a_poll_waits_start_in_the_same_transition() -> anyh
         1,
         "start and task start"
     );
+    assert_eq!(
+        server.queued_tasks(&tq, TaskKind::Workflow),
+        0,
+        "a task started for a poll is not also queued"
+    );
     svc.respond_workflow_task_completed(tonic::Request::new(complete(&task, vec![])))
         .await?;
     let before = count(&transitions(&client, &id).await?);
@@ -190,6 +195,7 @@ async fn tasks_created_while_a_poll_waits_start_in_the_same_transition() -> anyh
         Some(&(EventType::WorkflowTaskStarted as i32, "worker-b".into()))
     );
     assert_eq!(count(&transitions(&client, &id).await?), before + 1);
+    assert_eq!(server.queued_tasks(&tq, TaskKind::Workflow), 0);
 
     // An activity scheduled while an activity poll waits is started for it by the completion.
     let mut activity_poller = client.connection().workflow_service();
@@ -232,6 +238,7 @@ async fn tasks_created_while_a_poll_waits_start_in_the_same_transition() -> anyh
     assert_eq!(activity.activity_id, "deliver");
     let described = transitions(&client, &id).await?;
     assert_eq!(count(&described), before + 1);
+    assert_eq!(server.queued_tasks(&tq, TaskKind::Activity), 0);
     assert_eq!(
         described
             .pending_activities
