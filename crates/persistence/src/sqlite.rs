@@ -974,6 +974,41 @@ fn read_history(
     }
 }
 
+/// Bumps every shard's lease in one transaction and reads each shard's highest stored task id.
+fn take_leases(conn: &mut Connection, count: i32) -> Result<Vec<ShardLease>> {
+    let tx = conn.transaction().map_err(sql_err("failed to begin"))?;
+    let mut leases = Vec::with_capacity(count.max(0) as usize);
+    for shard_id in 0..count {
+        let range_id: i64 = tx
+            .query_row(
+                "INSERT INTO shards (shard_id, range_id) VALUES (?1, 1)
+                 ON CONFLICT (shard_id) DO UPDATE SET range_id = range_id + 1
+                 RETURNING range_id",
+                [shard_id],
+                |r| r.get(0),
+            )
+            .map_err(sql_err("failed to take the shard lease"))?;
+        let max_task_id = tx
+            .query_row(
+                "SELECT MAX(m) FROM (
+                   SELECT MAX(task_id) AS m FROM timers WHERE shard_id = ?1
+                   UNION ALL SELECT MAX(task_id) FROM transfers WHERE shard_id = ?1)",
+                [shard_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(sql_err("failed to read task ids"))?
+            .unwrap_or(0);
+        leases.push(ShardLease {
+            shard_id,
+            range_id,
+            max_task_id,
+        });
+    }
+    tx.commit()
+        .map_err(sql_err("failed to commit the shard leases"))?;
+    Ok(leases)
+}
+
 fn corrupt(run_id: &str, detail: impl std::fmt::Display) -> Error {
     Error::Unavailable {
         message: format!("history of run {run_id} is corrupt: {detail}"),
@@ -1156,37 +1191,18 @@ impl Store for SqliteStore {
 
     async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>> {
         self.write_job(move |conn| {
-            let tx = conn.transaction().map_err(sql_err("failed to begin"))?;
-            let mut leases = Vec::with_capacity(count.max(0) as usize);
-            for shard_id in 0..count {
-                let range_id: i64 = tx
-                    .query_row(
-                        "INSERT INTO shards (shard_id, range_id) VALUES (?1, 1)
-                         ON CONFLICT (shard_id) DO UPDATE SET range_id = range_id + 1
-                         RETURNING range_id",
-                        [shard_id],
-                        |r| r.get(0),
-                    )
-                    .map_err(sql_err("failed to take the shard lease"))?;
-                let max_task_id = tx
-                    .query_row(
-                        "SELECT MAX(m) FROM (
-                           SELECT MAX(task_id) AS m FROM timers WHERE shard_id = ?1
-                           UNION ALL SELECT MAX(task_id) FROM transfers WHERE shard_id = ?1)",
-                        [shard_id],
-                        |r| r.get::<_, Option<i64>>(0),
-                    )
-                    .map_err(sql_err("failed to read task ids"))?
-                    .unwrap_or(0);
-                leases.push(ShardLease {
-                    shard_id,
-                    range_id,
-                    max_task_id,
-                });
-            }
-            tx.commit()
-                .map_err(sql_err("failed to commit the shard leases"))?;
-            Ok(leases)
+            // The lease commit is not synced on its own (0.6 ms of a 3 ms start): it answers
+            // no client, and the write-ahead log is synced in order, so the first durable
+            // commit made under these leases makes them durable too. A crash before that loses
+            // only the bump, and nothing stored was numbered from it; the next start bumps again.
+            let synchronous: i64 = query_one(conn, "PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(sql_err("failed to read synchronous"))?;
+            conn.execute_batch("PRAGMA synchronous=OFF")
+                .map_err(sql_err("failed to set synchronous"))?;
+            let leases = take_leases(conn, count);
+            conn.execute_batch(&format!("PRAGMA synchronous={synchronous}"))
+                .map_err(sql_err("failed to set synchronous"))?;
+            leases
         })
         .await
     }
@@ -1450,7 +1466,21 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{frame_event, unframe_events};
+    use super::{Location, SqliteStore, frame_event, query_one, unframe_events};
+    use crate::Store;
+
+    /// The shard-lease commit runs unsynced; every commit after it must be synced again.
+    #[tokio::test]
+    async fn commits_after_taking_the_shard_leases_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&Location::File(dir.path().join("k.db"))).unwrap();
+        store.acquire_shards(4).await.unwrap();
+        let synchronous: i64 = store
+            .write_job(|conn| Ok(query_one(conn, "PRAGMA synchronous", [], |r| r.get(0)).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+    }
 
     #[test]
     fn history_rows_split_back_into_their_events() {
