@@ -42,6 +42,27 @@ async fn until_waiting(server: &TestServer, tq: &str, kind: TaskKind) {
     }
 }
 
+type PollAnswer =
+    tokio::task::JoinHandle<Result<tonic::Response<PollWorkflowTaskQueueResponse>, tonic::Status>>;
+
+/// A workflow task poll, spawned and returned once it waits on the queue.
+async fn waiting_poll(
+    server: &TestServer,
+    client: &temporalio_client::Client,
+    tq: &str,
+    identity: &str,
+) -> PollAnswer {
+    let mut poller = client.connection().workflow_service();
+    let request = poll_workflow(tq, identity);
+    let poll = tokio::spawn(async move {
+        poller
+            .poll_workflow_task_queue(tonic::Request::new(request))
+            .await
+    });
+    until_waiting(server, tq, TaskKind::Workflow).await;
+    poll
+}
+
 async fn transitions(
     client: &temporalio_client::Client,
     id: &str,
@@ -88,6 +109,19 @@ fn complete(
     }
 }
 
+fn start(id: &str, tq: &str) -> StartWorkflowExecutionRequest {
+    StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: id.into(),
+        workflow_type: Some(WorkflowType {
+            name: "handoff".into(),
+        }),
+        task_queue: queue(tq),
+        request_id: unique("req"),
+        ..Default::default()
+    }
+}
+
 fn signal(id: &str) -> SignalWorkflowExecutionRequest {
     SignalWorkflowExecutionRequest {
         namespace: "default".into(),
@@ -103,24 +137,28 @@ fn signal(id: &str) -> SignalWorkflowExecutionRequest {
 
 /// The events of a workflow task answer, as (type, identity of a started event).
 fn started_by(task: &PollWorkflowTaskQueueResponse) -> Vec<(i32, String)> {
+    started_by_events(
+        task.history
+            .as_ref()
+            .map(|h| h.events.as_slice())
+            .unwrap_or_default(),
+    )
+}
+
+fn started_by_events(
+    events: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
+) -> Vec<(i32, String)> {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
-    task.history
-        .as_ref()
-        .map(|h| {
-            h.events
-                .iter()
-                .map(|e| {
-                    let identity = match &e.attributes {
-                        Some(Attributes::WorkflowTaskStartedEventAttributes(a)) => {
-                            a.identity.clone()
-                        }
-                        _ => String::new(),
-                    };
-                    (e.event_type, identity)
-                })
-                .collect()
+    events
+        .iter()
+        .map(|e| {
+            let identity = match &e.attributes {
+                Some(Attributes::WorkflowTaskStartedEventAttributes(a)) => a.identity.clone(),
+                _ => String::new(),
+            };
+            (e.event_type, identity)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[tokio::test]
@@ -132,27 +170,9 @@ async fn tasks_created_while_a_poll_waits_start_in_the_same_transition() -> anyh
     let id = unique("handoff");
 
     // A poll waits before the workflow starts: the start itself starts the first task.
-    let mut poller = client.connection().workflow_service();
-    let first_poll = tokio::spawn({
-        let request = poll_workflow(&tq, "worker-a");
-        async move {
-            poller
-                .poll_workflow_task_queue(tonic::Request::new(request))
-                .await
-        }
-    });
-    until_waiting(&server, &tq, TaskKind::Workflow).await;
-    svc.start_workflow_execution(tonic::Request::new(StartWorkflowExecutionRequest {
-        namespace: "default".into(),
-        workflow_id: id.clone(),
-        workflow_type: Some(WorkflowType {
-            name: "handoff".into(),
-        }),
-        task_queue: queue(&tq),
-        request_id: unique("req"),
-        ..Default::default()
-    }))
-    .await?;
+    let first_poll = waiting_poll(&server, &client, &tq, "worker-a").await;
+    svc.start_workflow_execution(tonic::Request::new(start(&id, &tq)))
+        .await?;
     let task = within(10, first_poll).await???.into_inner();
     assert_eq!(
         started_by(&task),
@@ -177,16 +197,7 @@ async fn tasks_created_while_a_poll_waits_start_in_the_same_transition() -> anyh
     let before = count(&transitions(&client, &id).await?);
 
     // A signal while a poll waits: signal, task scheduled and started in one transition.
-    let mut poller = client.connection().workflow_service();
-    let waiting = tokio::spawn({
-        let request = poll_workflow(&tq, "worker-b");
-        async move {
-            poller
-                .poll_workflow_task_queue(tonic::Request::new(request))
-                .await
-        }
-    });
-    until_waiting(&server, &tq, TaskKind::Workflow).await;
+    let waiting = waiting_poll(&server, &client, &tq, "worker-b").await;
     svc.signal_workflow_execution(tonic::Request::new(signal(&id)))
         .await?;
     let task = within(10, waiting).await???.into_inner();
@@ -265,5 +276,43 @@ async fn tasks_created_while_a_poll_waits_start_in_the_same_transition() -> anyh
         Some(&(EventType::WorkflowTaskStarted as i32, "worker-c".into()))
     );
     assert_eq!(count(&transitions(&client, &id).await?), before + 2);
+    Ok(())
+}
+
+/// A task handed to a waiting poll whose history is longer than the run cache keeps (512
+/// events) is answered from the store, the whole history in order.
+#[tokio::test]
+async fn a_handed_off_task_carries_a_history_longer_than_the_cache() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let mut svc = client.connection().workflow_service();
+    let tq = unique("handoff-long-tq");
+    let id = unique("handoff-long");
+    svc.start_workflow_execution(tonic::Request::new(start(&id, &tq)))
+        .await?;
+    let task = svc
+        .poll_workflow_task_queue(tonic::Request::new(poll_workflow(&tq, "worker-a")))
+        .await?
+        .into_inner();
+    // While that task runs, 600 signals arrive; its completion schedules the next task, which
+    // goes to the waiting poll with all of the history (the poll asks for no sticky queue).
+    for _ in 0..600 {
+        svc.signal_workflow_execution(tonic::Request::new(signal(&id)))
+            .await?;
+    }
+    let waiting = waiting_poll(&server, &client, &tq, "worker-b").await;
+    svc.respond_workflow_task_completed(tonic::Request::new(complete(&task, vec![])))
+        .await?;
+    let next = within(10, waiting).await???.into_inner();
+    let events = next.history.unwrap_or_default().events;
+    assert!(events.len() > 600, "{} events", events.len());
+    assert_eq!(
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        (1..=next.started_event_id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        started_by_events(&events).last(),
+        Some(&(EventType::WorkflowTaskStarted as i32, "worker-b".into()))
+    );
     Ok(())
 }
