@@ -365,6 +365,9 @@ impl SqliteStore {
                         Error::unavailable(format!("failed to create {}", parent.display()), e)
                     })?;
                 }
+                if !path.exists() {
+                    create_database(path)?;
+                }
                 (path_uri(path), None, "FULL")
             }
             Location::Memory => {
@@ -451,6 +454,52 @@ impl SqliteStore {
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
+}
+
+/// An empty database of the current schema: `SCHEMA` in WAL mode, `user_version` at the last
+/// migration. Regenerate it after changing `SCHEMA` with `KAIROS_WRITE_TEMPLATE=1 cargo test -p
+/// kairos-persistence --lib template`, run twice (the first run writes the file, the second
+/// compiles it in); `sqlite::tests::the_template_is_the_current_schema_empty` fails until then.
+const TEMPLATE: &[u8] = include_bytes!("empty.db");
+
+/// Creates a new database file from `TEMPLATE`. Letting SQLite create it cost about 3 ms of the
+/// first start (the switch to WAL through a rollback journal, then the schema, each statement
+/// re-reading it). The bytes are written under a scratch name beside `path`, synced, and linked
+/// into place, so `path` never holds a partial file; a crash before the link leaves only the
+/// scratch file (`.<name>.creating-<pid>`), and the next start creates the database again. If
+/// `path` appeared meanwhile (another process), that file is kept.
+fn create_database(path: &Path) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let scratch = path.with_file_name(format!(".{name}.creating-{}", std::process::id()));
+    let fail = |what: &str, e: std::io::Error| {
+        Error::unavailable(format!("failed to {what} {}", scratch.display()), e)
+    };
+    let written = std::fs::write(&scratch, TEMPLATE)
+        .and_then(|()| std::fs::File::open(&scratch)?.sync_all())
+        .map_err(|e| fail("write", e))
+        .and_then(|()| match std::fs::hard_link(&scratch, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            // A file system without hard links: moved instead, if still absent.
+            Err(_) if !path.exists() => std::fs::rename(&scratch, path)
+                .map(|()| true)
+                .map_err(|e| fail("move", e)),
+            Err(e) => Err(fail("link", e)),
+        });
+    let _ = std::fs::remove_file(&scratch);
+    if !written? {
+        return Ok(());
+    }
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::unavailable(format!("failed to sync {}", dir.display()), e))
 }
 
 fn closed() -> Error {
@@ -1638,6 +1687,84 @@ mod tests {
         let (direct, replayed) = (describe_schema(&direct), describe_schema(&replayed));
         assert!(direct.len() > 10, "{direct:#?}");
         assert_eq!(direct, replayed);
+    }
+
+    /// An empty database built by SQLite from `SCHEMA`, as the template must be.
+    fn build_template() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+        super::migrate(&mut conn).unwrap();
+        conn.execute_batch("VACUUM;").unwrap();
+        drop(conn); // the last connection checkpoints the WAL into the file
+        std::fs::read(&path).unwrap()
+    }
+
+    /// The template a new file is created from is an empty WAL database of the current schema at
+    /// the last migration's version.
+    #[test]
+    fn the_template_is_the_current_schema_empty() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/empty.db");
+        if std::env::var_os("KAIROS_WRITE_TEMPLATE").is_some() {
+            std::fs::write(file, build_template()).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        std::fs::write(&path, super::TEMPLATE).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut fresh = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrate(&mut fresh).unwrap();
+        let regenerate = "regenerate src/empty.db: \
+            KAIROS_WRITE_TEMPLATE=1 cargo test -p kairos-persistence --lib template, twice";
+        assert_eq!(
+            describe_schema(&conn),
+            describe_schema(&fresh),
+            "{regenerate}"
+        );
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, super::MIGRATIONS.len(), "{regenerate}");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for table in tables {
+            let rows: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(rows, 0, "{table} is not empty");
+        }
+    }
+
+    /// A new file is created whole from the template, with no scratch file left behind, and if
+    /// the file appears meanwhile (another process), the one already there is kept.
+    #[test]
+    fn a_new_file_is_created_from_the_template_and_an_existing_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        super::create_database(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), super::TEMPLATE);
+        let theirs = dir.path().join("theirs.db");
+        std::fs::write(&theirs, b"not ours").unwrap();
+        super::create_database(&theirs).unwrap();
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"not ours");
+        let scratch: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("creating"))
+            .collect();
+        assert_eq!(scratch, Vec::<String>::new());
     }
 
     #[test]
