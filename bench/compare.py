@@ -180,13 +180,13 @@ def startup_only(args: argparse.Namespace, temporal: str, version: str) -> None:
                                   "--db-filename", str(db), "--log-level", "warn"], port, scratch / "k.log")
             results[label].append(s.cold_start_ms)
             s.stop()
-            time.sleep(0.5)  # let the stopped server's exit and writeback settle
+            time.sleep(2)  # let the stopped server's exit and writeback settle
         port = free_port()
         s = Server("reference", [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
                                  "--port", str(port), "--log-level", "error"], port, scratch / "r.log")
         results["reference"].append(s.cold_start_ms)
         s.stop()
-        time.sleep(0.5)
+        time.sleep(2)
     med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
     report = json.dumps({"reference_version": version, "cold_start_ms_median_of_7": med,
                          "all": results}, indent=1)
