@@ -1815,8 +1815,15 @@ impl Engine {
             let events = match close_event.filter(|e| e.event_id == close_event_id) {
                 Some(event) => vec![(*event).clone()],
                 None => {
-                    self.read_events(key, close_event_id, close_event_id)
-                        .await?
+                    let events = self
+                        .read_events(key, close_event_id, close_event_id)
+                        .await?;
+                    if events.is_empty() {
+                        // Deleted since it closed (a delete terminates, then deletes): reading
+                        // the run again answers NOT_FOUND rather than an empty page.
+                        self.progress(key).await?;
+                    }
+                    events
                 }
             };
             return Ok(HistoryPage {
