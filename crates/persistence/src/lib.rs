@@ -9,6 +9,21 @@ use async_trait::async_trait;
 
 pub use error::{Error, Result};
 
+/// How [`Store::put_namespace`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutNamespace {
+    /// Creates it; `AlreadyExists` if the name or id is taken.
+    Create,
+    /// Creates it, committed without a sync of its own: for the namespaces a server creates as
+    /// it starts, before it answers anyone. The store's log is made durable in order, so the
+    /// first durable commit after this one (anything a client is told happened) makes the
+    /// namespace durable too; a crash before that loses only the namespace, which the next
+    /// start creates again.
+    CreateAtStart,
+    /// Overwrites the stored namespace of that id.
+    Replace,
+}
+
 /// A namespace as stored: its id and name as columns, everything else in an opaque blob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamespaceRow {
@@ -271,13 +286,15 @@ pub trait Store: Send + Sync + 'static {
     /// Makes start-up after a clean stop cheap (SQLite: folds the write-ahead log into the
     /// database and empties it). Called once serving has stopped; the store stays usable.
     async fn checkpoint(&self) -> Result<()>;
-    /// Every stored timer, in fire order.
+    /// Every stored timer, in fire order. Read once, as the server starts (as are
+    /// `load_transfers` and `list_namespaces`): the SQLite store reads these on its writer
+    /// connection, open and idle then, rather than open a reader connection before serving.
     async fn load_timers(&self) -> Result<Vec<TimerTask>>;
-    /// Every stored transfer task, in (shard, id) order.
+    /// Every stored transfer task, in (shard, id) order. Read as the server starts.
     async fn load_transfers(&self) -> Result<Vec<TransferTask>>;
-    /// Creates a namespace (`AlreadyExists` on a taken name) or, with `replace`, overwrites it.
-    async fn put_namespace(&self, row: NamespaceRow, replace: bool) -> Result<()>;
-    /// Reads every namespace.
+    /// Creates a namespace (`AlreadyExists` on a taken name) or overwrites it, as `how` says.
+    async fn put_namespace(&self, row: NamespaceRow, how: PutNamespace) -> Result<()>;
+    /// Reads every namespace. Read as the server starts.
     async fn list_namespaces(&self) -> Result<Vec<NamespaceRow>>;
     /// Reads a cluster metadata value.
     async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>>;
