@@ -408,6 +408,8 @@ impl Readers {
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
+    /// Kept here, not in `Readers`: the reader threads hold `Readers`, and they stop when the
+    /// last store drops this sender.
     readers: mpsc::Sender<ReadJob>,
     reader_pool: Arc<Readers>,
     /// For [`Location::Memory`]: the directory holding the file, deleted with the last clone.
