@@ -407,7 +407,7 @@ impl Readers {
 /// A SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    writer: mpsc::Sender<WriteRequest>,
+    writer: Arc<Writer>,
     /// Kept here, not in `Readers`: the reader threads hold `Readers`, and they stop when the
     /// last store drops this sender.
     readers: mpsc::Sender<ReadJob>,
@@ -419,6 +419,66 @@ pub struct SqliteStore {
 enum WriteRequest {
     Batch(Box<WriteBatch>, oneshot::Sender<Result<()>>),
     Job(Job),
+}
+
+/// The one writer connection. Until the writer thread starts, writes run on the caller's thread:
+/// the start-up writes and reads (migrations, shard leases, namespaces, timers, transfer tasks)
+/// are a handful of jobs in a row, and handing each to another thread and back cost two
+/// wake-ups apiece, which after the machine has idled are each a wait for a sleeping CPU. The
+/// thread starts at [`SqliteStore::start_writer`] or at the first commit, whichever is first;
+/// from then on every write goes through it.
+struct Writer {
+    /// The connection while no thread holds it.
+    inline: Mutex<Option<Connection>>,
+    thread: std::sync::OnceLock<mpsc::Sender<WriteRequest>>,
+}
+
+impl Writer {
+    /// The writer thread's queue, starting the thread if it has not started.
+    fn queue(&self) -> Result<&mpsc::Sender<WriteRequest>> {
+        if let Some(tx) = self.thread.get() {
+            return Ok(tx);
+        }
+        let mut inline = self.inline.lock();
+        if let Some(tx) = self.thread.get() {
+            return Ok(tx);
+        }
+        let conn = inline.take().ok_or_else(closed)?;
+        let (tx, rx) = mpsc::channel::<WriteRequest>();
+        let (tx_back, conn_back) = mpsc::sync_channel::<Connection>(1);
+        let spawned = std::thread::Builder::new()
+            .name("kairos-sqlite-writer".into())
+            .spawn(move || {
+                // Handed over through a channel so that a failed spawn gives it back.
+                if let Ok(conn) = conn_back.recv() {
+                    writer_loop(conn, rx)
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx_back.send(conn);
+                Ok(self.thread.get_or_init(|| tx))
+            }
+            Err(e) => {
+                *inline = Some(conn);
+                Err(Error::unavailable("failed to start the sqlite writer", e))
+            }
+        }
+    }
+
+    /// Runs `f` on the connection here if no thread holds it yet, else returns `f` back.
+    fn try_inline<F, T>(&self, f: F) -> std::result::Result<T, F>
+    where
+        F: FnOnce(&mut Connection) -> T,
+    {
+        if self.thread.get().is_some() {
+            return Err(f);
+        }
+        match self.inline.lock().as_mut() {
+            Some(conn) => Ok(f(conn)),
+            None => Err(f),
+        }
+    }
 }
 
 fn sql_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
@@ -478,13 +538,11 @@ impl SqliteStore {
             uri,
             flags,
         });
-        let (tx, rx) = mpsc::channel::<WriteRequest>();
-        std::thread::Builder::new()
-            .name("kairos-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| Error::unavailable("failed to start the sqlite writer", e))?;
         Ok(Self {
-            writer: tx,
+            writer: Arc::new(Writer {
+                inline: Mutex::new(Some(writer)),
+                thread: std::sync::OnceLock::new(),
+            }),
             readers: read_tx,
             reader_pool,
             _scratch: scratch,
@@ -514,14 +572,26 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let f = match self.writer.try_inline(f) {
+            Ok(result) => return result,
+            Err(f) => f,
+        };
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
         });
         self.writer
+            .queue()?
             .send(WriteRequest::Job(job))
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Starts the writer thread, if the first commit has not already: from here on, writes run
+    /// there, not on the caller's thread. The server calls it once its start-up reads and
+    /// writes are done, before it serves.
+    pub fn start_writer(&self) -> Result<()> {
+        self.writer.queue().map(|_| ())
     }
 }
 
@@ -1381,6 +1451,7 @@ impl Store for SqliteStore {
     async fn commit(&self, batch: WriteBatch) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.writer
+            .queue()?
             .send(WriteRequest::Batch(Box::new(batch), tx))
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -1699,6 +1770,41 @@ mod tests {
             2,
             "FULL after a refused namespace"
         );
+    }
+
+    /// Start-up writes run on the caller's thread; after `start_writer` (or a first commit),
+    /// every write runs on the writer thread, and a commit is readable right after it returns.
+    #[tokio::test]
+    async fn writes_run_here_until_the_writer_thread_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&Location::File(dir.path().join("k.db"))).unwrap();
+        let where_run =
+            || store.write_job(|_| Ok(std::thread::current().name().map(str::to_owned)));
+        let here = std::thread::current().name().map(str::to_owned);
+        assert_eq!(where_run().await.unwrap(), here);
+        store.acquire_shards(1).await.unwrap();
+        store.put_metadata("k", vec![1]).await.unwrap();
+        assert_eq!(where_run().await.unwrap(), here);
+        store.start_writer().unwrap();
+        store.start_writer().unwrap();
+        let writer = Some("kairos-sqlite-writer".to_string());
+        assert_eq!(where_run().await.unwrap(), writer);
+        store.put_metadata("k", vec![2]).await.unwrap();
+        assert_eq!(store.get_metadata("k").await.unwrap(), Some(vec![2]));
+
+        // Without `start_writer`, the first commit starts the thread.
+        let other = SqliteStore::open(&Location::File(dir.path().join("k2.db"))).unwrap();
+        let lease = other.acquire_shards(1).await.unwrap().remove(0);
+        let batch = crate::WriteBatch {
+            shard_id: lease.shard_id,
+            range_id: lease.range_id,
+            namespace_id: "ns".into(),
+            workflow_id: "wf".into(),
+            ..Default::default()
+        };
+        other.commit(batch).await.unwrap();
+        let on = other.write_job(|_| Ok(std::thread::current().name().map(str::to_owned)));
+        assert_eq!(on.await.unwrap(), writer);
     }
 
     /// No reader thread runs before the first read; concurrent reads start more, never more

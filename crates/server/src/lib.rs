@@ -75,8 +75,8 @@ impl Server {
         // Opened on this thread, blocking it for the 1-3 ms the open takes, before anything is
         // served: handing the open to the blocking pool cost a thread start and a wake-up,
         // 0.3 ms of every start.
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&location).context("failed to open the database")?);
+        let sqlite = Arc::new(SqliteStore::open(&location).context("failed to open the database")?);
+        let store: Arc<dyn Store> = sqlite.clone();
         let checkpoint_store = store.clone();
         let namespaces = Namespaces::load(store.clone()).await?;
         let matching = kairos_matching::Handle::new(kairos_matching::Options {
@@ -84,7 +84,7 @@ impl Server {
             poller_idle: config.options.sticky_poller_idle,
         });
         // The configured namespaces are created while the engine loads its tasks (neither
-        // needs the other; their writes queue on the one writer).
+        // needs the other; their writes take turns on the one connection).
         let created = async {
             for name in &config.namespaces {
                 namespaces
@@ -111,6 +111,11 @@ impl Server {
         let (engine, created) = tokio::join!(engine, created);
         created?;
         let engine = engine?;
+        // The start-up reads and writes ran on this thread; from here on the writer thread
+        // takes them.
+        sqlite
+            .start_writer()
+            .context("failed to start the database writer")?;
         let services = kairos_frontend::services(engine, matching.clone(), config.options.clone());
         let (tx, rx) = oneshot::channel::<()>();
         // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
