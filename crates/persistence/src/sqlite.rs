@@ -443,27 +443,15 @@ impl Writer {
         if let Some(tx) = self.thread.get() {
             return Ok(tx);
         }
+        // A thread that cannot start takes the connection with it: every later write fails
+        // as if the writer had stopped (and the server does not start).
         let conn = inline.take().ok_or_else(closed)?;
         let (tx, rx) = mpsc::channel::<WriteRequest>();
-        let (tx_back, conn_back) = mpsc::sync_channel::<Connection>(1);
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("kairos-sqlite-writer".into())
-            .spawn(move || {
-                // Handed over through a channel so that a failed spawn gives it back.
-                if let Ok(conn) = conn_back.recv() {
-                    writer_loop(conn, rx)
-                }
-            });
-        match spawned {
-            Ok(_) => {
-                let _ = tx_back.send(conn);
-                Ok(self.thread.get_or_init(|| tx))
-            }
-            Err(e) => {
-                *inline = Some(conn);
-                Err(Error::unavailable("failed to start the sqlite writer", e))
-            }
-        }
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| Error::unavailable("failed to start the sqlite writer", e))?;
+        Ok(self.thread.get_or_init(|| tx))
     }
 
     /// Runs `f` on the connection here if no thread holds it yet, else returns `f` back.
