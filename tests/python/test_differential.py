@@ -419,6 +419,13 @@ def _child_error(e: ChildWorkflowError) -> str:
 class Restaurant:
     """Children that complete, fail, cannot start (id taken), time out and are cancelled."""
 
+    def __init__(self) -> None:
+        self.cancel_now = False
+
+    @workflow.signal
+    def cancel(self) -> None:
+        self.cancel_now = True
+
     @workflow.run
     async def run(self, prefix: str) -> List[Any]:
         seen: List[Any] = []
@@ -438,6 +445,10 @@ class Restaurant:
         except ChildWorkflowError as e:
             seen.append(_child_error(e))
         child = await workflow.start_child_workflow(Kitchen.run, "slow", id=f"{prefix}-cancelled")
+        # Cancelling at once would race the child's first task (whether the request lands
+        # before or after the child starts its timer differs from run to run on either
+        # server), so the test says when: after the child sleeps.
+        await workflow.wait_condition(lambda: self.cancel_now)
         child.cancel()
         try:
             await child
@@ -858,18 +869,34 @@ async def _closed(handle: WorkflowHandle, deadline_s: float = 30.0) -> None:
 async def _children(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
     taken = await client.start_workflow(Sleeper.run, id=f"{wf_id}-taken", task_queue=tq)
     handle = await client.start_workflow(Restaurant.run, wf_id, id=wf_id, task_queue=tq)
-    doomed = client.get_workflow_handle(f"{wf_id}-terminated")
     deadline = time.monotonic() + SCENARIO_TIMEOUT_S
-    while True:  # until it sleeps (started, first task done)
-        try:
-            events = (await doomed.fetch_history()).events
-        except RPCError:  # not started yet
-            events = []
-        if any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in events):
+
+    async def asleep(child: str) -> None:
+        """Until the child sleeps (started, first task done)."""
+        kid = client.get_workflow_handle(f"{wf_id}-{child}")
+        while True:
+            try:
+                events = (await kid.fetch_history()).events
+            except RPCError:  # not started yet
+                events = []
+            if any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in events):
+                return
+            assert time.monotonic() < deadline, f"child {child} never slept"
+            await asyncio.sleep(0.05)
+
+    await asleep("cancelled")
+    # Until the parent's task that saw the child start is done, so that the signal
+    # lands at the same place in both histories.
+    while True:
+        types = [e.event_type for e in (await handle.fetch_history()).events]
+        started = [i for i, t in enumerate(types) if t == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED]
+        if len(started) == 4 and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[started[-1]:]:
             break
-        assert time.monotonic() < deadline, "the last child never started"
+        assert time.monotonic() < deadline, "the parent never saw the cancelled child start"
         await asyncio.sleep(0.05)
-    await doomed.terminate(reason="kitchen closed")
+    await handle.signal(Restaurant.cancel)
+    await asleep("terminated")
+    await client.get_workflow_handle(f"{wf_id}-terminated").terminate(reason="kitchen closed")
     outcome = await _outcome(handle)
     await taken.terminate(reason="cleanup")
     kids = {}
