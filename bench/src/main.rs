@@ -114,6 +114,14 @@ struct Report {
     transitions_per_s: f64,
     latency_ms: Latency,
     server: Option<ServerUsage>,
+    load_generator: LoadGeneratorUsage,
+}
+
+/// CPU used by kairos-bench itself during the run.
+#[derive(Serialize, Debug)]
+struct LoadGeneratorUsage {
+    cpu_s: f64,
+    cpu_ms_per_workflow: f64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -232,6 +240,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         stop_starting: AtomicBool::new(false),
     });
     let cpu_before = args.server_pid.and_then(procstat::cpu_time);
+    let own_cpu_before = procstat::cpu_time(std::process::id());
     let rss_before = args.server_pid.and_then(procstat::rss_bytes);
     let peak_rss = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
     let finished = Arc::new(AtomicBool::new(false));
@@ -327,6 +336,12 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             rss_peak_mib: mib(peak_rss.load(Ordering::Relaxed)),
         }
     });
+    // This process's own CPU (the SDK worker and the clients): on a machine it shares with the
+    // server, it bounds the throughput any server can reach.
+    let own_cpu = match (own_cpu_before, procstat::cpu_time(std::process::id())) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => f64::NAN,
+    };
     Ok(Report {
         label: args.label.clone(),
         address: args.address.clone(),
@@ -354,6 +369,10 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             max: latencies.last().map(ms).unwrap_or(0.0),
         },
         server,
+        load_generator: LoadGeneratorUsage {
+            cpu_s: own_cpu,
+            cpu_ms_per_workflow: own_cpu * 1000.0 / completed.max(1) as f64,
+        },
     })
 }
 
@@ -544,4 +563,8 @@ fn print_report(r: &Report) {
             s.pid, s.cpu_s, s.cpu_ms_per_workflow, s.rss_before_mib, s.rss_peak_mib
         );
     }
+    println!(
+        "load gen     cpu {:.2} s ({:.2} ms/workflow)",
+        r.load_generator.cpu_s, r.load_generator.cpu_ms_per_workflow
+    );
 }

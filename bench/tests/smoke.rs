@@ -50,5 +50,10 @@ async fn a_small_run_completes_and_reports() -> anyhow::Result<()> {
         report["server"]["rss_peak_mib"].as_f64().unwrap_or(0.0) > 0.0,
         "{report}"
     );
+    // Its own CPU is read from /proc too (NaN, written as null, if it could not be).
+    assert!(
+        report["load_generator"]["cpu_s"].as_f64().is_some(),
+        "{report}"
+    );
     server.shutdown().await
 }
