@@ -25,6 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_transport(false)
         .generate_default_stubs(true)
+        // Its history goes out as the run cache's encoded events (kairos_core::wire).
+        .extern_path(
+            ".temporal.api.workflowservice.v1.PollWorkflowTaskQueueResponse",
+            "::kairos_core::wire::PollWorkflowTaskAnswer",
+        )
         .extern_path(".temporal", "::temporalio_protos::temporal")
         .extern_path(".grpc", "::temporalio_protos::grpc")
         .extern_path(".google.rpc", "::temporalio_protos::google::rpc")

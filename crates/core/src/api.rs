@@ -1,8 +1,8 @@
 //! The small interface through which history hands tasks to matching, so the two services
 //! never depend on each other's crates and can later run in different processes.
-use temporalio_protos::temporal::api::workflowservice::v1::{
-    PollActivityTaskQueueResponse, PollWorkflowTaskQueueResponse,
-};
+use temporalio_protos::temporal::api::workflowservice::v1::PollActivityTaskQueueResponse;
+
+use crate::wire::PollWorkflowTaskAnswer;
 
 /// Which kind of worker poll a task is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,7 +46,7 @@ pub enum Handoff {
     Task(QueuedTask),
     /// A workflow task history already started for this poller, in the transition that
     /// scheduled it: the answer to send as it is.
-    Workflow(Box<PollWorkflowTaskQueueResponse>),
+    Workflow(Box<PollWorkflowTaskAnswer>),
     /// An activity task history already started for this poller.
     Activity(Box<PollActivityTaskQueueResponse>),
     /// The transition that reserved this poller failed: the poller waits on.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod filter;
 pub mod ids;
 pub mod time;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Limits, ServerOptions};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kairos_core::ServerOptions;
 use kairos_core::api::{Handoff, QueuedTask, TaskKind, TaskSink};
 use kairos_core::ids::RunKey;
+use kairos_core::wire::PollWorkflowTaskAnswer;
 use kairos_history::{Engine, Namespace, Signal};
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
 use temporalio_protos::temporal::api::common::v1::WorkflowExecution;
@@ -309,14 +310,14 @@ impl Frontend {
     /// waiting on its run, and the task queue name as the worker knows it.
     fn finish_workflow_task(
         &self,
-        mut response: PollWorkflowTaskQueueResponse,
+        mut answer: PollWorkflowTaskAnswer,
         namespace_id: &str,
-    ) -> PollWorkflowTaskQueueResponse {
-        self.attach_queries(&mut response, namespace_id);
-        if let Some(tq) = response.workflow_execution_task_queue.as_mut() {
+    ) -> PollWorkflowTaskAnswer {
+        self.attach_queries(&mut answer.response, namespace_id);
+        if let Some(tq) = answer.response.workflow_execution_task_queue.as_mut() {
             tq.name = response_task_queue(tq.name.clone());
         }
-        response
+        answer
     }
 
     /// Attaches the queries waiting on this run to the workflow task a poller just started.
@@ -636,7 +637,7 @@ impl WorkflowService for Frontend {
     async fn poll_workflow_task_queue(
         &self,
         request: Request<PollWorkflowTaskQueueRequest>,
-    ) -> Reply<PollWorkflowTaskQueueResponse> {
+    ) -> Reply<PollWorkflowTaskAnswer> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let queue = req
@@ -649,7 +650,7 @@ impl WorkflowService for Frontend {
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                return Ok(Response::new(PollWorkflowTaskQueueResponse::default()));
+                return Ok(Response::new(PollWorkflowTaskAnswer::default()));
             }
             let task = match self
                 .matching
@@ -661,7 +662,7 @@ impl WorkflowService for Frontend {
                     // Started for this poll by the transition that scheduled it.
                     return Ok(Response::new(self.finish_workflow_task(*response, &ns.id)));
                 }
-                _ => return Ok(Response::new(PollWorkflowTaskQueueResponse::default())),
+                _ => return Ok(Response::new(PollWorkflowTaskAnswer::default())),
             };
             if !task.query_id.is_empty() {
                 // A query task: answered from the registry, never recorded in the run.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use kairos_core::api::{Handoff, QueuedTask, Reservation, TaskKind, TaskSink};
 use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
+use kairos_core::wire::PollWorkflowTaskAnswer;
 use kairos_core::{Clock, Limits};
 use kairos_persistence::{
     CurrentWrite, ExecutionWrite, Store, TimerKey, TimerTask, TransferTask, VisibilityWrite,
@@ -185,17 +186,15 @@ impl Cached {
     }
 
     /// Events `first..=last` if all are held.
-    fn events(&self, first: i64, last: i64) -> Option<Vec<HistoryEvent>> {
+    fn events(&self, first: i64, last: i64) -> Option<Vec<Vec<u8>>> {
         let end = self.tail_first + self.tail.len() as i64;
         if first < self.tail_first || last >= end || first > last {
             return None;
         }
         let from = (first - self.tail_first) as usize;
         let to = (last - self.tail_first) as usize;
-        self.tail[from..=to]
-            .iter()
-            .map(|bytes| HistoryEvent::decode(bytes.as_slice()).ok())
-            .collect()
+        // Handed out encoded, as they go on the wire (kairos_core::wire).
+        Some(self.tail[from..=to].to_vec())
     }
 }
 
@@ -829,9 +828,12 @@ impl Engine {
                 messages,
                 first,
             } => match self.read_events(key, first, wft.started_event_id).await {
-                Ok(events) => {
-                    Handoff::Workflow(Box::new(workflow_task(&run, &wft, messages, events)))
-                }
+                Ok(events) => Handoff::Workflow(Box::new(workflow_task(
+                    &run,
+                    &wft,
+                    messages,
+                    encode_all(&events),
+                ))),
                 Err(e) => {
                     tracing::warn!(run = %key, error = %e, "failed to read a started workflow task's history");
                     return;
@@ -1404,7 +1406,7 @@ impl Engine {
         task: &QueuedTask,
         identity: &str,
         request_id: &str,
-    ) -> Result<Option<ws::PollWorkflowTaskQueueResponse>> {
+    ) -> Result<Option<PollWorkflowTaskAnswer>> {
         let key = RunKey {
             namespace_id: task.namespace_id.clone(),
             workflow_id: task.workflow_id.clone(),
@@ -1435,7 +1437,7 @@ impl Engine {
             .and_then(|c| c.events(first, wft.started_event_id));
         let events = match held {
             Some(events) => events,
-            None => self.read_events(&key, first, wft.started_event_id).await?,
+            None => encode_all(&self.read_events(&key, first, wft.started_event_id).await?),
         };
         Ok(Some(workflow_task(&ms, &wft, messages, events)))
     }
@@ -1963,7 +1965,7 @@ impl Engine {
         key: &RunKey,
         query_id: &str,
         query: temporalio_protos::temporal::api::query::v1::WorkflowQuery,
-    ) -> Result<ws::PollWorkflowTaskQueueResponse> {
+    ) -> Result<PollWorkflowTaskAnswer> {
         let ms = self.read_state(key).await?;
         let events = self.read_events(key, 1, ms.next_event_id - 1).await?;
         let token = token::encode(&TaskTokenData {
@@ -1975,7 +1977,7 @@ impl Engine {
             attempt: 1,
             ..Default::default()
         });
-        Ok(ws::PollWorkflowTaskQueueResponse {
+        let response = ws::PollWorkflowTaskQueueResponse {
             task_token: token,
             workflow_execution: Some(WorkflowExecution {
                 workflow_id: key.workflow_id.clone(),
@@ -1995,6 +1997,10 @@ impl Engine {
                 normal_name: String::new(),
             }),
             ..Default::default()
+        };
+        Ok(PollWorkflowTaskAnswer {
+            response,
+            events: Vec::new(),
         })
     }
 
@@ -2447,8 +2453,8 @@ fn workflow_task(
     ms: &StartedRun,
     wft: &crate::state::WorkflowTaskInfo,
     messages: Vec<temporalio_protos::temporal::api::protocol::v1::Message>,
-    events: Vec<HistoryEvent>,
-) -> ws::PollWorkflowTaskQueueResponse {
+    events: Vec<Vec<u8>>,
+) -> PollWorkflowTaskAnswer {
     let token = token::encode(&TaskTokenData {
         namespace_id: ms.namespace_id.clone(),
         workflow_id: ms.workflow_id.clone(),
@@ -2460,7 +2466,7 @@ fn workflow_task(
         started_time_ms: wft.started_time_ms,
         ..Default::default()
     });
-    ws::PollWorkflowTaskQueueResponse {
+    let response = ws::PollWorkflowTaskQueueResponse {
         task_token: token,
         workflow_execution: Some(WorkflowExecution {
             workflow_id: ms.workflow_id.clone(),
@@ -2473,7 +2479,8 @@ fn workflow_task(
         started_event_id: wft.started_event_id,
         attempt: wft.attempt,
         backlog_count_hint: 0,
-        history: Some(temporalio_protos::temporal::api::history::v1::History { events }),
+        // The events follow as they are, encoded (kairos_core::wire).
+        history: None,
         next_page_token: Vec::new(),
         workflow_execution_task_queue: Some(TaskQueue {
             name: ms.task_queue.clone(),
@@ -2484,7 +2491,13 @@ fn workflow_task(
         started_time: Some(to_timestamp(from_millis(wft.started_time_ms))),
         messages,
         ..Default::default()
-    }
+    };
+    PollWorkflowTaskAnswer { response, events }
+}
+
+/// Events encoded one by one, as a workflow task answer carries them.
+fn encode_all(events: &[HistoryEvent]) -> Vec<Vec<u8>> {
+    events.iter().map(Message::encode_to_vec).collect()
 }
 
 /// The task a worker receives for a started activity attempt (from a poll or eagerly).
@@ -2600,7 +2613,9 @@ mod cache_tests {
         );
         let got = cached.events(4, 6).expect("held");
         assert_eq!(
-            got.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            got.iter()
+                .map(|b| HistoryEvent::decode(b.as_slice()).unwrap().event_id)
+                .collect::<Vec<_>>(),
             [4, 5, 6]
         );
         // A gap (should not happen) empties the tail rather than serving wrong events.
