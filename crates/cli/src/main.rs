@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kairos_server::{Config, Database, Server};
+use kairos_server::{Config, Database, Opening, Server};
 
 /// mimalloc rather than glibc malloc: under load glibc returned and re-faulted memory with
 /// madvise on nearly every request (about a tenth of the server's CPU in a perf profile).
@@ -143,18 +143,19 @@ fn default_db_path() -> PathBuf {
     }
 }
 
-async fn start_dev(args: StartDev) -> anyhow::Result<()> {
-    let began = Instant::now();
-    let level = match args.log_level.as_str() {
+/// `kairos server start-dev`, checked and resolved before anything starts.
+struct DevPlan {
+    config: Config,
+    log_level: String,
+    /// Dynamic-config keys Kairos does not use (logged once logging is set up).
+    ignored_keys: Vec<String>,
+}
+
+fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
+    let log_level = match args.log_level.as_str() {
         "debug" | "info" | "warn" | "error" | "trace" => args.log_level.clone(),
         other => anyhow::bail!("invalid --log-level {other:?}: use debug, info, warn or error"),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let database = match args.db_filename.as_deref() {
         Some(":memory:") => Database::SqliteMemory,
         Some(path) => Database::SqliteFile(PathBuf::from(path)),
@@ -168,10 +169,11 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
     }
     let mut config = Config {
         listen: SocketAddr::new(args.ip, args.port),
-        database: database.clone(),
-        namespaces: namespaces.clone(),
+        database,
+        namespaces,
         ..Config::default()
     };
+    let mut ignored_keys = Vec::new();
     for kv in &args.dynamic_config {
         let (key, value) = kv
             .split_once('=')
@@ -213,9 +215,34 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--dynamic-config-value: {e}"))?
         };
         if !known {
-            tracing::info!(key, "dynamic config key not used by Kairos; ignored");
+            ignored_keys.push(key.to_string());
         }
     }
+    Ok(DevPlan {
+        config,
+        log_level,
+        ignored_keys,
+    })
+}
+
+async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<()> {
+    let DevPlan {
+        config,
+        log_level,
+        ignored_keys,
+    } = plan;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| log_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    for key in ignored_keys {
+        tracing::info!(key, "dynamic config key not used by Kairos; ignored");
+    }
+    let database = config.database.clone();
+    let namespaces = config.namespaces.clone();
     let server = Server::start(config).await?;
     let storage = match &database {
         Database::SqliteFile(path) => format!("SQLite file {}", path.display()),
@@ -239,32 +266,40 @@ async fn start_dev(args: StartDev) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let began = Instant::now();
     let command = if std::env::args_os().nth(1).is_some_and(|a| a == "server") {
         let ServerOnly::Server { command } = ServerCli::parse().command;
         Command::Server { command }
     } else {
         Cli::parse().command
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     let outcome = match command {
         Command::Server {
             command: ServerCommand::StartDev(args),
-        } => return runtime.block_on(start_dev(args)),
-        Command::Workflow { flags, command } => runtime.block_on(async {
+        } => {
+            let mut plan = dev_plan(args)?;
+            // The database opens on its own thread while the runtime starts.
+            plan.config.opening = Some(Opening::begin(&plan.config.database)?);
+            return runtime()?.block_on(start_dev(plan, began));
+        }
+        Command::Workflow { flags, command } => runtime()?.block_on(async {
             client::Client::connect(&flags)
                 .await?
                 .workflow(command)
                 .await
         }),
-        Command::Activity { flags, command } => runtime.block_on(async {
+        Command::Activity { flags, command } => runtime()?.block_on(async {
             client::Client::connect(&flags)
                 .await?
                 .activity(command)
                 .await
         }),
-        Command::Operator { flags, command } => runtime.block_on(async {
+        Command::Operator { flags, command } => runtime()?.block_on(async {
             client::Client::connect(&flags)
                 .await?
                 .operator(command)

@@ -34,6 +34,41 @@ pub struct Config {
     pub options: ServerOptions,
     /// The clock (a manual one in tests).
     pub clock: Arc<dyn Clock>,
+    /// `database`, already being opened (see [`Opening`]); `None` opens it in [`Server::start`].
+    pub opening: Option<Opening>,
+}
+
+/// A database being opened on a thread of its own. `kairos server start-dev` begins the open
+/// before it builds the async runtime, so the two overlap: on two cores a new file (written,
+/// then synced, 0.7 ms of waiting on the disk) and the runtime's start (0.3-0.7 ms) took turns
+/// before, each a tenth of the time to a first answer.
+pub struct Opening(std::thread::JoinHandle<anyhow::Result<SqliteStore>>);
+
+impl Opening {
+    /// Starts opening `database`, creating it if missing. Fails only if no thread can start.
+    pub fn begin(database: &Database) -> anyhow::Result<Opening> {
+        let database = database.clone();
+        std::thread::Builder::new()
+            .name("kairos-open".into())
+            .spawn(move || open_database(&database))
+            .map(Opening)
+            .context("failed to start a thread to open the database")
+    }
+
+    /// Waits for the open to finish.
+    fn finish(self) -> anyhow::Result<SqliteStore> {
+        self.0
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread opening the database panicked"))?
+    }
+}
+
+fn open_database(database: &Database) -> anyhow::Result<SqliteStore> {
+    let location = match database {
+        Database::SqliteFile(path) => Location::File(path.clone()),
+        Database::SqliteMemory => Location::Memory,
+    };
+    SqliteStore::open(&location).context("failed to open the database")
 }
 
 impl Default for Config {
@@ -44,6 +79,7 @@ impl Default for Config {
             namespaces: vec!["default".to_string()],
             options: ServerOptions::default(),
             clock: Arc::new(SystemClock),
+            opening: None,
         }
     }
 }
@@ -60,22 +96,21 @@ pub struct Server {
 impl Server {
     /// Opens the store, starts every role and begins serving. Returns once the port accepts
     /// connections.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
-        // Bound first: a taken port fails before anything else, and clients that connect while
-        // the store opens wait in the accept backlog (a few ms) instead of being refused and
-        // backing off.
+    pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        // Bound first: a taken port fails before the store is used (an `Opening` may already
+        // have created its file), and clients that connect while the store opens wait in the
+        // accept backlog (a few ms) instead of being refused and backing off.
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let location = match &config.database {
-            Database::SqliteFile(path) => Location::File(path.clone()),
-            Database::SqliteMemory => Location::Memory,
-        };
-        // Opened on this thread, blocking it for the 1-3 ms the open takes, before anything is
-        // served: handing the open to the blocking pool cost a thread start and a wake-up,
-        // 0.3 ms of every start.
-        let sqlite = Arc::new(SqliteStore::open(&location).context("failed to open the database")?);
+        // Without an `Opening`, opened on this thread, blocking it for the 1-3 ms the open
+        // takes, before anything is served: handing the open to the blocking pool cost a thread
+        // start and a wake-up, 0.3 ms of every start.
+        let sqlite = Arc::new(match config.opening.take() {
+            Some(opening) => opening.finish()?,
+            None => open_database(&config.database)?,
+        });
         let store: Arc<dyn Store> = sqlite.clone();
         let checkpoint_store = store.clone();
         let namespaces = Namespaces::load(store.clone()).await?;
@@ -183,5 +218,58 @@ impl Drop for Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kairos-server-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("kairos.db")
+    }
+
+    #[tokio::test]
+    async fn a_server_serves_from_a_database_opened_beforehand() {
+        let path = scratch_db("opening");
+        let database = Database::SqliteFile(path.clone());
+        let opening = Opening::begin(&database).expect("thread starts");
+        let server = Server::start(Config {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            database,
+            opening: Some(opening),
+            ..Config::default()
+        })
+        .await
+        .expect("server starts");
+        assert!(path.exists(), "the opening created the file");
+        assert_ne!(server.addr().port(), 0);
+        server.shutdown().await.expect("clean stop");
+        let _ = std::fs::remove_dir_all(path.parent().expect("has a parent"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_open_on_its_thread_is_the_start_error() {
+        // A path below a regular file cannot be created.
+        let file = scratch_db("not-a-dir");
+        std::fs::create_dir_all(file.parent().expect("has a parent")).expect("scratch dir");
+        std::fs::write(&file, b"not a directory").expect("scratch file");
+        let database = Database::SqliteFile(file.join("kairos.db"));
+        let opening = Opening::begin(&database).expect("thread starts");
+        let started = Server::start(Config {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            database,
+            opening: Some(opening),
+            ..Config::default()
+        })
+        .await;
+        let error = format!("{:#}", started.err().expect("the start fails"));
+        assert!(
+            error.contains("failed to open the database"),
+            "unexpected error: {error}"
+        );
+        let _ = std::fs::remove_dir_all(file.parent().expect("has a parent"));
     }
 }

@@ -70,6 +70,7 @@ impl Builder {
             namespaces,
             options: self.options,
             clock: clock_dyn,
+            opening: None,
         })
         .await?;
         Ok(TestServer {
