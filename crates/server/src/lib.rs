@@ -100,9 +100,17 @@ impl Server {
         // Bound first: a taken port fails before the store is used (an `Opening` may already
         // have created its file), and clients that connect while the store opens wait in the
         // accept backlog (a few ms) instead of being refused and backing off.
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                // The open runs to its end first, so that the process exiting on this error
+                // leaves either the whole new file or none, not its scratch copy.
+                if let Some(opening) = config.opening.take() {
+                    let _ = opening.finish();
+                }
+                return Err(e).with_context(|| format!("failed to listen on {}", config.listen));
+            }
+        };
         let addr = listener.local_addr()?;
         // Without an `Opening`, opened on this thread, blocking it for the 1-3 ms the open
         // takes, before anything is served: handing the open to the blocking pool cost a thread
@@ -231,19 +239,28 @@ mod tests {
         dir.join("kairos.db")
     }
 
-    #[tokio::test]
-    async fn a_server_serves_from_a_database_opened_beforehand() {
-        let path = scratch_db("opening");
-        let database = Database::SqliteFile(path.clone());
+    /// Starts a server on `listen` whose database is opened by an `Opening` begun first.
+    async fn start_opened(listen: SocketAddr, database: Database) -> anyhow::Result<Server> {
         let opening = Opening::begin(&database).expect("thread starts");
-        let server = Server::start(Config {
-            listen: "127.0.0.1:0".parse().expect("valid address"),
+        Server::start(Config {
+            listen,
             database,
             opening: Some(opening),
             ..Config::default()
         })
         .await
-        .expect("server starts");
+    }
+
+    fn any_port() -> SocketAddr {
+        "127.0.0.1:0".parse().expect("valid address")
+    }
+
+    #[tokio::test]
+    async fn a_server_starts_on_a_database_opened_beforehand() {
+        let path = scratch_db("opening");
+        let server = start_opened(any_port(), Database::SqliteFile(path.clone()))
+            .await
+            .expect("server starts");
         assert!(path.exists(), "the opening created the file");
         assert_ne!(server.addr().port(), 0);
         server.shutdown().await.expect("clean stop");
@@ -256,20 +273,40 @@ mod tests {
         let file = scratch_db("not-a-dir");
         std::fs::create_dir_all(file.parent().expect("has a parent")).expect("scratch dir");
         std::fs::write(&file, b"not a directory").expect("scratch file");
-        let database = Database::SqliteFile(file.join("kairos.db"));
-        let opening = Opening::begin(&database).expect("thread starts");
-        let started = Server::start(Config {
-            listen: "127.0.0.1:0".parse().expect("valid address"),
-            database,
-            opening: Some(opening),
-            ..Config::default()
-        })
-        .await;
+        let started = start_opened(any_port(), Database::SqliteFile(file.join("kairos.db"))).await;
         let error = format!("{:#}", started.err().expect("the start fails"));
         assert!(
             error.contains("failed to open the database"),
             "unexpected error: {error}"
         );
         let _ = std::fs::remove_dir_all(file.parent().expect("has a parent"));
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_leaves_the_new_file_whole_and_no_scratch_copy() {
+        let taken = std::net::TcpListener::bind(any_port()).expect("bind a port");
+        let path = scratch_db("taken-port");
+        let started = start_opened(
+            taken.local_addr().expect("address"),
+            Database::SqliteFile(path.clone()),
+        )
+        .await;
+        let error = format!("{:#}", started.err().expect("the start fails"));
+        assert!(
+            error.contains("failed to listen"),
+            "unexpected error: {error}"
+        );
+        let dir = path.parent().expect("has a parent");
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .expect("the opening made the directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains(".creating-")),
+            "scratch copy left behind: {names:?}"
+        );
+        // The file the opening finished is a database that opens again.
+        drop(SqliteStore::open(&Location::File(path.clone())).expect("the new file opens"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
