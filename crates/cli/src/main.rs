@@ -283,6 +283,13 @@ fn main() -> anyhow::Result<()> {
             command: ServerCommand::StartDev(args),
         } => {
             let mut plan = dev_plan(args)?;
+            // Bound first: a taken port fails before the database is touched, and a client
+            // connecting from here on waits in the backlog until the server answers.
+            let listen = plan.config.listen;
+            plan.config.listener = Some(
+                std::net::TcpListener::bind(listen)
+                    .with_context(|| format!("failed to listen on {listen}"))?,
+            );
             // The database opens on its own thread while the runtime starts.
             plan.config.opening = Some(Opening::begin(&plan.config.database)?);
             return runtime()?.block_on(start_dev(plan, began));

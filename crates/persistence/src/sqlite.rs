@@ -431,6 +431,8 @@ struct Writer {
     /// The connection while no thread holds it.
     inline: Mutex<Option<Connection>>,
     thread: std::sync::OnceLock<mpsc::Sender<WriteRequest>>,
+    /// A file this open created, until its bytes are synced (see [`Unsynced`]).
+    creation: Creation,
 }
 
 impl Writer {
@@ -447,9 +449,10 @@ impl Writer {
         // as if the writer had stopped (and the server does not start).
         let conn = inline.take().ok_or_else(closed)?;
         let (tx, rx) = mpsc::channel::<WriteRequest>();
+        let creation = self.creation.clone();
         std::thread::Builder::new()
             .name("kairos-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, creation))
             .map_err(|e| Error::unavailable("failed to start the sqlite writer", e))?;
         Ok(self.thread.get_or_init(|| tx))
     }
@@ -487,17 +490,29 @@ impl SqliteStore {
             | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
             | rusqlite::OpenFlags::SQLITE_OPEN_URI
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let (uri, scratch, synchronous) = match location {
+        let (uri, scratch, synchronous, created) = match location {
             Location::File(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         Error::unavailable(format!("failed to create {}", parent.display()), e)
                     })?;
                 }
-                if !path.exists() {
-                    create_database(path)?;
-                }
-                (path_uri(path), None, "FULL")
+                let created = if !path.exists() {
+                    create_database(path)?
+                } else if torn_creation(path).map_err(|e| {
+                    Error::unavailable(format!("failed to read {}", path.display()), e)
+                })? {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the database file is what a crash leaves of a file being created \
+                         (it never held a commit): creating it again"
+                    );
+                    remove_torn(path)?;
+                    create_database(path)?
+                } else {
+                    None
+                };
+                (path_uri(path), None, "FULL", created)
             }
             Location::Memory => {
                 let dir = tempfile::Builder::new()
@@ -505,7 +520,7 @@ impl SqliteStore {
                     .tempdir()
                     .map_err(|e| Error::unavailable("failed to create a scratch directory", e))?;
                 let uri = path_uri(&dir.path().join("kairos.db"));
-                (uri, Some(Arc::new(dir)), "OFF")
+                (uri, Some(Arc::new(dir)), "OFF", None)
             }
         };
         let mut writer = open_connection(&uri, flags)?;
@@ -516,6 +531,15 @@ impl SqliteStore {
             ))
             .map_err(sql_err("failed to configure sqlite"))?;
         persist_wal(&writer);
+        let creation: Creation = Arc::new(Mutex::new(created));
+        if creation.lock().is_some() {
+            let pending = creation.clone();
+            // Returning true turns the commit into a rollback: nothing is committed (synced) on
+            // top of bytes that may not be on disk.
+            writer.commit_hook(Some(move || {
+                !UNSYNCED_COMMIT.get() && sync_creation(&pending).is_err()
+            }));
+        }
         migrate(&mut writer)?;
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
         let reader_pool = Arc::new(Readers {
@@ -530,6 +554,7 @@ impl SqliteStore {
             writer: Arc::new(Writer {
                 inline: Mutex::new(Some(writer)),
                 thread: std::sync::OnceLock::new(),
+                creation,
             }),
             readers: read_tx,
             reader_pool,
@@ -583,6 +608,43 @@ impl SqliteStore {
     }
 }
 
+/// A database file [`create_database`] wrote and has not synced yet. Its fsync (about 1.5 ms on
+/// a new inode, and a core's worth of write-back meanwhile) is kept off start-up: it runs just
+/// before the first synced commit (the connection's commit hook), so no commit a client is
+/// answered on ever lies on bytes that are not on disk, or once the writer thread has had no
+/// commit for `CREATION_SYNC_DELAY`. The unsynced start-up commits
+/// (`unsynced`) may precede it: they answer no one. A crash before the sync may leave the file
+/// torn, which the next open recognises (`torn_creation`) and creates again.
+struct Unsynced {
+    file: std::fs::File,
+    /// The directory holding the file's name.
+    dir: PathBuf,
+}
+
+/// Shared by the writer connection's commit hook and the writer thread.
+type Creation = Arc<Mutex<Option<Unsynced>>>;
+
+/// How long the writer thread leaves a new file unsynced when no commit comes first.
+const CREATION_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    /// Set while `unsynced` runs a commit on this thread: such a commit does not need the new
+    /// file synced first.
+    static UNSYNCED_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Syncs a new file's bytes and its directory entry, once; after a failure it is tried again at
+/// the next synced commit, and that commit is refused meanwhile.
+fn sync_creation(creation: &Mutex<Option<Unsynced>>) -> std::io::Result<()> {
+    let mut pending = creation.lock();
+    if let Some(unsynced) = pending.as_ref() {
+        unsynced.file.sync_all()?;
+        std::fs::File::open(&unsynced.dir)?.sync_all()?;
+        *pending = None;
+    }
+    Ok(())
+}
+
 /// An empty database of the current schema: `SCHEMA` in WAL mode, `user_version` at the last
 /// migration. Regenerate it after changing `SCHEMA` with `KAIROS_WRITE_TEMPLATE=1 cargo test -p
 /// kairos-persistence --lib template`, run twice (the first run writes the file, the second
@@ -591,15 +653,12 @@ const TEMPLATE: &[u8] = include_bytes!("empty.db");
 
 /// Creates a new database file from `TEMPLATE`. Letting SQLite create it cost about 3 ms of the
 /// first start (the switch to WAL through a rollback journal, then the schema, each statement
-/// re-reading it). The bytes are written under a scratch name beside `path`, synced, and linked
-/// into place, so `path` never holds a partial file; a crash before the link leaves only the
-/// scratch file (`.<name>.creating-<pid>`), and the next start creates the database again. If
-/// `path` appeared meanwhile (another process), that file is kept.
-///
-/// The directory is not synced here (0.2 ms): SQLite syncs it at the first synced commit, after
-/// creating the write-ahead log in it, and nothing is acknowledged before a synced commit. A
-/// crash before then may lose the new file, which held nothing yet.
-fn create_database(path: &Path) -> Result<()> {
+/// re-reading it). The bytes are written under a scratch name beside `path` and linked into
+/// place, so another process never sees a partial file; the scratch name is removed at once. The
+/// bytes are synced later ([`Unsynced`], returned here); `None` when `path` appeared meanwhile
+/// (another process), whose file is kept.
+fn create_database(path: &Path) -> Result<Option<Unsynced>> {
+    use std::io::Write as _;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -608,20 +667,69 @@ fn create_database(path: &Path) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| {
         Error::unavailable(format!("failed to {what} {}", scratch.display()), e)
     };
-    let written = std::fs::write(&scratch, TEMPLATE)
-        .and_then(|()| std::fs::File::open(&scratch)?.sync_all())
+    let written = std::fs::File::create(&scratch)
+        .and_then(|mut file| file.write_all(TEMPLATE).map(|()| file))
         .map_err(|e| fail("write", e))
-        .and_then(|()| match std::fs::hard_link(&scratch, path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        .and_then(|file| match std::fs::hard_link(&scratch, path) {
+            Ok(()) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
             // A file system without hard links: moved instead, if still absent.
-            Err(_) if !path.exists() => {
-                std::fs::rename(&scratch, path).map_err(|e| fail("move", e))
-            }
+            Err(_) if !path.exists() => std::fs::rename(&scratch, path)
+                .map(|()| Some(file))
+                .map_err(|e| fail("move", e)),
             Err(e) => Err(fail("link", e)),
         });
     let _ = std::fs::remove_file(&scratch);
-    written
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(written?.map(|file| Unsynced { file, dir }))
+}
+
+/// True when `path` holds what a crash can leave of a file [`create_database`] made before its
+/// bytes were synced: no longer than `TEMPLATE`, every 512-byte sector either the template's or
+/// zeros, and something missing. No commit was ever synced on such a file (the sync comes
+/// first), so nothing is lost by creating it again; a file SQLite or a person wrote has other
+/// bytes and is kept. An empty file is left to SQLite, which makes the schema in it (and may
+/// keep a database it made that way in the write-ahead log alone).
+fn torn_creation(path: &Path) -> std::io::Result<bool> {
+    let len = std::fs::metadata(path)?.len();
+    if len == 0 || len > TEMPLATE.len() as u64 {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(path)?;
+    let mut missing = bytes.len() < TEMPLATE.len();
+    for (have, want) in bytes.chunks(512).zip(TEMPLATE.chunks(512)) {
+        if have == &want[..have.len()] {
+            continue;
+        }
+        if !have.iter().all(|b| *b == 0) {
+            return Ok(false);
+        }
+        missing = true;
+    }
+    Ok(missing)
+}
+
+/// Removes a torn new file with its write-ahead log and shared memory (whose frames, if any,
+/// were never synced): the log first, so that a crash here leaves the torn file to be found
+/// again, never a log beside a fresh file.
+fn remove_torn(path: &Path) -> Result<()> {
+    let name = path.as_os_str();
+    for suffix in ["-wal", "-shm", ""] {
+        let mut file = name.to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let what = format!("failed to remove {}", Path::new(&file).display());
+                return Err(Error::unavailable(what, e));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn closed() -> Error {
@@ -707,9 +815,30 @@ fn apply_migrations(tx: &rusqlite::Transaction<'_>, done: usize) -> rusqlite::Re
 
 /// Takes every request waiting in the queue and commits all batches among them in one
 /// transaction: one fsync for many transitions.
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>, creation: Creation) {
     const MAX_GROUP: usize = 256;
-    while let Ok(first) = rx.recv() {
+    // A file this open created is synced by the first synced commit (the commit hook), or
+    // after a quiet `CREATION_SYNC_DELAY` if none comes first: not at once, where its
+    // write-back would take a core from the server's first answers.
+    let next = || {
+        if creation.lock().is_none() {
+            return rx.recv().ok();
+        }
+        match rx.recv_timeout(CREATION_SYNC_DELAY) {
+            Ok(request) => Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(error) = sync_creation(&creation) {
+                    tracing::error!(
+                        %error,
+                        "failed to sync the new database file; every commit tries again first"
+                    );
+                }
+                rx.recv().ok()
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        }
+    };
+    while let Some(first) = next() {
         let mut batches = Vec::new();
         let mut pending = Some(first);
         loop {
@@ -1223,7 +1352,17 @@ fn unsynced<T>(conn: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<
         .map_err(sql_err("failed to read synchronous"))?;
     conn.execute_batch("PRAGMA synchronous=OFF")
         .map_err(sql_err("failed to set synchronous"))?;
-    let outcome = f(conn);
+    let outcome = {
+        struct Marked;
+        impl Drop for Marked {
+            fn drop(&mut self) {
+                UNSYNCED_COMMIT.set(false);
+            }
+        }
+        UNSYNCED_COMMIT.set(true);
+        let _marked = Marked;
+        f(conn)
+    };
     conn.execute_batch(&format!("PRAGMA synchronous={synchronous}"))
         .map_err(sql_err("failed to set synchronous"))?;
     outcome
@@ -1975,11 +2114,11 @@ mod tests {
     fn a_new_file_is_created_from_the_template_and_an_existing_one_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
-        super::create_database(&path).unwrap();
+        assert!(super::create_database(&path).unwrap().is_some());
         assert_eq!(std::fs::read(&path).unwrap(), super::TEMPLATE);
         let theirs = dir.path().join("theirs.db");
         std::fs::write(&theirs, b"not ours").unwrap();
-        super::create_database(&theirs).unwrap();
+        assert!(super::create_database(&theirs).unwrap().is_none());
         assert_eq!(std::fs::read(&theirs).unwrap(), b"not ours");
         let scratch: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -1987,6 +2126,113 @@ mod tests {
             .filter(|n| n.contains("creating"))
             .collect();
         assert_eq!(scratch, Vec::<String>::new());
+    }
+
+    /// A new file's bytes are synced before the first synced commit, not at creation: the
+    /// unsynced start-up commits go first, a synced commit is refused while the sync fails, and
+    /// the writer thread syncs as it starts. A reopened file has nothing pending.
+    #[tokio::test]
+    async fn a_new_file_is_synced_before_the_first_synced_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let store = SqliteStore::open(&Location::File(path.clone())).unwrap();
+        let pending = || store.writer.creation.lock().is_some();
+        assert!(pending(), "created, not yet synced");
+        store.acquire_shards(2).await.unwrap();
+        let row = NamespaceRow {
+            id: "id-1".into(),
+            name: "default".into(),
+            data: vec![1],
+        };
+        store
+            .put_namespace(row, PutNamespace::CreateAtStart)
+            .await
+            .unwrap();
+        assert!(pending(), "the unsynced start-up commits do not sync it");
+        // A sync that fails refuses the commit and stays pending.
+        let real_dir = {
+            let mut creation = store.writer.creation.lock();
+            let unsynced = creation.as_mut().unwrap();
+            std::mem::replace(&mut unsynced.dir, dir.path().join("missing"))
+        };
+        assert!(store.put_metadata("k", vec![1]).await.is_err());
+        assert!(pending());
+        assert_eq!(store.get_metadata("k").await.unwrap(), None);
+        store.writer.creation.lock().as_mut().unwrap().dir = real_dir;
+        store.put_metadata("k", vec![2]).await.unwrap();
+        assert!(!pending(), "synced by the first synced commit");
+        assert_eq!(store.get_metadata("k").await.unwrap(), Some(vec![2]));
+        drop(store);
+
+        let reopened = SqliteStore::open(&Location::File(path)).unwrap();
+        assert!(reopened.writer.creation.lock().is_none());
+        assert_eq!(reopened.get_metadata("k").await.unwrap(), Some(vec![2]));
+
+        let other = SqliteStore::open(&Location::File(dir.path().join("k2.db"))).unwrap();
+        assert!(other.writer.creation.lock().is_some());
+        other.start_writer().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while other.writer.creation.lock().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never synced"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// What a crash can leave of a file created and not yet synced (sectors of zeros, a short
+    /// prefix) is created again, its stale log removed; any other file is kept as it is.
+    #[tokio::test]
+    async fn a_torn_new_file_is_created_again_and_other_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = super::TEMPLATE;
+        let mut zeroed = template.to_vec();
+        zeroed[4096..12288].fill(0);
+        let mut scribbled = template.to_vec();
+        scribbled[template.len() - 700..template.len() - 600].fill(7);
+        let cases: [(&str, Vec<u8>, bool); 6] = [
+            ("zeroed sectors", zeroed, true),
+            ("a prefix", template[..10_000].to_vec(), true),
+            ("all zeros", vec![0; 8192], true),
+            ("the whole template", template.to_vec(), false),
+            ("other bytes", scribbled, false),
+            ("not a database", b"hello".to_vec(), false),
+        ];
+        for (name, bytes, torn) in &cases {
+            let path = dir.path().join("t.db");
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(super::torn_creation(&path).unwrap(), *torn, "{name}");
+        }
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(
+            !super::torn_creation(&empty).unwrap(),
+            "an empty file is SQLite's"
+        );
+
+        // Through `open`: the torn file and its log are replaced by a working database.
+        let path = dir.path().join("k.db");
+        std::fs::write(&path, &cases[0].1).unwrap();
+        std::fs::write(dir.path().join("k.db-wal"), vec![9; 5000]).unwrap();
+        let store = SqliteStore::open(&Location::File(path.clone())).unwrap();
+        assert!(
+            store.writer.creation.lock().is_some(),
+            "made again, unsynced"
+        );
+        assert_eq!(store.list_namespaces().await.unwrap(), vec![]);
+        store.put_metadata("k", vec![1]).await.unwrap();
+        assert_eq!(store.get_metadata("k").await.unwrap(), Some(vec![1]));
+        drop(store);
+        // A file that is not a torn creation is never replaced, even when it cannot be opened.
+        let kept = dir.path().join("kept.db");
+        std::fs::write(&kept, b"hello").unwrap();
+        assert!(SqliteStore::open(&Location::File(kept.clone())).is_err());
+        assert_eq!(std::fs::read(&kept).unwrap(), b"hello");
+        // An empty file gets the schema from SQLite, as before.
+        let store = SqliteStore::open(&Location::File(empty)).unwrap();
+        assert!(store.writer.creation.lock().is_none());
+        assert_eq!(store.list_namespaces().await.unwrap(), vec![]);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// `database`, already being opened (see [`Opening`]); `None` opens it in [`Server::start`].
     pub opening: Option<Opening>,
+    /// A socket already bound to `listen` (by `kairos server start-dev`, first thing, so that
+    /// clients connecting during start-up wait in its backlog instead of being refused); `None`
+    /// binds in [`Server::start`].
+    pub listener: Option<std::net::TcpListener>,
 }
 
 /// A database being opened on a thread of its own. `kairos server start-dev` begins the open
@@ -80,6 +84,7 @@ impl Default for Config {
             options: ServerOptions::default(),
             clock: Arc::new(SystemClock),
             opening: None,
+            listener: None,
         }
     }
 }
@@ -100,7 +105,13 @@ impl Server {
         // Bound first: a taken port fails before the store is used (an `Opening` may already
         // have created its file), and clients that connect while the store opens wait in the
         // accept backlog (a few ms) instead of being refused and backing off.
-        let listener = match TcpListener::bind(config.listen).await {
+        let bound = match config.listener.take() {
+            Some(listener) => listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener)),
+            None => TcpListener::bind(config.listen).await,
+        };
+        let listener = match bound {
             Ok(listener) => listener,
             Err(e) => {
                 // The open runs to its end first, so that the process exiting on this error
@@ -263,6 +274,46 @@ mod tests {
             .expect("server starts");
         assert!(path.exists(), "the opening created the file");
         assert_ne!(server.addr().port(), 0);
+        server.shutdown().await.expect("clean stop");
+        let _ = std::fs::remove_dir_all(path.parent().expect("has a parent"));
+    }
+
+    /// A socket bound before the start is the one served on, and a client that connected
+    /// while the server was starting is answered.
+    #[tokio::test]
+    async fn a_server_serves_on_a_socket_bound_beforehand() {
+        let listener = std::net::TcpListener::bind(any_port()).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let early = std::net::TcpStream::connect(addr).expect("queued in the backlog");
+        let path = scratch_db("bound");
+        let server = Server::start(Config {
+            listen: addr,
+            database: Database::SqliteFile(path.clone()),
+            listener: Some(listener),
+            ..Config::default()
+        })
+        .await
+        .expect("server starts");
+        assert_eq!(server.addr(), addr);
+        // The early connection gets the server's HTTP/2 preface (a SETTINGS frame).
+        let mut early = tokio::net::TcpStream::from_std({
+            early.set_nonblocking(true).expect("nonblocking");
+            early
+        })
+        .expect("tokio stream");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        early
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .expect("preface sent");
+        let mut header = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(10), early.read_exact(&mut header))
+            .await
+            .expect("answered in time")
+            .expect("frame header");
+        assert_eq!(header[3], 4, "a SETTINGS frame first: {header:?}");
+        // Closed first: a graceful stop waits for open connections.
+        drop(early);
         server.shutdown().await.expect("clean stop");
         let _ = std::fs::remove_dir_all(path.parent().expect("has a parent"));
     }

@@ -71,6 +71,7 @@ impl Builder {
             options: self.options,
             clock: clock_dyn,
             opening: None,
+            listener: None,
         })
         .await?;
         Ok(TestServer {

@@ -65,3 +65,26 @@ fn a_malformed_dynamic_config_value_stops_the_start_with_one_line() {
         assert!(stderr.contains(expected), "{kv}: {stderr}");
     }
 }
+
+/// A taken port stops the start with the address in the error, before the database file is
+/// created.
+#[test]
+fn a_taken_port_stops_the_start_before_the_database_is_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let db = dir.path().join("k.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["server", "start-dev", "--port", &port.to_string()])
+        .arg("--db-filename")
+        .arg(&db)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "a taken port must stop the start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("failed to listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "no database is made when the port is taken");
+}
