@@ -144,26 +144,25 @@ struct Cached {
 const TAIL_MAX: usize = 512;
 
 impl Cached {
-    fn new(ms: MutableState, version: i64, events: &[HistoryEvent]) -> Self {
+    /// A run's cache entry; `encoded` are its most recent events, ending just before
+    /// `ms.next_event_id`.
+    fn new(ms: MutableState, version: i64, encoded: Vec<Vec<u8>>) -> Self {
         let mut cached = Cached {
-            tail_first: ms.next_event_id,
+            tail_first: ms.next_event_id - encoded.len() as i64,
             ms,
             version,
-            tail: Vec::new(),
+            tail: encoded,
         };
-        cached.tail_first -= events.len() as i64;
-        cached.tail = events.iter().map(|e| e.encode_to_vec()).collect();
         cached.trim_tail();
         cached
     }
 
-    /// Records the events of a committed transition (state already updated).
-    fn append(&mut self, events: &[HistoryEvent]) {
+    /// Records the events of a committed transition (state already updated), encoded, the first
+    /// one's id being `first_id`.
+    fn append(&mut self, first_id: i64, encoded: Vec<Vec<u8>>) {
         let expected = self.tail_first + self.tail.len() as i64;
-        match events.first() {
-            Some(first) if first.event_id == expected => {
-                self.tail.extend(events.iter().map(|e| e.encode_to_vec()))
-            }
+        match encoded.first() {
+            Some(_) if first_id == expected => self.tail.extend(encoded),
             Some(_) => {
                 // Not contiguous with what is held (should not happen): start over empty.
                 self.tail.clear();
@@ -435,7 +434,11 @@ impl Engine {
                         key.run_id
                     ))
                 })?;
-            *slot = Some(Cached::new(decode_state(&row.state)?, row.db_version, &[]));
+            *slot = Some(Cached::new(
+                decode_state(&row.state)?,
+                row.db_version,
+                Vec::new(),
+            ));
         }
         Ok(())
     }
@@ -615,6 +618,9 @@ impl Engine {
             &transfers,
             &transfers_done,
         );
+        // The events as just encoded for the store, for the run's cache: a copy costs less than
+        // encoding them a second time.
+        let encoded: Vec<Vec<u8>> = batch.events.iter().map(|(_, _, e)| e.clone()).collect();
         let retagged =
             ms.search_attributes != cached.ms.search_attributes || ms.memo != cached.ms.memo;
         if status_changed || retagged {
@@ -673,7 +679,7 @@ impl Engine {
             Ok(()) => {
                 cached.ms = ms;
                 cached.version += 1;
-                cached.append(&events);
+                cached.append(events.first().map_or(0, |e| e.event_id), encoded);
                 let progress = RunProgress::of(&cached.ms, &events);
                 let closed_now = status_changed && crate::state::is_closed(cached.ms.status);
                 let answers = self.answers(key, cached, handoffs);
@@ -694,7 +700,7 @@ impl Engine {
                     let slot = self.slot(&next.key);
                     let mut held = slot.lock().await;
                     if held.is_none() {
-                        *held = Some(Cached::new(next.ms, 1, &next.events));
+                        *held = Some(Cached::new(next.ms, 1, encode_all(&next.events)));
                     }
                 }
                 self.after_commit(key, progress, timer_rows, transfer_rows);
@@ -1352,6 +1358,7 @@ impl Engine {
             &transfers,
             &transfers_done,
         );
+        let encoded: Vec<Vec<u8>> = batch.events.iter().map(|(_, _, e)| e.clone()).collect();
         batch
             .visibility
             .push(VisibilityWrite::Insert(Box::new(visibility::row(
@@ -1365,7 +1372,7 @@ impl Engine {
             let slot = self.slot(&key);
             let mut held = slot.lock().await;
             if held.is_none() {
-                *held = Some(Cached::new(ms, 1, &events));
+                *held = Some(Cached::new(ms, 1, encoded));
             }
             let cached = held.as_ref().expect("cached above");
             self.answers(&key, cached, handoffs)
@@ -2600,13 +2607,13 @@ mod cache_tests {
             next_event_id: 4,
             ..Default::default()
         };
-        let mut cached = Cached::new(ms, 1, &[ev(1), ev(2), ev(3)]);
+        let mut cached = Cached::new(ms, 1, encode_all(&[ev(1), ev(2), ev(3)]));
         assert_eq!(cached.events(1, 3).map(|v| v.len()), Some(3));
         assert!(cached.events(1, 4).is_none(), "not yet written");
         // A task completes (started id 3) and events 4..=6 are written.
         cached.ms.last_completed_wft_started_id = 3;
         cached.ms.next_event_id = 7;
-        cached.append(&[ev(4), ev(5), ev(6)]);
+        cached.append(4, encode_all(&[ev(4), ev(5), ev(6)]));
         assert!(
             cached.events(1, 6).is_none(),
             "events of completed tasks are dropped"
@@ -2620,7 +2627,7 @@ mod cache_tests {
         );
         // A gap (should not happen) empties the tail rather than serving wrong events.
         cached.ms.next_event_id = 10;
-        cached.append(&[ev(9)]);
+        cached.append(9, encode_all(&[ev(9)]));
         assert!(cached.events(4, 6).is_none());
         assert!(cached.events(9, 9).is_none());
     }

@@ -180,7 +180,7 @@ impl Engine {
             let slot = self.slot(&key);
             let mut held = slot.lock().await;
             if held.is_none() {
-                *held = Some(Cached::new(ms, 1, &all_events));
+                *held = Some(Cached::new(ms, 1, super::encode_all(&all_events)));
             }
         }
         self.after_commit(&key, progress, timer_rows, transfer_rows);
