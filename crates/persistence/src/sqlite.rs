@@ -2130,7 +2130,8 @@ mod tests {
 
     /// A new file's bytes are synced before the first synced commit, not at creation: the
     /// unsynced start-up commits go first, a synced commit is refused while the sync fails, and
-    /// the writer thread syncs as it starts. A reopened file has nothing pending.
+    /// the writer thread syncs it on its own once no commit has come for `CREATION_SYNC_DELAY`. A
+    /// reopened file has nothing pending.
     #[tokio::test]
     async fn a_new_file_is_synced_before_the_first_synced_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -2177,7 +2178,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "the writer never synced"
             );
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -2214,8 +2215,14 @@ mod tests {
         // Through `open`: the torn file and its log are replaced by a working database.
         let path = dir.path().join("k.db");
         std::fs::write(&path, &cases[0].1).unwrap();
-        std::fs::write(dir.path().join("k.db-wal"), vec![9; 5000]).unwrap();
+        let wal = dir.path().join("k.db-wal");
+        std::fs::write(&wal, vec![9; 5000]).unwrap();
         let store = SqliteStore::open(&Location::File(path.clone())).unwrap();
+        assert_ne!(
+            std::fs::read(&wal).unwrap_or_default(),
+            vec![9; 5000],
+            "the stale log is removed"
+        );
         assert!(
             store.writer.creation.lock().is_some(),
             "made again, unsynced"

@@ -43,9 +43,9 @@ pub struct Config {
 }
 
 /// A database being opened on a thread of its own. `kairos server start-dev` begins the open
-/// before it builds the async runtime, so the two overlap: on two cores a new file (written,
-/// then synced, 0.7 ms of waiting on the disk) and the runtime's start (0.3-0.7 ms) took turns
-/// before, each a tenth of the time to a first answer.
+/// before it builds the async runtime, so the two overlap: on two cores the open (about 1 ms,
+/// more for a new file) and the runtime's start (0.3-0.7 ms) took turns before, each a tenth of
+/// the time to a first answer.
 pub struct Opening(std::thread::JoinHandle<anyhow::Result<SqliteStore>>);
 
 impl Opening {
