@@ -286,10 +286,21 @@ pub trait Store: Send + Sync + 'static {
     /// Makes start-up after a clean stop cheap (SQLite: folds the write-ahead log into the
     /// database and empties it). Called once serving has stopped; the store stays usable.
     async fn checkpoint(&self) -> Result<()>;
-    /// Every stored timer, in fire order. Read once, as the server starts (as are
-    /// `load_transfers` and `list_namespaces`): the SQLite store reads these on its writer
-    /// connection, open and idle then, rather than open a reader connection before serving.
-    async fn load_timers(&self) -> Result<Vec<TimerTask>>;
+    /// Hands every stored timer to `each`, in fire order, one row at a time: with many open
+    /// workflows the rows never sit in memory all at once beside whatever `each` keeps of them.
+    /// Read once, as the server starts (as are `load_transfers` and `list_namespaces`): the
+    /// SQLite store reads these on its writer connection, open and idle then, rather than open a
+    /// reader connection before serving.
+    async fn scan_timers(&self, each: Box<dyn FnMut(TimerTask) + Send>) -> Result<()>;
+    /// Every stored timer, in fire order (see `scan_timers`).
+    async fn load_timers(&self) -> Result<Vec<TimerTask>> {
+        let all = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = all.clone();
+        self.scan_timers(Box::new(move |timer| sink.lock().push(timer)))
+            .await?;
+        let mut all = all.lock();
+        Ok(std::mem::take(&mut *all))
+    }
     /// Every stored transfer task, in (shard, id) order. Read as the server starts.
     async fn load_transfers(&self) -> Result<Vec<TransferTask>>;
     /// Creates a namespace (`AlreadyExists` on a taken name) or overwrites it, as `how` says.

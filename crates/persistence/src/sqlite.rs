@@ -1728,7 +1728,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn load_timers(&self) -> Result<Vec<TimerTask>> {
+    async fn scan_timers(&self, mut each: Box<dyn FnMut(TimerTask) + Send>) -> Result<()> {
         // On the writer connection: a start-up read (see the trait), so no reader has to open.
         self.write_job(move |conn| {
             let mut stmt = conn
@@ -1750,8 +1750,10 @@ impl Store for SqliteStore {
                     })
                 })
                 .map_err(sql_err("failed to scan timers"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql_err("failed to scan timers"))
+            for row in rows {
+                each(row.map_err(sql_err("failed to scan timers"))?);
+            }
+            Ok(())
         })
         .await
     }

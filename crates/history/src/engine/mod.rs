@@ -216,7 +216,7 @@ struct Inner {
     runs: Mutex<RunCache>,
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<RunProgress>>>,
-    timers: timers::Queue,
+    timers: Arc<timers::Queue>,
 }
 
 /// What a start request did.
@@ -278,10 +278,16 @@ impl Engine {
         matching: Arc<dyn TaskSink>,
     ) -> Result<Self> {
         // Nothing else touches the store yet: the lease write and the two scans run together.
-        let (leases, transfers, timers) = tokio::try_join!(
+        // Timers go into the queue row by row (one per open workflow, so they are most of the
+        // memory a restart needs).
+        let timers = Arc::new(timers::Queue::default());
+        let queued = timers.clone();
+        let (leases, transfers, ()) = tokio::try_join!(
             store.acquire_shards(options.shard_count),
             store.load_transfers(),
-            store.load_timers()
+            store.scan_timers(Box::new(
+                move |timer| queued.push(timers::Queued::of(&timer))
+            ))
         )?;
         let mut shards = Vec::new();
         for lease in leases {
@@ -303,14 +309,11 @@ impl Engine {
                 runs: Mutex::new(RunCache::default()),
                 workflow_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
-                timers: timers::Queue::default(),
+                timers,
             }),
         };
         for task in &transfers {
             engine.dispatch_row(task);
-        }
-        for timer in timers {
-            engine.inner.timers.push(timer);
         }
         tokio::spawn(timers::run(engine.clone()));
         Ok(engine)
@@ -674,7 +677,9 @@ impl Engine {
                 fire_at_ms: t.fire_at_ms,
                 task_id: t.task_id,
             }));
-        let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
+        let timer_rows: Vec<timers::Queued> =
+            batch.timers_add.iter().map(timers::Queued::of).collect();
+        let transfer_rows = batch.transfers_add.clone();
         match self.inner.store.commit(batch).await {
             Ok(()) => {
                 cached.ms = ms;
@@ -1129,7 +1134,7 @@ impl Engine {
         &self,
         key: &RunKey,
         progress: RunProgress,
-        timers: Vec<TimerTask>,
+        timers: Vec<timers::Queued>,
         transfers: Vec<TransferTask>,
     ) {
         for task in &transfers {
@@ -1365,7 +1370,9 @@ impl Engine {
                 &ms,
                 &ns.custom_search_attributes,
             ))));
-        let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
+        let timer_rows: Vec<timers::Queued> =
+            batch.timers_add.iter().map(timers::Queued::of).collect();
+        let transfer_rows = batch.transfers_add.clone();
         self.inner.store.commit(batch).await?;
         let progress = RunProgress::of(&ms, &events);
         let answers = {

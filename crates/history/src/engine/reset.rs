@@ -173,7 +173,12 @@ impl Engine {
             .push(kairos_persistence::VisibilityWrite::Insert(Box::new(
                 super::visibility::row(&ms, &ns.custom_search_attributes),
             )));
-        let (timer_rows, transfer_rows) = (batch.timers_add.clone(), batch.transfers_add.clone());
+        let timer_rows: Vec<super::timers::Queued> = batch
+            .timers_add
+            .iter()
+            .map(super::timers::Queued::of)
+            .collect();
+        let transfer_rows = batch.transfers_add.clone();
         self.inner.store.commit(batch).await?;
         let progress = super::RunProgress::of(&ms, &all_events);
         {
