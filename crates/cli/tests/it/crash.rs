@@ -122,7 +122,7 @@ async fn server_sigkill_mid_workflow_loses_nothing() -> anyhow::Result<()> {
     let client = connect(&server.url()).await?;
     let mut w = worker(&rt, &client, &tq, steps.clone())?;
     let shutdown = w.shutdown_handle();
-    let check = async {
+    let checks = async {
         let pc = PayloadConverter::default();
         for id in &ids {
             let handle = client.get_workflow_handle::<UntypedWorkflow>(id.as_str());
@@ -162,8 +162,14 @@ async fn server_sigkill_mid_workflow_loses_nothing() -> anyhow::Result<()> {
                 Some(EventType::WorkflowExecutionCompleted)
             );
         }
-        shutdown();
         anyhow::Ok(())
+    };
+    // The worker stops whether the checks passed or not: a failed check fails the test
+    // instead of leaving it waiting on a worker that never ends.
+    let check = async {
+        let checked = checks.await;
+        shutdown();
+        checked
     };
     let (run, checked) = tokio::join!(w.run(), check);
     checked?;
