@@ -225,19 +225,23 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
     })
 }
 
-async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<()> {
-    let DevPlan {
-        config,
-        log_level,
-        ignored_keys,
-    } = plan;
+/// Sends log lines to stderr at `level` (`RUST_LOG` wins). Set up before the database opens, so
+/// what the open reports (a torn file made again, say) reaches the log.
+fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| log_level.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<()> {
+    let DevPlan {
+        config,
+        log_level: _,
+        ignored_keys,
+    } = plan;
     for key in ignored_keys {
         tracing::info!(key, "dynamic config key not used by Kairos; ignored");
     }
@@ -265,7 +269,16 @@ async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<()> {
     server.shutdown().await
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // Every error is one line on stderr and a non-zero exit, as the temporal CLI answers errors
+    // (no `Caused by:` block, no backtrace): the causes are folded into the line.
+    if let Err(e) = run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let began = Instant::now();
     let command = if std::env::args_os().nth(1).is_some_and(|a| a == "server") {
         let ServerOnly::Server { command } = ServerCli::parse().command;
@@ -277,8 +290,9 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
+            .context("failed to start the async runtime")
     };
-    let outcome = match command {
+    match command {
         Command::Server {
             command: ServerCommand::StartDev(args),
         } => {
@@ -290,9 +304,10 @@ fn main() -> anyhow::Result<()> {
                 std::net::TcpListener::bind(listen)
                     .with_context(|| format!("failed to listen on {listen}"))?,
             );
+            init_logging(&plan.log_level);
             // The database opens on its own thread while the runtime starts.
             plan.config.opening = Some(Opening::begin(&plan.config.database)?);
-            return runtime()?.block_on(start_dev(plan, began));
+            runtime()?.block_on(start_dev(plan, began))
         }
         Command::Workflow { flags, command } => runtime()?.block_on(async {
             client::Client::connect(&flags)
@@ -312,11 +327,5 @@ fn main() -> anyhow::Result<()> {
                 .operator(command)
                 .await
         }),
-    };
-    if let Err(e) = outcome {
-        // One line on stderr and a non-zero exit, as the temporal CLI answers errors.
-        eprintln!("Error: {e:#}");
-        std::process::exit(1);
     }
-    Ok(())
 }

@@ -41,7 +41,7 @@ impl From<kairos_persistence::Error> for Error {
     fn from(e: kairos_persistence::Error) -> Self {
         match e {
             kairos_persistence::Error::NotFound(m) => Error::NotFound(m),
-            other => Error::Unavailable(other.to_string()),
+            other => Error::Unavailable(other.with_causes()),
         }
     }
 }

@@ -44,3 +44,18 @@ impl Error {
         }
     }
 }
+
+impl Error {
+    /// The error with every cause after it, on one line (`failed to commit: database or disk is
+    /// full (sqlite: SQLITE_FULL, code 13)`): what a log line or a client needs to see why.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+}

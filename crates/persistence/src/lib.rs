@@ -4,6 +4,7 @@
 
 mod error;
 pub mod sqlite;
+mod wal;
 
 use async_trait::async_trait;
 

@@ -271,6 +271,13 @@ fn frame_event(out: &mut Vec<u8>, event: &[u8]) {
     out.extend_from_slice(event);
 }
 
+/// Splits a stored history row into its events' bytes and counts them: the row decoder, for
+/// the fuzz target (`fuzz/`) and its smoke test.
+#[doc(hidden)]
+pub fn split_history_row(data: &[u8]) -> std::result::Result<usize, String> {
+    unframe_events(data).map(|events| events.len())
+}
+
 /// Splits a history row back into its events' bytes.
 fn unframe_events(mut data: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
     let mut events = Vec::new();
@@ -414,6 +421,9 @@ pub struct SqliteStore {
     reader_pool: Arc<Readers>,
     /// For [`Location::Memory`]: the directory holding the file, deleted with the last clone.
     _scratch: Option<Arc<tempfile::TempDir>>,
+    /// For [`Location::File`]: the exclusive lock on the database, released with the last clone
+    /// (or when the process ends, however it ends).
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 enum WriteRequest {
@@ -473,8 +483,36 @@ impl Writer {
 }
 
 fn sql_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-    move |e| Error::unavailable(what.to_string(), e)
+    move |e| Error::unavailable(what.to_string(), SqliteCause::of(e))
 }
+
+/// SQLite's own message with its result code, as the cause of a store error: "database or
+/// disk is full (SQLITE_FULL, code 13)" says what to do where rusqlite's text alone may not.
+#[derive(Debug)]
+struct SqliteCause(String);
+
+impl SqliteCause {
+    fn of(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(failure, message) => {
+                let text = message.clone().unwrap_or_else(|| failure.to_string());
+                SqliteCause(format!(
+                    "{text} (SQLite result code {})",
+                    failure.extended_code
+                ))
+            }
+            _ => SqliteCause(e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for SqliteCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqliteCause {}
 
 fn open_connection(uri: &str, flags: rusqlite::OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(uri, flags).map_err(sql_err("failed to open sqlite"))?;
@@ -490,18 +528,20 @@ impl SqliteStore {
             | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
             | rusqlite::OpenFlags::SQLITE_OPEN_URI
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let (uri, scratch, synchronous, created) = match location {
+        let (uri, scratch, lock, synchronous, created) = match location {
             Location::File(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         Error::unavailable(format!("failed to create {}", parent.display()), e)
                     })?;
                 }
+                let lock = lock_database(path)?;
                 let created = if !path.exists() {
                     create_database(path)?
                 } else if torn_creation(path).map_err(|e| {
                     Error::unavailable(format!("failed to read {}", path.display()), e)
                 })? {
+                    refuse_if_logged(path)?;
                     tracing::warn!(
                         path = %path.display(),
                         "the database file is what a crash leaves of a file being created \
@@ -512,7 +552,7 @@ impl SqliteStore {
                 } else {
                     None
                 };
-                (path_uri(path), None, "FULL", created)
+                (path_uri(path), None, Some(Arc::new(lock)), "FULL", created)
             }
             Location::Memory => {
                 let dir = tempfile::Builder::new()
@@ -520,7 +560,7 @@ impl SqliteStore {
                     .tempdir()
                     .map_err(|e| Error::unavailable("failed to create a scratch directory", e))?;
                 let uri = path_uri(&dir.path().join("kairos.db"));
-                (uri, Some(Arc::new(dir)), "OFF", None)
+                (uri, Some(Arc::new(dir)), None, "OFF", None)
             }
         };
         let mut writer = open_connection(&uri, flags)?;
@@ -559,6 +599,7 @@ impl SqliteStore {
             readers: read_tx,
             reader_pool,
             _scratch: scratch,
+            _lock: lock,
         })
     }
 
@@ -691,7 +732,8 @@ fn create_database(path: &Path) -> Result<Option<Unsynced>> {
 /// bytes were synced: no longer than `TEMPLATE`, every 512-byte sector either the template's or
 /// zeros, and something missing. No commit was ever synced on such a file (the sync comes
 /// first), so nothing is lost by creating it again; a file SQLite or a person wrote has other
-/// bytes and is kept. An empty file is left to SQLite, which makes the schema in it (and may
+/// bytes and is kept. The caller still checks the write-ahead log (`refuse_if_logged`): a log
+/// holding commits is never deleted, whatever the main file looks like. An empty file is left to SQLite, which makes the schema in it (and may
 /// keep a database it made that way in the write-ahead log alone).
 fn torn_creation(path: &Path) -> std::io::Result<bool> {
     let len = std::fs::metadata(path)?.len();
@@ -710,6 +752,80 @@ fn torn_creation(path: &Path) -> std::io::Result<bool> {
         missing = true;
     }
     Ok(missing)
+}
+
+/// Takes the exclusive lock on the database at `path`: its lock file `PATH.lock`, locked for as
+/// long as the store is open and holding the owner's process id. A second server on the same
+/// file would fence the first out of its shards and serve from a stale cache; it is refused
+/// here instead, naming the process that holds the file.
+fn lock_database(path: &Path) -> Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let fail = |what: &str, e: std::io::Error| {
+        Error::unavailable(format!("failed to {what} {}", lock_path.display()), e)
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| fail("open", e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another process".to_string(),
+                pid => format!("process {pid}"),
+            };
+            return Err(Error::Unavailable {
+                message: format!(
+                    "the database {} is in use by {holder} (its lock file is {}); stop that \
+                     server first or choose another --db-filename",
+                    path.display(),
+                    lock_path.display()
+                ),
+                source: None,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail("lock", e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(|e| fail("write", e))?;
+    Ok(file)
+}
+
+/// Refuses to treat a short main file as a torn creation while its write-ahead log holds
+/// committed transactions: they may be data the main file lost, and deleting the log would lose
+/// them for good. Nothing is changed; the message says what the files hold.
+fn refuse_if_logged(path: &Path) -> Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    let wal_path = PathBuf::from(name);
+    let committed = crate::wal::committed(&wal_path)
+        .map_err(|e| Error::unavailable(format!("failed to read {}", wal_path.display()), e))?;
+    if committed.transactions == 0 {
+        return Ok(());
+    }
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Err(Error::Unavailable {
+        message: format!(
+            "the database {} is incomplete ({len} bytes, partly zeros or cut short) but its \
+             write-ahead log {} holds {} committed transaction(s); refusing to open it, and \
+             nothing was changed. If this database was only just created and never served, \
+             remove both files; otherwise restore them from a backup",
+            path.display(),
+            wal_path.display(),
+            committed.transactions
+        ),
+        source: None,
+    })
 }
 
 /// Removes a torn new file with its write-ahead log and shared memory (whose frames, if any,
@@ -884,8 +1000,14 @@ fn commit_group(conn: &mut Connection, batches: Vec<(WriteBatch, oneshot::Sender
         }
         Err(error) => {
             let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(%error, "failed to commit a group of transitions");
-            let message = error.to_string();
+            let message = match &error {
+                Error::Unavailable { message, source } => match source {
+                    Some(cause) => format!("{message}: {cause}"),
+                    None => message.clone(),
+                },
+                other => other.to_string(),
+            };
+            tracing::error!(error = %message, batches = batches.len(), "failed to commit a group of transitions");
             for (_, reply) in batches {
                 let _ = reply.send(Err(Error::Unavailable {
                     message: message.clone(),
@@ -921,19 +1043,39 @@ fn apply_group(
             let failed = applied.is_err();
             results.push(applied);
             if failed {
-                return Ok(results);
+                return group_error_if_rolled_back(conn, results);
             }
             continue;
         }
         run(conn, "SAVEPOINT b", "failed to set a savepoint")?;
         let applied = apply_batch(conn, batch);
         if applied.is_err() {
+            if conn.is_autocommit() {
+                results.push(applied);
+                return group_error_if_rolled_back(conn, results);
+            }
             run(conn, "ROLLBACK TO b", "failed to roll back")?;
         }
         run(conn, "RELEASE b", "failed to release")?;
         results.push(applied);
     }
     run(conn, "COMMIT", "failed to commit")?;
+    Ok(results)
+}
+
+/// After a failed batch: when SQLite rolled the whole transaction back itself (a full disk, an
+/// I/O error), the batch's error is the group's, since nothing of the group was kept;
+/// otherwise only the batch failed and the results go back to the caller.
+fn group_error_if_rolled_back(
+    conn: &Connection,
+    mut results: Vec<Result<()>>,
+) -> Result<Vec<Result<()>>> {
+    if conn.is_autocommit()
+        && matches!(results.last(), Some(Err(_)))
+        && let Some(Err(error)) = results.pop()
+    {
+        return Err(error);
+    }
     Ok(results)
 }
 
@@ -2186,6 +2328,93 @@ mod tests {
 
     /// What a crash can leave of a file created and not yet synced (sectors of zeros, a short
     /// prefix) is created again, its stale log removed; any other file is kept as it is.
+    #[tokio::test]
+    async fn a_full_disk_is_reported_with_sqlites_own_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&Location::File(dir.path().join("k.db"))).unwrap();
+        let range_id = store.acquire_shards(1).await.unwrap()[0].range_id;
+        store.start_writer().unwrap();
+        // SQLite's page limit makes the file "full" at its current size.
+        store
+            .write_job(|conn| {
+                conn.execute_batch("PRAGMA max_page_count = 1")
+                    .map_err(super::sql_err("failed to limit the file"))
+            })
+            .await
+            .unwrap();
+        let batch = crate::WriteBatch {
+            shard_id: 0,
+            range_id,
+            namespace_id: "ns".into(),
+            workflow_id: "wf".into(),
+            executions: vec![(
+                "run".into(),
+                crate::ExecutionWrite::Insert {
+                    state: vec![7; 64 * 1024],
+                },
+            )],
+            ..Default::default()
+        };
+        let error = store.commit(batch).await.expect_err("the disk is full");
+        let text = error.with_causes();
+        assert!(text.contains("database or disk is full"), "{text}");
+        assert!(text.contains("SQLite result code 13"), "{text}");
+        assert_eq!(text.matches("store unavailable").count(), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_file_whose_log_holds_commits_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live.db");
+        let store = SqliteStore::open(&Location::File(live.clone())).unwrap();
+        store.put_metadata("order", vec![42]).await.unwrap();
+        // What a crash leaves: the log with the commit, the main file (never checkpointed: the
+        // template's bytes) cut short.
+        let path = dir.path().join("k.db");
+        let wal = dir.path().join("k.db-wal");
+        std::fs::copy(dir.path().join("live.db-wal"), &wal).unwrap();
+        std::fs::write(&path, &super::TEMPLATE[..4096]).unwrap();
+        drop(store);
+        assert!(
+            super::torn_creation(&path).unwrap(),
+            "shaped like a torn creation"
+        );
+        assert!(crate::wal::committed(&wal).unwrap().transactions > 0);
+        let (main_before, wal_before) =
+            (std::fs::read(&path).unwrap(), std::fs::read(&wal).unwrap());
+        let error = SqliteStore::open(&Location::File(path.clone()))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("refusing to open it"), "{error}");
+        assert!(error.contains("k.db-wal"), "{error}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            main_before,
+            "main file untouched"
+        );
+        assert_eq!(std::fs::read(&wal).unwrap(), wal_before, "log untouched");
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_while_the_first_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let first = SqliteStore::open(&Location::File(path.clone())).unwrap();
+        let error = SqliteStore::open(&Location::File(path.clone()))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains(&format!("in use by process {}", std::process::id())),
+            "{error}"
+        );
+        first.put_metadata("k", vec![1]).await.unwrap();
+        drop(first);
+        let second = SqliteStore::open(&Location::File(path)).unwrap();
+        assert_eq!(second.get_metadata("k").await.unwrap(), Some(vec![1]));
+    }
+
     #[tokio::test]
     async fn a_torn_new_file_is_created_again_and_other_files_kept() {
         let dir = tempfile::tempdir().unwrap();
