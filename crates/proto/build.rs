@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .expect("temporalio-protos exports its descriptor set path");
     println!("cargo:rerun-if-changed={path}");
     let bytes = std::fs::read(&path)?;
+    // The whole set, for tests that walk every request type (`DESCRIPTOR_SET`).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out.join("temporal_descriptors.bin"), &bytes)?;
     let mut set = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
     // Only the files that declare the services we serve; every message is an extern path.
     let wanted = [

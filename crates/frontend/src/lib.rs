@@ -5,7 +5,9 @@
 mod error;
 mod health;
 mod inflate;
+mod links;
 mod operator;
+mod panics;
 mod validate;
 mod workflow;
 
@@ -18,7 +20,8 @@ use kairos_proto::operatorservice::operator_service_server::OperatorServiceServe
 use kairos_proto::workflowservice::workflow_service_server::WorkflowServiceServer;
 use tonic::codec::CompressionEncoding;
 
-pub use inflate::InflateLayer;
+pub use inflate::{InflateLayer, inflate_request};
+pub use panics::CatchPanicLayer;
 pub use workflow::Frontend;
 
 /// The three gRPC services, ready to be added to a tonic router.
@@ -40,8 +43,10 @@ pub fn services(
     matching: kairos_matching::Handle,
     options: ServerOptions,
 ) -> Services {
+    // `InflateLayer` holds requests to `limits.request_size` first; tonic's own check is a
+    // backstop.
+    let max = options.limits.request_size.saturating_add(1024);
     let frontend = Frontend::new(engine.clone(), matching, Arc::new(options));
-    let max = 128 * 1024 * 1024;
     Services {
         workflow: WorkflowServiceServer::new(frontend.clone())
             .accept_compressed(CompressionEncoding::Gzip)

@@ -50,10 +50,23 @@ pub fn memo(limits: &Limits, value: Option<&Memo>) -> Result<(), Status> {
     Ok(())
 }
 
-/// Rejects negative durations.
+/// Rejects negative durations (longer ones than protobuf allows are accepted, and saturate:
+/// `kairos_core::time::from_pb_duration`).
 pub fn timeout(what: &str, value: Option<&prost_wkt_types::Duration>) -> Result<(), Status> {
     if kairos_core::time::is_negative(value) {
-        return Err(invalid(format!("Invalid {what}.")));
+        return Err(invalid(format!(
+            "An invalid {what}Seconds is set on request. cause: negative duration"
+        )));
     }
     Ok(())
+}
+
+/// Checks a retry policy a client sent (with the reference's rules and messages).
+pub fn retry_policy(
+    value: Option<&temporalio_protos::temporal::api::common::v1::RetryPolicy>,
+) -> Result<(), Status> {
+    match value {
+        Some(policy) => kairos_history::state::validate_retry_policy(policy).map_err(invalid),
+        None => Ok(()),
+    }
 }

@@ -28,7 +28,7 @@ use crate::error::{
     invalid, multi_operation_failed, namespace_not_found, query_failed, to_status,
     workflow_not_ready,
 };
-use crate::validate;
+use crate::{links, validate};
 
 /// The WorkflowService implementation (cheap clone).
 #[derive(Clone)]
@@ -75,14 +75,35 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// How much sooner than its caller's deadline a long poll answers (empty), so the answer
+/// arrives before the caller gives up, as the reference answers.
+const LONG_POLL_TAIL: Duration = Duration::from_secs(1);
+
+/// The shortest deadline a task-queue poll accepts (the reference's minimum).
+const MIN_POLL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long a task-queue poll may wait: `cap`, or up to a second before the caller's deadline
+/// when that comes sooner; a deadline under two seconds is refused as the reference refuses it.
+fn poll_budget<T>(request: &Request<T>, cap: Duration) -> Result<Duration, Status> {
+    match grpc_timeout(request) {
+        None => Ok(cap),
+        // At exactly two seconds, the reference has already used some of them by the time it
+        // checks, and refuses.
+        Some(t) if t <= MIN_POLL_DEADLINE => {
+            Err(Status::failed_precondition("Context timeout is too short."))
+        }
+        Some(t) => Ok(cap.min(t - LONG_POLL_TAIL)),
+    }
 }
 
 /// How long an update call waits for its stage: 20 s (as the reference), or less when the
@@ -181,6 +202,7 @@ impl Frontend {
         validate::timeout("WorkflowRunTimeout", req.workflow_run_timeout.as_ref())?;
         validate::timeout("WorkflowTaskTimeout", req.workflow_task_timeout.as_ref())?;
         validate::timeout("WorkflowStartDelay", req.workflow_start_delay.as_ref())?;
+        validate::retry_policy(req.retry_policy.as_ref())?;
         validate::payloads(limits, "Input", req.input.as_ref())?;
         validate::memo(limits, req.memo.as_ref())?;
         if !req.cron_schedule.is_empty() {
@@ -627,6 +649,7 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(StartWorkflowExecutionResponse {
+            link: Some(links::started(&ns.name, &req.workflow_id, &outcome.run_id)),
             run_id: outcome.run_id,
             started: outcome.started,
             status: WorkflowExecutionStatus::Running as i32,
@@ -638,6 +661,7 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<PollWorkflowTaskQueueRequest>,
     ) -> Reply<PollWorkflowTaskAnswer> {
+        let budget = poll_budget(&request, self.poll_timeout())?;
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let queue = req
@@ -646,7 +670,7 @@ impl WorkflowService for Frontend {
             .map(|q| q.name.clone())
             .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
-        let deadline = tokio::time::Instant::now() + self.poll_timeout();
+        let deadline = tokio::time::Instant::now() + budget;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -732,6 +756,7 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<PollActivityTaskQueueRequest>,
     ) -> Reply<PollActivityTaskQueueResponse> {
+        let budget = poll_budget(&request, self.poll_timeout())?;
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let queue = req
@@ -740,7 +765,7 @@ impl WorkflowService for Frontend {
             .map(|q| q.name.clone())
             .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
-        let deadline = tokio::time::Instant::now() + self.poll_timeout();
+        let deadline = tokio::time::Instant::now() + budget;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -974,17 +999,23 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<GetWorkflowExecutionHistoryRequest>,
     ) -> Reply<GetWorkflowExecutionHistoryResponse> {
+        let client_deadline = grpc_timeout(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         let close_only = req.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
+        // A long poll answers (with a token to poll again) a second before the caller's
+        // deadline, as the reference does, rather than being cut off by it.
+        let wait = req
+            .wait_new_event
+            .then(|| client_deadline.map_or(Duration::MAX, |t| t.saturating_sub(LONG_POLL_TAIL)));
         let page = self
             .engine
             .history_page(
                 &key,
                 req.maximum_page_size,
                 &req.next_page_token,
-                req.wait_new_event,
+                wait,
                 close_only,
             )
             .await
@@ -1049,7 +1080,7 @@ impl WorkflowService for Frontend {
         request: Request<QueryWorkflowRequest>,
     ) -> Reply<QueryWorkflowResponse> {
         let timeout = grpc_timeout(&request).unwrap_or(Duration::from_secs(60));
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = kairos_core::time::deadline_after(timeout);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
@@ -1216,6 +1247,11 @@ impl WorkflowService for Frontend {
             .map_err(update_failed)?;
         let responses = vec![
             Out::StartWorkflow(StartWorkflowExecutionResponse {
+                link: Some(links::started(
+                    &ns.name,
+                    &start.workflow_id,
+                    &started.run_id,
+                )),
                 run_id: started.run_id,
                 started: started.started,
                 status: WorkflowExecutionStatus::Running as i32,
@@ -1274,14 +1310,22 @@ impl WorkflowService for Frontend {
             input: req.input,
             identity: req.identity,
             header: req.header,
-            request_id: req.request_id,
+            request_id: req.request_id.clone(),
             external: None,
         };
-        self.engine
+        let run_id = self
+            .engine
             .signal(&ns, &workflow_id, &run_id, signal)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(SignalWorkflowExecutionResponse::default()))
+        Ok(Response::new(SignalWorkflowExecutionResponse {
+            link: Some(links::signaled(
+                &ns.name,
+                &workflow_id,
+                &run_id,
+                &req.request_id,
+            )),
+        }))
     }
 
     async fn signal_with_start_workflow_execution(
@@ -1342,6 +1386,12 @@ impl WorkflowService for Frontend {
             .await
             .map_err(to_status)?;
         Ok(Response::new(SignalWithStartWorkflowExecutionResponse {
+            signal_link: Some(links::signaled(
+                &ns.name,
+                &start.workflow_id,
+                &outcome.run_id,
+                &start.request_id,
+            )),
             run_id: outcome.run_id,
             started: outcome.started,
             ..Default::default()

@@ -20,3 +20,9 @@ pub mod health {
 }
 
 pub use temporalio_protos as protos;
+
+/// The encoded `FileDescriptorSet` of every Temporal API message and service, as
+/// `temporalio-protos` builds it: what a test needs to build any request by reflection. Only
+/// linked into binaries that use it.
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/temporal_descriptors.bin"));

@@ -96,6 +96,7 @@ pub struct Server {
     serving: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     store: Arc<dyn Store>,
     matching: kairos_matching::Handle,
+    panics: kairos_frontend::CatchPanicLayer,
 }
 
 impl Server {
@@ -170,6 +171,10 @@ impl Server {
         sqlite
             .start_writer()
             .context("failed to start the database writer")?;
+        let inflate = kairos_frontend::InflateLayer {
+            max_request: config.options.limits.request_size,
+        };
+        let panics = kairos_frontend::CatchPanicLayer::default();
         let services = kairos_frontend::services(engine, matching.clone(), config.options.clone());
         let (tx, rx) = oneshot::channel::<()>();
         // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
@@ -178,7 +183,8 @@ impl Server {
         let serving = tokio::spawn(
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .layer(kairos_frontend::InflateLayer)
+                .layer(panics.clone())
+                .layer(inflate)
                 .add_service(services.workflow)
                 .add_service(services.operator)
                 .add_service(services.health)
@@ -192,12 +198,18 @@ impl Server {
             serving,
             store: checkpoint_store,
             matching,
+            panics,
         })
     }
 
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many requests panicked in their handler (answered INTERNAL); tests assert zero.
+    pub fn handler_panics(&self) -> u64 {
+        self.panics.count()
     }
 
     /// How many polls wait on a task queue of that name right now (in any namespace), for

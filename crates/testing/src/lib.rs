@@ -11,10 +11,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[doc(hidden)]
+pub mod decoders;
+
 use kairos_core::{Clock, ManualClock, ServerOptions, SystemClock};
 use kairos_server::{Config, Database, Server};
 
-/// A running test server. Dropping it stops the server and removes its database.
+/// A running test server. Dropping it stops the server and removes its database. A request
+/// handler that panicked (answered INTERNAL) fails the test: `shutdown` returns an error and
+/// dropping the server panics, unless the test is already failing.
 pub struct TestServer {
     server: Option<Server>,
     clock: Option<ManualClock>,
@@ -127,11 +132,31 @@ impl TestServer {
             .advance(by);
     }
 
+    /// How many requests panicked in their handler so far.
+    pub fn handler_panics(&self) -> u64 {
+        self.server.as_ref().map_or(0, Server::handler_panics)
+    }
+
     /// Stops the server gracefully.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        match self.server.take() {
+        let panics = self.handler_panics();
+        let stopped = match self.server.take() {
             Some(server) => server.shutdown().await,
             None => Ok(()),
+        };
+        anyhow::ensure!(
+            panics == 0,
+            "{panics} request(s) panicked in the server (see the log above)"
+        );
+        stopped
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let panics = self.handler_panics();
+        if panics > 0 && !std::thread::panicking() {
+            panic!("{panics} request(s) panicked in the server (see the log above)");
         }
     }
 }

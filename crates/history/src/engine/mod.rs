@@ -4,6 +4,7 @@
 //! the cache, hands transfer tasks to matching, arms timers and answers the caller.
 
 mod children;
+mod describe;
 mod reset;
 mod timers;
 pub mod visibility;
@@ -25,16 +26,13 @@ use parking_lot::Mutex;
 use prost::Message;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
 use temporalio_protos::temporal::api::enums::v1::{
-    ContinueAsNewInitiator, EventType, PendingActivityState, TaskQueueKind,
-    WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    ContinueAsNewInitiator, EventType, TaskQueueKind, WorkflowExecutionStatus,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
 };
 use temporalio_protos::temporal::api::history::v1::{
     HistoryEvent, WorkflowExecutionStartedEventAttributes,
 };
 use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
-use temporalio_protos::temporal::api::workflow::v1::{
-    PendingActivityInfo, WorkflowExecutionConfig, WorkflowExecutionInfo,
-};
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tokio::sync::watch;
 
@@ -1184,9 +1182,10 @@ impl Engine {
         workflow_id: &str,
         run_id: &str,
         signal: Signal,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let key = self.resolve_run(ns, workflow_id, run_id).await?;
-        self.transact(&key, None, |t| t.signal(signal)).await
+        self.transact(&key, None, |t| t.signal(signal)).await?;
+        Ok(key.run_id)
     }
 
     /// Update-with-start: a new run admits the update in its first transaction (so its first
@@ -1754,17 +1753,19 @@ impl Engine {
 
     // ----- reads -----
 
-    /// A page of a run's history. With `wait_new_event`, waits (up to the history long-poll
-    /// timeout) for events past the token; with `close_only`, returns only the close event once
+    /// A page of a run's history. With `wait` (a long poll), waits up to that long (and never
+    /// past the history long-poll timeout) for events past the token, then answers with what
+    /// there is and a token to poll again; with `close_only`, returns only the close event once
     /// the run has closed.
     pub async fn history_page(
         &self,
         key: &RunKey,
         page_size: i32,
         token_bytes: &[u8],
-        wait_new_event: bool,
+        wait: Option<Duration>,
         close_only: bool,
     ) -> Result<HistoryPage> {
+        let wait_new_event = wait.is_some();
         let mut from = 1;
         if !token_bytes.is_empty() {
             let token = PageToken::decode(token_bytes)
@@ -1785,8 +1786,10 @@ impl Engine {
         let ready = |closed: bool, next: i64| closed || (!close_only && from < next);
         if wait_new_event && !ready(closed, next_event_id) {
             let mut rx = self.watch(key);
-            let deadline =
-                tokio::time::Instant::now() + self.inner.options.history_long_poll_timeout;
+            let deadline = kairos_core::time::deadline_after(
+                wait.unwrap_or_default()
+                    .min(self.inner.options.history_long_poll_timeout),
+            );
             // Read again once subscribed: a commit in between is not missed.
             let (next, status, close) = self.progress(key).await?;
             (next_event_id, closed, close_event_id) = (next, status_closed(status), close);
@@ -2050,134 +2053,6 @@ impl Engine {
         }
         let ms = self.read_state(key).await?;
         Ok((ms.next_event_id, ms.status, ms.close_event_id))
-    }
-
-    /// `DescribeWorkflowExecution`.
-    pub async fn describe(
-        &self,
-        ns: &Namespace,
-        key: &RunKey,
-    ) -> Result<ws::DescribeWorkflowExecutionResponse> {
-        let ms = self.read_state(key).await?;
-        let mut info = execution_info(&ms);
-        info.search_attributes = ms
-            .search_attributes
-            .as_ref()
-            .map(|sa| visibility::typed(sa, &ns.custom_search_attributes));
-        let pending_activities =
-            ms.activities
-                .iter()
-                .map(|a| PendingActivityInfo {
-                    activity_id: a.activity_id.clone(),
-                    activity_type: a.activity_type.clone(),
-                    state: if a.cancel_requested {
-                        PendingActivityState::CancelRequested as i32
-                    } else if a.started {
-                        PendingActivityState::Started as i32
-                    } else {
-                        PendingActivityState::Scheduled as i32
-                    },
-                    heartbeat_details: a.heartbeat_details.clone(),
-                    last_heartbeat_time: (a.last_heartbeat_ms > 0)
-                        .then(|| to_timestamp(from_millis(a.last_heartbeat_ms))),
-                    last_started_time: (a.started_time_ms > 0)
-                        .then(|| to_timestamp(from_millis(a.started_time_ms))),
-                    attempt: a.attempt,
-                    maximum_attempts: a.retry_policy.as_ref().map_or(0, |p| p.maximum_attempts),
-                    scheduled_time: Some(to_timestamp(from_millis(
-                        a.current_attempt_scheduled_time_ms,
-                    ))),
-                    expiration_time: (!from_pb_duration(a.schedule_to_close.as_ref()).is_zero())
-                        .then(|| {
-                            to_timestamp(
-                                from_millis(a.scheduled_time_ms)
-                                    + from_pb_duration(a.schedule_to_close.as_ref()),
-                            )
-                        }),
-                    last_failure: a.last_failure.clone(),
-                    last_worker_identity: if a.started {
-                        a.started_identity.clone()
-                    } else {
-                        a.last_worker_identity.clone()
-                    },
-                    ..Default::default()
-                })
-                .collect();
-        Ok(ws::DescribeWorkflowExecutionResponse {
-            execution_config: Some(WorkflowExecutionConfig {
-                task_queue: Some(TaskQueue {
-                    name: ms.task_queue.clone(),
-                    kind: TaskQueueKind::Normal as i32,
-                    normal_name: String::new(),
-                }),
-                workflow_execution_timeout: ms.execution_timeout,
-                workflow_run_timeout: ms.run_timeout,
-                default_workflow_task_timeout: ms.wft_timeout,
-                user_metadata: None,
-            }),
-            workflow_execution_info: Some(info),
-            pending_activities,
-            pending_children: ms
-                .children
-                .iter()
-                .filter(|_| !crate::state::is_closed(ms.status))
-                .map(|c| {
-                    temporalio_protos::temporal::api::workflow::v1::PendingChildExecutionInfo {
-                        workflow_id: c.workflow_id.clone(),
-                        run_id: c.run_id.clone(),
-                        workflow_type_name: c.workflow_type.clone(),
-                        initiated_id: c.initiated_event_id,
-                        parent_close_policy: c.parent_close_policy,
-                    }
-                })
-                .collect(),
-            ..Default::default()
-        })
-    }
-}
-
-/// The `WorkflowExecutionInfo` of a run, as describe and list return it.
-pub fn execution_info(ms: &MutableState) -> WorkflowExecutionInfo {
-    WorkflowExecutionInfo {
-        execution: Some(WorkflowExecution {
-            workflow_id: ms.workflow_id.clone(),
-            run_id: ms.run_id.clone(),
-        }),
-        r#type: Some(WorkflowType {
-            name: ms.workflow_type.clone(),
-        }),
-        start_time: Some(to_timestamp(from_millis(ms.start_time_ms))),
-        close_time: (ms.close_time_ms > 0).then(|| to_timestamp(from_millis(ms.close_time_ms))),
-        status: ms.status,
-        history_length: ms.next_event_id - 1,
-        execution_time: Some(to_timestamp(from_millis(ms.execution_time_ms))),
-        memo: ms.memo.clone(),
-        search_attributes: ms.search_attributes.clone(),
-        task_queue: ms.task_queue.clone(),
-        state_transition_count: ms.state_transition_count,
-        history_size_bytes: ms.history_size_bytes,
-        first_run_id: ms.first_execution_run_id.clone(),
-        parent_namespace_id: ms
-            .parent
-            .as_ref()
-            .map(|p| p.namespace_id.clone())
-            .unwrap_or_default(),
-        parent_execution: ms.parent.as_ref().map(|p| WorkflowExecution {
-            workflow_id: p.workflow_id.clone(),
-            run_id: p.run_id.clone(),
-        }),
-        root_execution: Some(ms.root.clone().unwrap_or_else(|| WorkflowExecution {
-            workflow_id: ms.workflow_id.clone(),
-            run_id: ms.run_id.clone(),
-        })),
-        execution_duration: (ms.close_time_ms > 0)
-            .then(|| {
-                to_pb_duration(Duration::from_millis(
-                    (ms.close_time_ms - ms.execution_time_ms).max(0) as u64,
-                ))
-            })
-            .flatten(),
-        ..Default::default()
     }
 }
 
@@ -2553,9 +2428,11 @@ fn activity_task(
         ))),
         started_time: Some(to_timestamp(from_millis(act.started_time_ms))),
         attempt: act.attempt,
-        schedule_to_close_timeout: act.schedule_to_close,
-        start_to_close_timeout: act.start_to_close,
-        heartbeat_timeout: act.heartbeat,
+        // Present even when zero, as the reference copies them from the scheduled event: the
+        // TypeScript SDK refuses an activity task without them.
+        schedule_to_close_timeout: Some(act.schedule_to_close.unwrap_or_default()),
+        start_to_close_timeout: Some(act.start_to_close.unwrap_or_default()),
+        heartbeat_timeout: Some(act.heartbeat.unwrap_or_default()),
         retry_policy: act.retry_policy.clone(),
         priority: act.priority.clone(),
         ..Default::default()

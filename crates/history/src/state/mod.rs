@@ -7,6 +7,7 @@ mod children;
 mod external;
 pub mod model;
 mod reset;
+mod reset_points;
 mod retry;
 mod timers;
 mod updates;
@@ -33,7 +34,7 @@ use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCo
 pub use children::ChildStart;
 pub use model::*;
 pub use reset::{rebuild, signals_after};
-pub use retry::{RetryDecision, normalize_retry_policy};
+pub use retry::{RetryDecision, normalize_retry_policy, validate as validate_retry_policy};
 pub use timers::{TimerChanges, forget_timer, settle_timers};
 
 /// Placeholder for the started event id of a close event whose started event is still buffered.
@@ -853,19 +854,19 @@ impl<'a> Transition<'a> {
             self.fail_started_wft(&wft, cause, Some(failure), &req.identity);
             return Ok(CompletionOutcome::Failed { cause, message });
         }
-        let completed_id = self.append(event(
-            EventType::WorkflowTaskCompleted,
-            hist::WorkflowTaskCompletedEventAttributes {
-                scheduled_event_id,
-                started_event_id: wft.started_event_id,
-                identity: req.identity.clone(),
-                binary_checksum: req.binary_checksum.clone(),
-                worker_version: req.worker_version_stamp.clone(),
-                sdk_metadata: req.sdk_metadata.clone(),
-                metering_metadata: req.metering_metadata,
-                ..Default::default()
-            },
-        ));
+        let completed = hist::WorkflowTaskCompletedEventAttributes {
+            scheduled_event_id,
+            started_event_id: wft.started_event_id,
+            identity: req.identity.clone(),
+            binary_checksum: req.binary_checksum.clone(),
+            worker_version: req.worker_version_stamp.clone(),
+            sdk_metadata: req.sdk_metadata.clone(),
+            metering_metadata: req.metering_metadata,
+            ..Default::default()
+        };
+        let at_ms = self.now_ms();
+        let completed_id = self.append(event(EventType::WorkflowTaskCompleted, completed.clone()));
+        reset_points::record(self.ms, completed_id, &completed, at_ms);
         self.ms.wft = None;
         self.ms.wft_attempt = 1;
         self.ms.last_completed_wft_started_id = wft.started_event_id;

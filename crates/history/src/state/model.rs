@@ -129,6 +129,9 @@ pub struct MutableState {
     /// Signals the run has received (for `history.maximumSignalsPerExecution`).
     #[prost(int64, tag = "48")]
     pub signal_count: i64,
+    /// The first completed workflow task of each worker binary (`state::reset_points`).
+    #[prost(message, repeated, tag = "49")]
+    pub reset_points: Vec<temporalio_protos::temporal::api::workflow::v1::ResetPointInfo>,
 }
 
 /// Where a child run reports its close.

@@ -117,6 +117,7 @@ pub fn rebuild(
                 }
             }
             Some(A::WorkflowTaskCompletedEventAttributes(a)) => {
+                super::reset_points::record(&mut ms, ev.event_id, a, at);
                 ms.wft = None;
                 ms.last_completed_wft_started_id = a.started_event_id;
                 ms.wft_attempt = 1;

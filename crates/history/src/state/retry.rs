@@ -36,16 +36,22 @@ pub fn normalize_retry_policy(policy: Option<RetryPolicy>) -> RetryPolicy {
     p
 }
 
-/// Checks a client-supplied retry policy.
+/// Checks a client-supplied retry policy, with the reference's messages.
 pub fn validate(p: &RetryPolicy) -> Result<(), String> {
     if kairos_core::time::is_negative(p.initial_interval.as_ref()) {
-        return Err("InitialInterval cannot be negative on retry policy.".into());
+        return Err("invalid InitialInterval set on retry policy: negative duration".into());
+    }
+    if kairos_core::time::is_negative(p.maximum_interval.as_ref()) {
+        return Err("invalid MaximumInterval set on retry policy: negative duration".into());
+    }
+    if default_maximum_overflows(p) {
+        // The reference makes the default maximum a hundred initial intervals in signed 64-bit
+        // nanoseconds; past about 2.9 years of initial interval that wraps negative and the
+        // policy is refused. Refused here too, so a policy means the same on both servers.
+        return Err("invalid MaximumInterval set on retry policy: negative duration".into());
     }
     if p.backoff_coefficient != 0.0 && p.backoff_coefficient < 1.0 {
         return Err("BackoffCoefficient cannot be less than 1 on retry policy.".into());
-    }
-    if kairos_core::time::is_negative(p.maximum_interval.as_ref()) {
-        return Err("MaximumInterval cannot be negative on retry policy.".into());
     }
     let max = from_pb_duration(p.maximum_interval.as_ref());
     if !max.is_zero() && max < from_pb_duration(p.initial_interval.as_ref()) {
@@ -55,6 +61,23 @@ pub fn validate(p: &RetryPolicy) -> Result<(), String> {
         return Err("MaximumAttempts cannot be negative on retry policy.".into());
     }
     Ok(())
+}
+
+/// True when the maximum interval is unset and a hundred initial intervals, as signed 64-bit
+/// nanoseconds (the initial one saturating there), wrap negative.
+fn default_maximum_overflows(p: &RetryPolicy) -> bool {
+    if p.maximum_interval
+        .as_ref()
+        .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
+    {
+        return false;
+    }
+    let Some(initial) = p.initial_interval.as_ref() else {
+        return false;
+    };
+    let nanos = i128::from(initial.seconds) * 1_000_000_000 + i128::from(initial.nanos);
+    let nanos = i64::try_from(nanos.max(0)).unwrap_or(i64::MAX);
+    nanos.wrapping_mul(100) < 0
 }
 
 /// Decides whether a failed attempt is retried. `timeout` is set when the attempt timed out.
@@ -112,7 +135,15 @@ pub fn backoff(policy: &RetryPolicy, attempt: i32) -> Duration {
     let max = from_pb_duration(policy.maximum_interval.as_ref()).as_secs_f64();
     let raw = initial * policy.backoff_coefficient.powi((attempt - 1).max(0));
     let capped = if max > 0.0 { raw.min(max) } else { raw };
-    Duration::from_secs_f64(capped.clamp(0.0, 10.0 * 365.0 * 86_400.0))
+    const LONGEST: f64 = 10.0 * 365.0 * 86_400.0;
+    // A NaN (a NaN coefficient, or zero times infinity) waits as long as allowed rather than
+    // panicking in the conversion.
+    let seconds = if capped.is_nan() {
+        LONGEST
+    } else {
+        capped.clamp(0.0, LONGEST)
+    };
+    Duration::from_secs_f64(seconds)
 }
 
 /// Decides whether a failed or timed-out run is retried under its workflow retry policy
