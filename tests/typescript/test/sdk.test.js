@@ -14,7 +14,7 @@ const {
   WorkflowExecutionAlreadyStartedError,
   WithStartWorkflowOperation,
 } = require('@temporalio/client');
-const { Worker, bundleWorkflowCode, DefaultLogger, Runtime } = require('@temporalio/worker');
+const { Worker, NativeConnection, bundleWorkflowCode, DefaultLogger, Runtime } = require('@temporalio/worker');
 const {
   ActivityFailure,
   ApplicationFailure,
@@ -38,6 +38,7 @@ const stageKey = defineSearchAttributeKey('KairosTsStage', 'INT');
 
 let server;
 let client;
+let nativeConnection;
 let worker;
 let workerRun;
 let bundle;
@@ -71,8 +72,9 @@ before(async () => {
     logger: new DefaultLogger('WARN'),
   });
   // The SDK's default worker settings: what users run.
+  nativeConnection = await NativeConnection.connect({ address: server.address });
   worker = await Worker.create({
-    connection: await require('@temporalio/worker').NativeConnection.connect({ address: server.address }),
+    connection: nativeConnection,
     namespace: 'default',
     taskQueue: TASK_QUEUE,
     workflowBundle: bundle,
@@ -86,6 +88,8 @@ after(async () => {
     worker.shutdown();
     await workerRun;
   }
+  // Every connection closed, or the process would not exit.
+  if (nativeConnection) await nativeConnection.close();
   if (server) await server.stop();
 });
 
