@@ -302,3 +302,75 @@ async def test_extreme_durations_inside_commands_never_fire_early(
     fired = ours["history when the 1 s timer fired"]
     assert fired.count("EVENT_TYPE_TIMER_FIRED") == 1, fired
     assert "EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT" not in fired, fired
+
+
+async def _run_timeout_with_a_far_retry(target: str, tq_name: str, workflow_id: str) -> List[str]:
+    """A run with a 2 s run timeout whose activity fails and is retried in i64::MAX s: the run
+    must still time out at 2 s. Returns its history's event types."""
+    client = await Client.connect(target, namespace="default")
+    svc = client.workflow_service
+    tq = TaskQueue(name=tq_name)
+    await svc.start_workflow_execution(
+        StartWorkflowExecutionRequest(
+            namespace="default",
+            workflow_id=workflow_id,
+            workflow_type=WorkflowType(name="Edge"),
+            task_queue=tq,
+            request_id=str(uuid.uuid4()),
+            workflow_run_timeout=_dur(2),
+        )
+    )
+    task = await svc.poll_workflow_task_queue(
+        PollWorkflowTaskQueueRequest(namespace="default", task_queue=tq, identity="edge")
+    )
+    huge = _dur(I64_MAX)
+    await svc.respond_workflow_task_completed(
+        RespondWorkflowTaskCompletedRequest(
+            namespace="default",
+            task_token=task.task_token,
+            identity="edge",
+            commands=[
+                Command(
+                    command_type=CommandType.COMMAND_TYPE_SCHEDULE_ACTIVITY_TASK,
+                    schedule_activity_task_command_attributes=ScheduleActivityTaskCommandAttributes(
+                        activity_id="far",
+                        activity_type=ActivityType(name="slow"),
+                        task_queue=tq,
+                        start_to_close_timeout=_dur(30),
+                        retry_policy=RetryPolicy(initial_interval=huge, maximum_interval=huge),
+                    ),
+                )
+            ],
+        )
+    )
+    activity = await svc.poll_activity_task_queue(
+        PollActivityTaskQueueRequest(namespace="default", task_queue=tq, identity="edge"),
+        timeout=timedelta(seconds=10),
+    )
+    await svc.respond_activity_task_failed(
+        RespondActivityTaskFailedRequest(
+            namespace="default",
+            task_token=activity.task_token,
+            failure=Failure(message="retry me", application_failure_info=ApplicationFailureInfo(type="Again")),
+            identity="edge",
+        )
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        history = await _history_types(svc, workflow_id)
+        if "EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT" in history:
+            return history
+        assert time.monotonic() < deadline, f"the run never timed out: {history}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_run_times_out_while_its_activity_waits_for_a_far_retry(
+    kairos_target: str, reference_target: str
+) -> None:
+    tq = f"edge-{uuid.uuid4()}"
+    workflow_id = f"edge-{uuid.uuid4()}"
+    ours, theirs = await asyncio.gather(
+        _run_timeout_with_a_far_retry(kairos_target, tq, workflow_id),
+        _run_timeout_with_a_far_retry(reference_target, tq, workflow_id),
+    )
+    assert ours == theirs, f"kairos:\n{ours}\nreference:\n{theirs}"
