@@ -123,14 +123,20 @@ impl Namespaces {
     }
 
     /// Creates `name` with `retention` unless it exists: a namespace the server is configured
-    /// with, created as it starts and before it serves. The commit is not synced on its own
-    /// ([`PutNamespace::CreateAtStart`]), which takes a millisecond off a new database's first
-    /// start.
+    /// with, created as it starts and before it serves (a backend may make such writes durable
+    /// with its first write after `Store::start_serving`; SQLite does, a millisecond off a new
+    /// database's first start).
     pub async fn create_at_start(&self, name: &str, retention: Duration) -> Result<()> {
         if self.get(name).is_err() {
-            let how = PutNamespace::CreateAtStart;
-            self.create(name, "", "", retention, HashMap::new(), how)
-                .await?;
+            self.create(
+                name,
+                "",
+                "",
+                retention,
+                HashMap::new(),
+                PutNamespace::Create,
+            )
+            .await?;
         }
         Ok(())
     }

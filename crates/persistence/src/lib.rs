@@ -1,10 +1,13 @@
-//! Kairos persistence: the store trait every backend implements, the row types that cross it,
-//! and the SQLite backend. Callers hand the store one [`WriteBatch`] per state transition; a
-//! backend commits it atomically (all rows or none) or reports why not.
+//! Kairos persistence: the store contract every backend implements (the [`Store`] trait, the
+//! row types that cross it, the errors callers branch on) and, behind the `conformance`
+//! feature, the suite that defines what a store must do. Callers hand the store one
+//! [`WriteBatch`] per state transition; a backend commits it atomically (all rows or none) or
+//! reports why not. Backends live in their own crates (`kairos-persistence-sqlite`,
+//! `kairos-persistence-postgres`).
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
-pub mod sqlite;
-mod wal;
 
 use async_trait::async_trait;
 
@@ -15,12 +18,6 @@ pub use error::{Error, Result};
 pub enum PutNamespace {
     /// Creates it; `AlreadyExists` if the name or id is taken.
     Create,
-    /// Creates it, committed without a sync of its own: for the namespaces a server creates as
-    /// it starts, before it answers anyone. The store's log is made durable in order, so the
-    /// first durable commit after this one (anything a client is told happened) makes the
-    /// namespace durable too; a crash before that loses only the namespace, which the next
-    /// start creates again.
-    CreateAtStart,
     /// Overwrites the stored namespace of that id.
     Replace,
 }
@@ -220,7 +217,7 @@ pub struct VisibilityRow {
     pub search_attributes: Vec<u8>,
     /// Index rows of the search attributes: (name, value); a keyword list gives one row per
     /// element. Not filled on reads.
-    pub attributes: Vec<(String, kairos_core::filter::SqlValue)>,
+    pub attributes: Vec<(String, kairos_core::filter::Value)>,
 }
 
 /// Where a page of a list ends: the sort key of its last row.
@@ -284,9 +281,16 @@ pub trait Store: Send + Sync + 'static {
         first: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>>;
-    /// Makes start-up after a clean stop cheap (SQLite: folds the write-ahead log into the
-    /// database and empties it). Called once serving has stopped; the store stays usable.
-    async fn checkpoint(&self) -> Result<()>;
+    /// Called once the server's start-up reads and writes (leases, the namespaces it creates,
+    /// the timer and task scans) are done, just before it serves. Writes before it answer
+    /// nobody, so a backend may make them durable with the first write after it rather than on
+    /// their own (SQLite does; a crash in between loses only what the next start writes again).
+    fn start_serving(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Called once serving has stopped: leaves the store tidy for the next start (SQLite folds
+    /// its write-ahead log into the file). The store stays usable.
+    async fn close(&self) -> Result<()>;
     /// Hands every stored timer to `each`, in fire order, one row at a time: with many open
     /// workflows the rows never sit in memory all at once beside whatever `each` keeps of them.
     /// Read once, as the server starts (as are `load_transfers` and `list_namespaces`): the
@@ -317,7 +321,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_visibility(
         &self,
         namespace_id: &str,
-        filter: kairos_core::filter::SqlFilter,
+        filter: &kairos_core::filter::Filter,
         after: Option<VisibilityCursor>,
         limit: usize,
     ) -> Result<Vec<VisibilityRow>>;
@@ -325,7 +329,7 @@ pub trait Store: Send + Sync + 'static {
     async fn count_visibility(
         &self,
         namespace_id: &str,
-        filter: kairos_core::filter::SqlFilter,
+        filter: &kairos_core::filter::Filter,
         by_status: bool,
     ) -> Result<Vec<(Option<i32>, i64)>>;
 }

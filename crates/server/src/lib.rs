@@ -9,7 +9,7 @@ use anyhow::Context;
 use kairos_core::{Clock, ServerOptions, SystemClock};
 use kairos_history::{Engine, EngineOptions, Namespaces};
 use kairos_persistence::Store;
-use kairos_persistence::sqlite::{Location, SqliteStore};
+use kairos_persistence_sqlite::{Location, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -46,7 +46,7 @@ pub struct Config {
 /// before it builds the async runtime, so the two overlap: on two cores the open (about 1 ms,
 /// more for a new file) and the runtime's start (0.3-0.7 ms) took turns before, each a tenth of
 /// the time to a first answer.
-pub struct Opening(std::thread::JoinHandle<anyhow::Result<SqliteStore>>);
+pub struct Opening(std::thread::JoinHandle<anyhow::Result<Arc<dyn Store>>>);
 
 impl Opening {
     /// Starts opening `database`, creating it if missing. Fails only if no thread can start.
@@ -60,19 +60,20 @@ impl Opening {
     }
 
     /// Waits for the open to finish.
-    fn finish(self) -> anyhow::Result<SqliteStore> {
+    fn finish(self) -> anyhow::Result<Arc<dyn Store>> {
         self.0
             .join()
             .map_err(|_| anyhow::anyhow!("the thread opening the database panicked"))?
     }
 }
 
-fn open_database(database: &Database) -> anyhow::Result<SqliteStore> {
+fn open_database(database: &Database) -> anyhow::Result<Arc<dyn Store>> {
     let location = match database {
         Database::SqliteFile(path) => Location::File(path.clone()),
         Database::SqliteMemory => Location::Memory,
     };
-    SqliteStore::open(&location).context("failed to open the database")
+    let store = SqliteStore::open(&location).context("failed to open the database")?;
+    Ok(Arc::new(store))
 }
 
 impl Default for Config {
@@ -127,12 +128,11 @@ impl Server {
         // Without an `Opening`, opened on this thread, blocking it for the 1-3 ms the open
         // takes, before anything is served: handing the open to the blocking pool cost a thread
         // start and a wake-up, 0.3 ms of every start.
-        let sqlite = Arc::new(match config.opening.take() {
+        let store: Arc<dyn Store> = match config.opening.take() {
             Some(opening) => opening.finish()?,
             None => open_database(&config.database)?,
-        });
-        let store: Arc<dyn Store> = sqlite.clone();
-        let checkpoint_store = store.clone();
+        };
+        let serving_store = store.clone();
         let namespaces = Namespaces::load(store.clone()).await?;
         let matching = kairos_matching::Handle::new(kairos_matching::Options {
             long_poll_timeout: config.options.long_poll_timeout,
@@ -168,8 +168,8 @@ impl Server {
         let engine = engine?;
         // The start-up reads and writes ran on this thread; from here on the writer thread
         // takes them.
-        sqlite
-            .start_writer()
+        serving_store
+            .start_serving()
             .context("failed to start the database writer")?;
         let inflate = kairos_frontend::InflateLayer {
             max_request: config.options.limits.request_size,
@@ -196,7 +196,7 @@ impl Server {
             addr,
             shutdown: Some(tx),
             serving,
-            store: checkpoint_store,
+            store: serving_store,
             matching,
             panics,
         })
@@ -231,8 +231,8 @@ impl Server {
         }
         (&mut self.serving).await.context("server task failed")??;
         // A clean stop leaves nothing for the next start to recover.
-        if let Err(e) = self.store.checkpoint().await {
-            tracing::warn!(error = %e, "checkpoint at shutdown failed; the next start recovers the log");
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %e, "failed to close the store cleanly; the next start recovers");
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ pub fn decode_any(data: &[u8]) {
             }
         }
         3 => {
-            let _ = std::hint::black_box(kairos_persistence::sqlite::split_history_row(input));
+            let _ = std::hint::black_box(kairos_persistence_sqlite::split_history_row(input));
         }
         4 => {
             let mut custom = HashMap::new();

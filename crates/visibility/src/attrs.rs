@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use kairos_core::filter::Column;
+
 /// The type of a search attribute (the `IndexedValueType` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttrType {
@@ -79,11 +81,11 @@ impl fmt::Display for AttrType {
     }
 }
 
-/// A system attribute: a column of the `visibility` table.
+/// A system attribute: a column of the visibility record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SystemAttr {
     pub name: &'static str,
-    pub column: &'static str,
+    pub column: Column,
     pub ty: AttrType,
 }
 
@@ -91,82 +93,82 @@ pub struct SystemAttr {
 pub const SYSTEM: &[SystemAttr] = &[
     SystemAttr {
         name: "WorkflowId",
-        column: "workflow_id",
+        column: Column::WorkflowId,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "RunId",
-        column: "run_id",
+        column: Column::RunId,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "WorkflowType",
-        column: "workflow_type",
+        column: Column::WorkflowType,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "TaskQueue",
-        column: "task_queue",
+        column: Column::TaskQueue,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "ExecutionStatus",
-        column: "status",
+        column: Column::Status,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "ParentWorkflowId",
-        column: "parent_workflow_id",
+        column: Column::ParentWorkflowId,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "ParentRunId",
-        column: "parent_run_id",
+        column: Column::ParentRunId,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "RootWorkflowId",
-        column: "root_workflow_id",
+        column: Column::RootWorkflowId,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "RootRunId",
-        column: "root_run_id",
+        column: Column::RootRunId,
         ty: AttrType::Keyword,
     },
     SystemAttr {
         name: "StartTime",
-        column: "start_time",
+        column: Column::StartTime,
         ty: AttrType::Datetime,
     },
     SystemAttr {
         name: "ExecutionTime",
-        column: "execution_time",
+        column: Column::ExecutionTime,
         ty: AttrType::Datetime,
     },
     SystemAttr {
         name: "CloseTime",
-        column: "close_time",
+        column: Column::CloseTime,
         ty: AttrType::Datetime,
     },
     SystemAttr {
         name: "HistoryLength",
-        column: "history_length",
+        column: Column::HistoryLength,
         ty: AttrType::Int,
     },
     SystemAttr {
         name: "HistorySizeBytes",
-        column: "history_size_bytes",
+        column: Column::HistorySizeBytes,
         ty: AttrType::Int,
     },
     SystemAttr {
         name: "StateTransitionCount",
-        column: "state_transition_count",
+        column: Column::StateTransitionCount,
         ty: AttrType::Int,
     },
     SystemAttr {
         name: "ExecutionDuration",
-        column: "execution_duration",
+        column: Column::ExecutionDuration,
         ty: AttrType::Int,
     },
 ];

@@ -1,11 +1,11 @@
-//! From a parsed [`Query`] to a parameterized SQL condition over the `visibility` table
-//! (alias `v`) and its `visibility_attributes` rows: names resolved, operators checked against
-//! each attribute's type, values converted (datetimes to epoch nanoseconds, statuses to their
-//! numbers, durations to nanoseconds). Every value is a bound parameter.
+//! From a parsed [`Query`] to a typed, resolved [`Filter`] (`kairos_core::filter`): names
+//! resolved, operators checked against each attribute's type, values converted to their stored
+//! form (datetimes to epoch nanoseconds, statuses to their numbers, durations to nanoseconds).
+//! Each store backend renders the filter in its own SQL dialect, every value a bound parameter.
 use std::collections::HashMap;
 
 use chrono::DateTime;
-use kairos_core::filter::{SqlFilter, SqlValue};
+use kairos_core::filter::{Filter, Op, Slot, Test, Value};
 
 use crate::attrs::{AttrType, Resolved, resolve};
 use crate::parse::{CmpOp, Expr, Literal, Query};
@@ -13,7 +13,7 @@ use crate::parse::{CmpOp, Expr, Literal, Query};
 /// A compiled query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compiled {
-    pub filter: SqlFilter,
+    pub filter: Filter,
     /// `GROUP BY ExecutionStatus` (the only grouping supported).
     pub group_by_status: bool,
 }
@@ -29,22 +29,23 @@ const STATUSES: &[(&str, i64)] = &[
     ("TimedOut", 7),
 ];
 
+/// Internal runs (schedulers, for one) carry this attribute; lists hide them unless asked.
+const DIVISION: &str = "TemporalNamespaceDivision";
+
 /// Compiles `query` for the namespace whose custom attributes are `custom`.
 pub fn compile(query: &Query, custom: &HashMap<String, AttrType>) -> Result<Compiled, String> {
-    let mut params = Vec::new();
     let mut mentions_division = false;
-    let mut sql = match &query.filter {
-        Some(e) => expr(e, custom, &mut params, &mut mentions_division)?,
-        None => String::new(),
+    let mut filter = match &query.filter {
+        Some(e) => expr(e, custom, &mut mentions_division)?,
+        None => Filter::All,
     };
     if !mentions_division {
-        // Internal runs (schedulers, for one) carry a division; lists hide them unless asked.
-        let hidden = stored_exists("TemporalNamespaceDivision", "1 = 1", &mut params);
-        let cond = format!("NOT {hidden}");
-        sql = if sql.is_empty() {
-            cond
-        } else {
-            format!("({sql}) AND {cond}")
+        let hidden = Filter::Not(Box::new(Filter::HasAttribute {
+            name: DIVISION.to_string(),
+        }));
+        filter = match filter {
+            Filter::All => hidden,
+            other => Filter::And(vec![other, hidden]),
         };
     }
     let group_by_status = match query.group_by.as_deref() {
@@ -60,70 +61,109 @@ pub fn compile(query: &Query, custom: &HashMap<String, AttrType>) -> Result<Comp
         }
     };
     Ok(Compiled {
-        filter: SqlFilter {
-            where_sql: sql,
-            params,
-        },
+        filter,
         group_by_status,
     })
+}
+
+fn op(op: CmpOp) -> Op {
+    match op {
+        CmpOp::Eq => Op::Eq,
+        CmpOp::Ne => Op::Ne,
+        CmpOp::Lt => Op::Lt,
+        CmpOp::Le => Op::Le,
+        CmpOp::Gt => Op::Gt,
+        CmpOp::Ge => Op::Ge,
+    }
+}
+
+fn slot(ty: AttrType) -> Slot {
+    match ty {
+        AttrType::Int | AttrType::Datetime | AttrType::Bool => Slot::Int,
+        AttrType::Double => Slot::Real,
+        AttrType::Text | AttrType::Keyword | AttrType::KeywordList => Slot::Text,
+    }
+}
+
+/// A test of a resolved attribute: of its column, or of its stored values (`negated`: none of
+/// them passes; only stored attributes carry their own negation, columns use the test's).
+fn test_of(r: &Resolved, test: Test, negated: bool) -> Filter {
+    match r {
+        Resolved::System(s) => {
+            debug_assert!(!negated, "a column test carries its own negation");
+            Filter::Column {
+                column: s.column,
+                test,
+            }
+        }
+        Resolved::Stored { name, ty } => Filter::Attribute {
+            name: name.clone(),
+            slot: slot(*ty),
+            test,
+            negated,
+        },
+    }
 }
 
 fn expr(
     e: &Expr,
     custom: &HashMap<String, AttrType>,
-    params: &mut Vec<SqlValue>,
     division: &mut bool,
-) -> Result<String, String> {
+) -> Result<Filter, String> {
     let attr_of = |name: &str, division: &mut bool| -> Result<Resolved, String> {
         let r = resolve(name, custom)?;
-        if r.name() == "TemporalNamespaceDivision" {
+        if r.name() == DIVISION {
             *division = true;
         }
         Ok(r)
     };
     Ok(match e {
-        // A chain of one operator is written flat: `(a AND b AND c)`, not nested pairs (SQLite
-        // limits expression depth).
+        // A chain of one operator is kept flat: `(a AND b AND c)`, not nested pairs (SQL
+        // engines limit expression depth).
         Expr::And(..) | Expr::Or(..) => {
-            let (op, parts) = flatten(e);
-            let sql = parts
+            let (is_and, parts) = flatten(e);
+            let parts = parts
                 .into_iter()
-                .map(|p| expr(p, custom, params, division))
+                .map(|p| expr(p, custom, division))
                 .collect::<Result<Vec<_>, _>>()?;
-            format!("({})", sql.join(op))
+            if is_and {
+                Filter::And(parts)
+            } else {
+                Filter::Or(parts)
+            }
         }
-        Expr::Not(a) => format!("(NOT {})", expr(a, custom, params, division)?),
-        Expr::Compare { attr, op, value } => {
+        Expr::Not(a) => Filter::Not(Box::new(expr(a, custom, division)?)),
+        Expr::Compare {
+            attr,
+            op: cmp,
+            value,
+        } => {
             let r = attr_of(attr, division)?;
             let ty = r.ty();
             let allowed = match ty {
-                AttrType::Text | AttrType::KeywordList => matches!(op, CmpOp::Eq | CmpOp::Ne),
+                AttrType::Text | AttrType::KeywordList => matches!(cmp, CmpOp::Eq | CmpOp::Ne),
                 _ => true,
             };
             if !allowed {
                 return Err(format!(
                     "operator '{}' is not supported for {ty} attribute '{}'",
-                    op.sql(),
+                    cmp.sql(),
                     r.name()
                 ));
             }
             let v = convert(&r, value)?;
             match (&r, ty) {
-                (Resolved::System(s), _) => {
-                    params.push(v);
-                    format!("v.{} {} ?", s.column, op.sql())
+                (Resolved::System(_), _) => test_of(&r, Test::Compare(op(*cmp), v), false),
+                (Resolved::Stored { .. }, AttrType::Text) => {
+                    let Value::Text(needle) = v else {
+                        return Err(mismatch(&r, value));
+                    };
+                    test_of(&r, Test::Contains(needle), *cmp == CmpOp::Ne)
                 }
-                (Resolved::Stored { name, .. }, AttrType::Text) => {
-                    let cond = "instr(lower(a.text_value), lower(?)) > 0";
-                    stored_test(name, cond, vec![v], *op == CmpOp::Ne, params)
+                (Resolved::Stored { .. }, AttrType::KeywordList) => {
+                    test_of(&r, Test::Compare(Op::Eq, v), *cmp == CmpOp::Ne)
                 }
-                (Resolved::Stored { name, .. }, AttrType::KeywordList) => {
-                    stored_test(name, "a.text_value = ?", vec![v], *op == CmpOp::Ne, params)
-                }
-                (Resolved::Stored { name, .. }, ty) => {
-                    let cond = format!("a.{} {} ?", value_column(ty), op.sql());
-                    stored_test(name, &cond, vec![v], false, params)
-                }
+                (Resolved::Stored { .. }, _) => test_of(&r, Test::Compare(op(*cmp), v), false),
             }
         }
         Expr::In {
@@ -138,25 +178,29 @@ fn expr(
                     r.name()
                 ));
             }
-            let vs = values
+            let values = values
                 .iter()
                 .map(|v| convert(&r, v))
                 .collect::<Result<Vec<_>, _>>()?;
-            let marks = vec!["?"; vs.len()].join(", ");
-            let not = if *negated { "NOT " } else { "" };
-            match &r {
-                Resolved::System(s) => {
-                    params.extend(vs);
-                    format!("v.{} {not}IN ({marks})", s.column)
-                }
-                Resolved::Stored { name, ty } if *ty == AttrType::KeywordList => {
-                    let cond = format!("a.text_value IN ({marks})");
-                    stored_test(name, &cond, vs, *negated, params)
-                }
-                Resolved::Stored { name, ty } => {
-                    let cond = format!("a.{} {not}IN ({marks})", value_column(*ty));
-                    stored_test(name, &cond, vs, false, params)
-                }
+            if r.ty() == AttrType::KeywordList {
+                // NOT IN a list: none of its values is among them.
+                test_of(
+                    &r,
+                    Test::In {
+                        values,
+                        negated: false,
+                    },
+                    *negated,
+                )
+            } else {
+                test_of(
+                    &r,
+                    Test::In {
+                        values,
+                        negated: *negated,
+                    },
+                    false,
+                )
             }
         }
         Expr::Between {
@@ -176,18 +220,12 @@ fn expr(
                     r.name()
                 ));
             }
-            let vs = vec![convert(&r, low)?, convert(&r, high)?];
-            let not = if *negated { "NOT " } else { "" };
-            match &r {
-                Resolved::System(s) => {
-                    params.extend(vs);
-                    format!("v.{} {not}BETWEEN ? AND ?", s.column)
-                }
-                Resolved::Stored { name, ty } => {
-                    let cond = format!("a.{} {not}BETWEEN ? AND ?", value_column(*ty));
-                    stored_test(name, &cond, vs, false, params)
-                }
-            }
+            let test = Test::Between {
+                low: convert(&r, low)?,
+                high: convert(&r, high)?,
+                negated: *negated,
+            };
+            test_of(&r, test, false)
         }
         Expr::StartsWith {
             attr,
@@ -201,36 +239,26 @@ fn expr(
                     r.name()
                 ));
             }
-            let len = SqlValue::Int(prefix.chars().count() as i64);
-            let text = SqlValue::Text(prefix.clone());
-            let op = if *negated { "!=" } else { "=" };
-            match &r {
-                Resolved::System(s) => {
-                    params.push(len);
-                    params.push(text);
-                    format!("substr(v.{}, 1, ?) {op} ?", s.column)
-                }
-                Resolved::Stored { name, .. } => stored_test(
-                    name,
-                    &format!("substr(a.text_value, 1, ?) {op} ?"),
-                    vec![len, text],
-                    false,
-                    params,
-                ),
-            }
+            let test = Test::StartsWith {
+                prefix: prefix.clone(),
+                negated: *negated,
+            };
+            test_of(&r, test, false)
         }
         Expr::IsNull { attr, negated } => {
             let r = attr_of(attr, division)?;
-            let not = if *negated { "NOT " } else { "" };
             match &r {
-                Resolved::System(s) => format!("v.{} IS {not}NULL", s.column),
+                Resolved::System(s) => Filter::Column {
+                    column: s.column,
+                    test: Test::IsNull { negated: *negated },
+                },
                 Resolved::Stored { name, .. } => {
-                    let inner = stored_exists(name, "1 = 1", params);
+                    let has = Filter::HasAttribute { name: name.clone() };
                     // IS NULL: no value stored.
                     if *negated {
-                        inner
+                        has
                     } else {
-                        format!("NOT {inner}")
+                        Filter::Not(Box::new(has))
                     }
                 }
             }
@@ -238,10 +266,10 @@ fn expr(
     })
 }
 
-/// The operands of a chain of one boolean operator, left to right (no recursion).
-fn flatten(e: &Expr) -> (&'static str, Vec<&Expr>) {
+/// The operands of a chain of one boolean operator, left to right (no recursion), and whether
+/// it is an AND.
+fn flatten(e: &Expr) -> (bool, Vec<&Expr>) {
     let is_and = matches!(e, Expr::And(..));
-    let op = if is_and { " AND " } else { " OR " };
     let mut out = Vec::new();
     let mut stack = vec![e];
     while let Some(x) = stack.pop() {
@@ -257,51 +285,7 @@ fn flatten(e: &Expr) -> (&'static str, Vec<&Expr>) {
             other => out.push(other),
         }
     }
-    (op, out)
-}
-
-fn value_column(ty: AttrType) -> &'static str {
-    match ty {
-        AttrType::Int | AttrType::Datetime | AttrType::Bool => "int_value",
-        AttrType::Double => "real_value",
-        AttrType::Text | AttrType::Keyword | AttrType::KeywordList => "text_value",
-    }
-}
-
-/// A test of a stored attribute with SQL's three-valued logic, as a column would give: NULL
-/// (neither true nor false, so `NOT` does not flip it) when the run has no value for the
-/// attribute; otherwise whether a value satisfies `cond` (or, `negated`, whether none does).
-fn stored_test(
-    name: &str,
-    cond: &str,
-    values: Vec<SqlValue>,
-    negated: bool,
-    params: &mut Vec<SqlValue>,
-) -> String {
-    let present = stored_exists(name, "1 = 1", params);
-    let test = stored_exists_with(name, cond, values, params);
-    let not = if negated { "NOT " } else { "" };
-    format!("(CASE WHEN {present} THEN {not}{test} END)")
-}
-
-fn stored_exists(name: &str, cond: &str, params: &mut Vec<SqlValue>) -> String {
-    stored_exists_with(name, cond, Vec::new(), params)
-}
-
-/// `EXISTS` over the run's attribute rows named `name` that satisfy `cond` (whose `?` take
-/// `values`, after the name).
-fn stored_exists_with(
-    name: &str,
-    cond: &str,
-    values: Vec<SqlValue>,
-    params: &mut Vec<SqlValue>,
-) -> String {
-    params.push(SqlValue::Text(name.to_string()));
-    params.extend(values);
-    format!(
-        "EXISTS (SELECT 1 FROM visibility_attributes a WHERE a.namespace_id = v.namespace_id \
-         AND a.run_id = v.run_id AND a.name = ? AND {cond})"
-    )
+    (is_and, out)
 }
 
 fn mismatch(r: &Resolved, value: &Literal) -> String {
@@ -319,46 +303,46 @@ fn mismatch(r: &Resolved, value: &Literal) -> String {
 }
 
 /// Converts a literal to the stored representation of the attribute's type.
-fn convert(r: &Resolved, value: &Literal) -> Result<SqlValue, String> {
+fn convert(r: &Resolved, value: &Literal) -> Result<Value, String> {
     if r.name() == "ExecutionStatus" {
         return match value {
             Literal::Str(s) => STATUSES
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(s))
-                .map(|(_, v)| SqlValue::Int(*v))
+                .map(|(_, v)| Value::Int(*v))
                 .ok_or_else(|| {
                     format!(
                         "invalid ExecutionStatus value '{s}': expected one of Running, Completed, Failed, Canceled, Terminated, ContinuedAsNew, TimedOut"
                     )
                 }),
-            Literal::Int(i) if (1..=7).contains(i) => Ok(SqlValue::Int(*i)),
+            Literal::Int(i) if (1..=7).contains(i) => Ok(Value::Int(*i)),
             _ => Err(mismatch(r, value)),
         };
     }
     if r.name() == "ExecutionDuration" {
         return match value {
-            Literal::Int(ns) => Ok(SqlValue::Int(*ns)),
+            Literal::Int(ns) => Ok(Value::Int(*ns)),
             Literal::Str(s) => parse_duration_ns(s)
-                .map(SqlValue::Int)
+                .map(Value::Int)
                 .ok_or_else(|| mismatch(r, value)),
             _ => Err(mismatch(r, value)),
         };
     }
     match (r.ty(), value) {
         (AttrType::Keyword | AttrType::KeywordList | AttrType::Text, Literal::Str(s)) => {
-            Ok(SqlValue::Text(s.clone()))
+            Ok(Value::Text(s.clone()))
         }
-        (AttrType::Int, Literal::Int(i)) => Ok(SqlValue::Int(*i)),
-        (AttrType::Double, Literal::Int(i)) => Ok(SqlValue::Real(*i as f64)),
-        (AttrType::Double, Literal::Float(x)) => Ok(SqlValue::Real(*x)),
-        (AttrType::Bool, Literal::Bool(b)) => Ok(SqlValue::Int(*b as i64)),
-        (AttrType::Bool, Literal::Str(s)) if s.eq_ignore_ascii_case("true") => Ok(SqlValue::Int(1)),
+        (AttrType::Int, Literal::Int(i)) => Ok(Value::Int(*i)),
+        (AttrType::Double, Literal::Int(i)) => Ok(Value::Real(*i as f64)),
+        (AttrType::Double, Literal::Float(x)) => Ok(Value::Real(*x)),
+        (AttrType::Bool, Literal::Bool(b)) => Ok(Value::Int(*b as i64)),
+        (AttrType::Bool, Literal::Str(s)) if s.eq_ignore_ascii_case("true") => Ok(Value::Int(1)),
         (AttrType::Bool, Literal::Str(s)) if s.eq_ignore_ascii_case("false") => {
-            Ok(SqlValue::Int(0))
+            Ok(Value::Int(0))
         }
-        (AttrType::Datetime, Literal::Int(ns)) => Ok(SqlValue::Int(*ns)),
+        (AttrType::Datetime, Literal::Int(ns)) => Ok(Value::Int(*ns)),
         (AttrType::Datetime, Literal::Str(s)) => parse_datetime_ns(s)
-            .map(SqlValue::Int)
+            .map(Value::Int)
             .ok_or_else(|| {
                 format!(
                     "invalid expression: invalid value for search attribute {} of type Datetime: {value} (expected an RFC 3339 time)",

@@ -3,7 +3,7 @@
 //! and returned with the `type` metadata the SDKs' typed APIs read.
 use std::collections::HashMap;
 
-use kairos_core::filter::SqlValue;
+use kairos_core::filter::Value;
 use kairos_persistence::VisibilityRow;
 use kairos_visibility::AttrType;
 use kairos_visibility::attrs::predefined;
@@ -49,22 +49,22 @@ pub fn typed(sa: &SearchAttributes, custom: &HashMap<String, i32>) -> SearchAttr
 
 /// The index rows of one attribute (a keyword list gives one per element). A value that does
 /// not decode as its type is not indexed.
-fn index_values(ty: AttrType, payload: &Payload) -> Vec<SqlValue> {
+fn index_values(ty: AttrType, payload: &Payload) -> Vec<Value> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&payload.data) else {
         return Vec::new();
     };
-    let one = |v: &serde_json::Value| -> Option<SqlValue> {
+    let one = |v: &serde_json::Value| -> Option<Value> {
         match ty {
             AttrType::Keyword | AttrType::Text | AttrType::KeywordList => {
-                v.as_str().map(|s| SqlValue::Text(s.to_string()))
+                v.as_str().map(|s| Value::Text(s.to_string()))
             }
-            AttrType::Int => v.as_i64().map(SqlValue::Int),
-            AttrType::Double => v.as_f64().map(SqlValue::Real),
-            AttrType::Bool => v.as_bool().map(|b| SqlValue::Int(b as i64)),
+            AttrType::Int => v.as_i64().map(Value::Int),
+            AttrType::Double => v.as_f64().map(Value::Real),
+            AttrType::Bool => v.as_bool().map(|b| Value::Int(b as i64)),
             AttrType::Datetime => v
                 .as_str()
                 .and_then(kairos_visibility::compile::parse_datetime_ns)
-                .map(SqlValue::Int),
+                .map(Value::Int),
         }
     };
     match &value {
@@ -246,7 +246,7 @@ impl super::Engine {
         let rows = self
             .inner
             .store
-            .list_visibility(&ns.id, compiled.filter, after, limit)
+            .list_visibility(&ns.id, &compiled.filter, after, limit)
             .await?;
         let next = if rows.len() == limit {
             rows.last()
@@ -272,7 +272,7 @@ impl super::Engine {
         let rows = self
             .inner
             .store
-            .count_visibility(&ns.id, compiled.filter, by_status)
+            .count_visibility(&ns.id, &compiled.filter, by_status)
             .await?;
         let total = rows.iter().map(|(_, n)| n).sum();
         let groups = by_status.then(|| {

@@ -110,7 +110,7 @@ fn crate_dependency_rules_hold() {
             ][..],
         ),
         ("frontend", &["kairos-persistence", "kairos-server"][..]),
-        // The query language is pure: it compiles to SQL that the store runs.
+        // The query language is pure: it compiles to a typed filter each store renders.
         (
             "visibility",
             &[
@@ -139,6 +139,25 @@ fn crate_dependency_rules_hold() {
             );
         }
     }
+    // Only the composition root (and the test crate) names a store backend.
+    let backends = ["kairos-persistence-sqlite", "kairos-persistence-postgres"];
+    for krate in [
+        "core",
+        "persistence",
+        "history",
+        "matching",
+        "visibility",
+        "frontend",
+        "cli",
+    ] {
+        let deps = dependencies(krate);
+        for backend in backends {
+            assert!(
+                !deps.iter().any(|d| d == backend),
+                "{krate} must not depend on {backend}"
+            );
+        }
+    }
     // history::state does no IO: no storage, no tokio, no clock reads.
     let mut state_files = Vec::new();
     rust_files(
@@ -156,4 +175,39 @@ fn crate_dependency_rules_hold() {
             assert!(!text.contains(banned), "{} uses {banned}", file.display());
         }
     }
+}
+
+/// No SQL text outside the store backends: the rest of the code hands stores typed values
+/// (rows, batches, filters), never statements or fragments of them.
+#[test]
+fn no_sql_outside_the_store_backends() {
+    let backends = [
+        workspace().join("crates/persistence-sqlite"),
+        workspace().join("crates/persistence-postgres"),
+    ];
+    let keywords = [
+        "SELECT ",
+        "INSERT INTO",
+        "DELETE FROM",
+        "CREATE TABLE",
+        "CREATE INDEX",
+        "ALTER TABLE",
+        " WHERE ",
+    ];
+    let offenders: Vec<String> = all_sources()
+        .into_iter()
+        .filter(|f| !backends.iter().any(|b| f.starts_with(b)))
+        .filter(|f| !f.ends_with("tidy.rs"))
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(&f).expect("readable");
+            keywords
+                .iter()
+                .find(|k| text.contains(*k))
+                .map(|k| format!("{} ({k:?})", f.display()))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "SQL outside the backends: {offenders:?}"
+    );
 }

@@ -2,8 +2,8 @@
 //! the store: version 2 (one row per event, timers and transfer tasks in rowid tables) and
 //! version 3 (history rows found through an index on run id and first event id).
 
-use kairos_persistence::sqlite::{Location, SqliteStore};
 use kairos_persistence::{Error, Store, TimerKey, WriteBatch};
+use kairos_persistence_sqlite::{Location, SqliteStore};
 
 /// The tables both old versions have, as they created them.
 const COMMON_TABLES: &str = r#"

@@ -1,0 +1,375 @@
+//! The PostgreSQL backend: a pool of connections (so concurrent transitions commit side by side,
+//! each in one transaction, PostgreSQL grouping their WAL flushes), prepared statements, tables
+//! in a schema of their own (`?schema=NAME` in the URL), versioned migrations applied at open.
+//! Durability is PostgreSQL's: a commit returns once its transaction is committed with the
+//! server's `synchronous_commit`. Every write is fenced by the shard's lease row, read `FOR
+//! SHARE` in the writing transaction, so a node whose lease was taken can never commit.
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::{StreamExt, pin_mut};
+use kairos_core::filter::Filter;
+use kairos_persistence::{
+    CurrentRow, Error, ExecutionRow, NamespaceRow, PutNamespace, Result, ShardLease, Store,
+    TimerTask, TransferTask, VisibilityCursor, VisibilityRow, WriteBatch,
+};
+use tokio_postgres::NoTls;
+
+mod batch;
+mod config;
+mod error;
+mod history;
+mod schema;
+mod visibility;
+
+pub use config::Options;
+pub use schema::MIGRATIONS;
+
+use error::{pg_err, pool_err};
+
+/// A store on PostgreSQL. Clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    options: Arc<Options>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url`, brings its schema up to date and opens the pool. An
+    /// unreachable server, refused credentials or a schema newer than this binary are errors
+    /// that say so.
+    pub async fn open(url: &str) -> Result<PostgresStore> {
+        let options = Options::parse(url)?;
+        let store = Self::connect(options)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the pool without touching the schema (connections are made as they are needed).
+    pub fn connect(options: Options) -> Result<PostgresStore> {
+        let manager = Manager::from_config(
+            options.pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .build()
+            .map_err(|e| Error::unavailable("failed to build the connection pool", e))?;
+        Ok(PostgresStore {
+            pool,
+            options: Arc::new(options),
+        })
+    }
+
+    /// Applies the pending migrations (see `schema`); the version the schema is at after.
+    pub async fn migrate(&self) -> Result<usize> {
+        let mut client = self.client().await?;
+        schema::migrate(&mut client, &self.options.schema).await
+    }
+
+    /// Where this store is, for messages: `host:port/database (schema NAME)`.
+    pub fn describe(&self) -> String {
+        self.options.describe()
+    }
+
+    /// Drops the schema and everything in it: for tests that made a schema of their own.
+    pub async fn drop_schema(&self) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                self.options.schema
+            ))
+            .await
+            .map_err(pg_err("failed to drop the schema"))
+    }
+
+    /// Drops the schemas named `PREFIX{pid}_...` whose process `pid` has ended: what test runs
+    /// (each in schemas of its own) leave behind. Only for tests.
+    #[doc(hidden)]
+    pub async fn drop_schemas_of_finished_tests(&self, prefix: &str) -> Result<()> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+                &[&prefix],
+            )
+            .await
+            .map_err(pg_err("failed to list schemas"))?;
+        for row in rows {
+            let name: String = row.get(0);
+            let pid = name[prefix.len()..].split('_').next().unwrap_or_default();
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            let safe = name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !alive && safe {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .await
+                    .map_err(pg_err("failed to drop a schema"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| pool_err(&self.options.describe(), e))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let mut client = self.client().await?;
+        batch::commit(&mut client, &batch).await
+    }
+
+    async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg_err("failed to begin"))?;
+        let bump = tx
+            .prepare_cached(
+                "INSERT INTO shards (shard_id, range_id) VALUES ($1, 1)
+                 ON CONFLICT (shard_id) DO UPDATE SET range_id = shards.range_id + 1
+                 RETURNING range_id",
+            )
+            .await
+            .map_err(pg_err("failed to prepare a lease"))?;
+        let highest = tx
+            .prepare_cached(
+                "SELECT GREATEST(
+                     (SELECT MAX(task_id) FROM timers WHERE shard_id = $1),
+                     (SELECT MAX(task_id) FROM transfers WHERE shard_id = $1))",
+            )
+            .await
+            .map_err(pg_err("failed to prepare a task id read"))?;
+        let mut leases = Vec::with_capacity(count.max(0) as usize);
+        for shard_id in 0..count {
+            let range_id: i64 = tx
+                .query_one(&bump, &[&shard_id])
+                .await
+                .map_err(pg_err("failed to take the shard lease"))?
+                .get(0);
+            let max_task_id: Option<i64> = tx
+                .query_one(&highest, &[&shard_id])
+                .await
+                .map_err(pg_err("failed to read task ids"))?
+                .get(0);
+            leases.push(ShardLease {
+                shard_id,
+                range_id,
+                max_task_id: max_task_id.unwrap_or(0),
+            });
+        }
+        tx.commit()
+            .await
+            .map_err(pg_err("failed to commit the shard leases"))?;
+        Ok(leases)
+    }
+
+    async fn get_execution(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<ExecutionRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT shard_id, db_version, state FROM executions
+                 WHERE namespace_id = $1 AND workflow_id = $2 AND run_id = $3",
+            )
+            .await
+            .map_err(pg_err("failed to prepare an execution read"))?;
+        let row = client
+            .query_opt(&stmt, &[&namespace_id, &workflow_id, &run_id])
+            .await
+            .map_err(pg_err("failed to read an execution"))?;
+        Ok(row.map(|r| ExecutionRow {
+            shard_id: r.get(0),
+            db_version: r.get(1),
+            state: r.get(2),
+        }))
+    }
+
+    async fn get_current(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<CurrentRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT run_id, data FROM current_executions WHERE namespace_id = $1 AND workflow_id = $2",
+            )
+            .await
+            .map_err(pg_err("failed to prepare a current run read"))?;
+        let row = client
+            .query_opt(&stmt, &[&namespace_id, &workflow_id])
+            .await
+            .map_err(pg_err("failed to read the current run"))?;
+        Ok(row.map(|r| CurrentRow {
+            run_id: r.get(0),
+            data: r.get(1),
+        }))
+    }
+
+    async fn read_events(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        first: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
+        let client = self.client().await?;
+        history::read(&client, namespace_id, workflow_id, run_id, first, limit).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.pool.close();
+        Ok(())
+    }
+
+    async fn scan_timers(&self, mut each: Box<dyn FnMut(TimerTask) + Send>) -> Result<()> {
+        let client = self.client().await?;
+        let rows = client
+            .query_raw(
+                "SELECT task_id, shard_id, fire_at_ms, namespace_id, workflow_id, run_id, data
+                 FROM timers ORDER BY fire_at_ms, shard_id, task_id",
+                std::iter::empty::<i32>(),
+            )
+            .await
+            .map_err(pg_err("failed to scan timers"))?;
+        pin_mut!(rows);
+        while let Some(row) = rows.next().await {
+            let r = row.map_err(pg_err("failed to scan timers"))?;
+            each(TimerTask {
+                task_id: r.get(0),
+                shard_id: r.get(1),
+                fire_at_ms: r.get(2),
+                namespace_id: r.get(3),
+                workflow_id: r.get(4),
+                run_id: r.get(5),
+                data: r.get(6),
+            });
+        }
+        Ok(())
+    }
+
+    async fn load_transfers(&self) -> Result<Vec<TransferTask>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT task_id, shard_id, namespace_id, workflow_id, run_id, data
+                 FROM transfers ORDER BY shard_id, task_id",
+                &[],
+            )
+            .await
+            .map_err(pg_err("failed to scan transfer tasks"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TransferTask {
+                task_id: r.get(0),
+                shard_id: r.get(1),
+                namespace_id: r.get(2),
+                workflow_id: r.get(3),
+                run_id: r.get(4),
+                data: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn put_namespace(&self, row: NamespaceRow, how: PutNamespace) -> Result<()> {
+        let client = self.client().await?;
+        let sql = match how {
+            PutNamespace::Replace => {
+                "INSERT INTO namespaces (id, name, data) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data"
+            }
+            PutNamespace::Create => {
+                "INSERT INTO namespaces (id, name, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            }
+        };
+        let changed = client
+            .execute(sql, &[&row.id, &row.name, &row.data])
+            .await
+            .map_err(pg_err("failed to write a namespace"))?;
+        if changed == 0 {
+            return Err(Error::AlreadyExists(format!("namespace {}", row.name)));
+        }
+        Ok(())
+    }
+
+    async fn list_namespaces(&self) -> Result<Vec<NamespaceRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT id, name, data FROM namespaces ORDER BY name", &[])
+            .await
+            .map_err(pg_err("failed to list namespaces"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NamespaceRow {
+                id: r.get(0),
+                name: r.get(1),
+                data: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT value FROM cluster_metadata WHERE key = $1", &[&key])
+            .await
+            .map_err(pg_err("failed to read cluster metadata"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn put_metadata(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO cluster_metadata (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value],
+            )
+            .await
+            .map_err(pg_err("failed to write cluster metadata"))?;
+        Ok(())
+    }
+
+    async fn list_visibility(
+        &self,
+        namespace_id: &str,
+        filter: &Filter,
+        after: Option<VisibilityCursor>,
+        limit: usize,
+    ) -> Result<Vec<VisibilityRow>> {
+        let client = self.client().await?;
+        visibility::list(&client, namespace_id, filter, after, limit).await
+    }
+
+    async fn count_visibility(
+        &self,
+        namespace_id: &str,
+        filter: &Filter,
+        by_status: bool,
+    ) -> Result<Vec<(Option<i32>, i64)>> {
+        let client = self.client().await?;
+        visibility::count(&client, namespace_id, filter, by_status).await
+    }
+}

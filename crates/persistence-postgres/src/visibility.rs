@@ -1,0 +1,397 @@
+//! Visibility records: writes, lists and counts, and a typed filter rendered as PostgreSQL SQL
+//! with every value a bound parameter (`$n`).
+use kairos_core::filter::{Column, Filter, Op, Slot, Test, Value};
+use kairos_persistence::{Result, VisibilityCursor, VisibilityRow, VisibilityWrite};
+use tokio_postgres::types::ToSql;
+
+use crate::error::pg_err;
+
+/// Writes one change to a run's record (and its search-attribute rows) in `tx`.
+pub(crate) async fn write(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ns: &str,
+    write: &VisibilityWrite,
+) -> Result<()> {
+    let clear = |run_id: String| async move {
+        tx.execute(
+            "DELETE FROM visibility_attributes WHERE namespace_id = $1 AND run_id = $2",
+            &[&ns, &run_id],
+        )
+        .await
+        .map_err(pg_err("failed to clear search attributes"))
+    };
+    let (row, replace) = match write {
+        VisibilityWrite::Delete { run_id } => {
+            clear(run_id.clone()).await?;
+            tx.execute(
+                "DELETE FROM visibility WHERE namespace_id = $1 AND run_id = $2",
+                &[&ns, run_id],
+            )
+            .await
+            .map_err(pg_err("failed to delete a visibility record"))?;
+            return Ok(());
+        }
+        VisibilityWrite::Update(row) => {
+            let status = i64::from(row.status);
+            tx.execute(
+                "UPDATE visibility SET status = $3, close_time = $4, sort_close = $5,
+                     execution_duration = $6, history_length = $7, history_size_bytes = $8,
+                     state_transition_count = $9, execution_time = $10
+                 WHERE namespace_id = $1 AND run_id = $2",
+                &[
+                    &ns,
+                    &row.run_id,
+                    &status,
+                    &row.close_time_ns,
+                    &row.close_time_ns.unwrap_or(i64::MAX),
+                    &row.execution_duration_ns,
+                    &row.history_length,
+                    &row.history_size_bytes,
+                    &row.state_transition_count,
+                    &row.execution_time_ns,
+                ],
+            )
+            .await
+            .map_err(pg_err("failed to update a visibility record"))?;
+            return Ok(());
+        }
+        VisibilityWrite::Insert(row) => (row, false),
+        VisibilityWrite::Upsert(row) => (row, true),
+    };
+    if replace {
+        clear(row.run_id.clone()).await?;
+    }
+    let conflict = if replace {
+        "ON CONFLICT (namespace_id, run_id) DO UPDATE SET workflow_id = EXCLUDED.workflow_id,
+             workflow_type = EXCLUDED.workflow_type, task_queue = EXCLUDED.task_queue,
+             status = EXCLUDED.status, start_time = EXCLUDED.start_time,
+             execution_time = EXCLUDED.execution_time, close_time = EXCLUDED.close_time,
+             sort_close = EXCLUDED.sort_close, execution_duration = EXCLUDED.execution_duration,
+             history_length = EXCLUDED.history_length,
+             history_size_bytes = EXCLUDED.history_size_bytes,
+             state_transition_count = EXCLUDED.state_transition_count,
+             parent_workflow_id = EXCLUDED.parent_workflow_id,
+             parent_run_id = EXCLUDED.parent_run_id, root_workflow_id = EXCLUDED.root_workflow_id,
+             root_run_id = EXCLUDED.root_run_id, first_run_id = EXCLUDED.first_run_id,
+             memo = EXCLUDED.memo, search_attributes = EXCLUDED.search_attributes"
+    } else {
+        ""
+    };
+    let status = i64::from(row.status);
+    tx.execute(
+        &format!(
+            "INSERT INTO visibility (namespace_id, run_id, workflow_id, workflow_type,
+                 task_queue, status, start_time, execution_time, close_time, sort_close,
+                 execution_duration, history_length, history_size_bytes, state_transition_count,
+                 parent_workflow_id, parent_run_id, root_workflow_id, root_run_id, first_run_id,
+                 memo, search_attributes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21) {conflict}"
+        ),
+        &[
+            &ns,
+            &row.run_id,
+            &row.workflow_id,
+            &row.workflow_type,
+            &row.task_queue,
+            &status,
+            &row.start_time_ns,
+            &row.execution_time_ns,
+            &row.close_time_ns,
+            &row.close_time_ns.unwrap_or(i64::MAX),
+            &row.execution_duration_ns,
+            &row.history_length,
+            &row.history_size_bytes,
+            &row.state_transition_count,
+            &row.parent_workflow_id,
+            &row.parent_run_id,
+            &row.root_workflow_id,
+            &row.root_run_id,
+            &row.first_run_id,
+            &row.memo,
+            &row.search_attributes,
+        ],
+    )
+    .await
+    .map_err(pg_err("failed to write a visibility record"))?;
+    if !row.attributes.is_empty() {
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO visibility_attributes (namespace_id, run_id, name, int_value,
+                     real_value, text_value) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await
+            .map_err(pg_err("failed to prepare a search attribute insert"))?;
+        for (name, value) in &row.attributes {
+            let (int, real, text) = match value {
+                Value::Int(i) => (Some(*i), None, None),
+                Value::Real(x) => (None, Some(*x), None),
+                Value::Text(t) => (None, None, Some(t.as_str())),
+            };
+            tx.execute(&insert, &[&ns, &row.run_id, name, &int, &real, &text])
+                .await
+                .map_err(pg_err("failed to write a search attribute"))?;
+        }
+    }
+    Ok(())
+}
+
+const COLUMNS: &str = "v.run_id, v.workflow_id, v.workflow_type, v.task_queue,
+    v.status, v.start_time, v.execution_time, v.close_time, v.execution_duration,
+    v.history_length, v.history_size_bytes, v.state_transition_count, v.parent_workflow_id,
+    v.parent_run_id, v.root_workflow_id, v.root_run_id, v.first_run_id, v.memo,
+    v.search_attributes";
+
+/// A value bound to a placeholder.
+enum Param {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl Param {
+    fn of(v: &Value) -> Param {
+        match v {
+            Value::Int(i) => Param::Int(*i),
+            Value::Real(x) => Param::Real(*x),
+            Value::Text(t) => Param::Text(t.clone()),
+        }
+    }
+
+    fn sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Param::Int(i) => i,
+            Param::Real(x) => x,
+            Param::Text(t) => t,
+        }
+    }
+}
+
+/// Renders SQL with `$n` placeholders, collecting their values in order.
+struct Sql {
+    params: Vec<Param>,
+}
+
+impl Sql {
+    fn bind(&mut self, value: Param) -> String {
+        self.params.push(value);
+        format!("${}", self.params.len())
+    }
+
+    /// The condition of a list or count: the namespace, the filter and (for a list) the cursor.
+    fn conditions(
+        &mut self,
+        namespace_id: &str,
+        filter: &Filter,
+        after: Option<&VisibilityCursor>,
+    ) -> String {
+        let mut sql = format!(
+            "v.namespace_id = {}",
+            self.bind(Param::Text(namespace_id.to_string()))
+        );
+        if *filter != Filter::All {
+            sql.push_str(" AND (");
+            let cond = self.render(filter);
+            sql.push_str(&cond);
+            sql.push(')');
+        }
+        if let Some(c) = after {
+            let (a, b, r) = (
+                self.bind(Param::Int(c.sort_close)),
+                self.bind(Param::Int(c.start_time_ns)),
+                self.bind(Param::Text(c.run_id.clone())),
+            );
+            sql.push_str(&format!(
+                " AND (v.sort_close, v.start_time, v.run_id) < ({a}, {b}, {r})"
+            ));
+        }
+        sql
+    }
+
+    fn test(&mut self, subject: &str, test: &Test) -> String {
+        let not = |negated: bool| if negated { "NOT " } else { "" };
+        match test {
+            Test::Compare(op, v) => {
+                let p = self.bind(Param::of(v));
+                format!("{subject} {} {p}", op_sql(*op))
+            }
+            Test::In { values, negated } => {
+                let marks: Vec<String> = values.iter().map(|v| self.bind(Param::of(v))).collect();
+                format!("{subject} {}IN ({})", not(*negated), marks.join(", "))
+            }
+            Test::Between { low, high, negated } => {
+                let (l, h) = (self.bind(Param::of(low)), self.bind(Param::of(high)));
+                format!("{subject} {}BETWEEN {l} AND {h}", not(*negated))
+            }
+            Test::StartsWith { prefix, negated } => {
+                let p = self.bind(Param::Text(prefix.clone()));
+                format!("{}starts_with({subject}, {p})", not(*negated))
+            }
+            Test::Contains(needle) => {
+                let p = self.bind(Param::Text(needle.clone()));
+                format!("strpos(lower({subject}), lower({p})) > 0")
+            }
+            Test::IsNull { negated } => format!("{subject} IS {}NULL", not(*negated)),
+        }
+    }
+
+    fn attribute_exists(&mut self, name: &str, cond: impl FnOnce(&mut Sql) -> String) -> String {
+        let n = self.bind(Param::Text(name.to_string()));
+        let cond = cond(self);
+        format!(
+            "EXISTS (SELECT 1 FROM visibility_attributes a WHERE a.namespace_id = v.namespace_id \
+             AND a.run_id = v.run_id AND a.name = {n} AND {cond})"
+        )
+    }
+
+    fn render(&mut self, filter: &Filter) -> String {
+        match filter {
+            Filter::All => "TRUE".to_string(),
+            Filter::And(parts) | Filter::Or(parts) => {
+                let joiner = if matches!(filter, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                let parts: Vec<String> = parts.iter().map(|p| self.render(p)).collect();
+                format!("({})", parts.join(joiner))
+            }
+            Filter::Not(inner) => format!("(NOT {})", self.render(inner)),
+            Filter::Column { column: c, test } => self.test(column(*c), test),
+            Filter::HasAttribute { name } => self.attribute_exists(name, |_| "TRUE".into()),
+            Filter::Attribute {
+                name,
+                slot,
+                test,
+                negated,
+            } => {
+                let present = self.attribute_exists(name, |_| "TRUE".into());
+                let passes = self.attribute_exists(name, |sql| sql.test(slot_column(*slot), test));
+                let not = if *negated { "NOT " } else { "" };
+                format!("(CASE WHEN {present} THEN {not}{passes} END)")
+            }
+        }
+    }
+
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(Param::sql).collect()
+    }
+}
+
+fn column(c: Column) -> &'static str {
+    match c {
+        Column::WorkflowId => "v.workflow_id",
+        Column::RunId => "v.run_id",
+        Column::WorkflowType => "v.workflow_type",
+        Column::TaskQueue => "v.task_queue",
+        Column::Status => "v.status",
+        Column::ParentWorkflowId => "v.parent_workflow_id",
+        Column::ParentRunId => "v.parent_run_id",
+        Column::RootWorkflowId => "v.root_workflow_id",
+        Column::RootRunId => "v.root_run_id",
+        Column::StartTime => "v.start_time",
+        Column::ExecutionTime => "v.execution_time",
+        Column::CloseTime => "v.close_time",
+        Column::ExecutionDuration => "v.execution_duration",
+        Column::HistoryLength => "v.history_length",
+        Column::HistorySizeBytes => "v.history_size_bytes",
+        Column::StateTransitionCount => "v.state_transition_count",
+    }
+}
+
+fn slot_column(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Int => "a.int_value",
+        Slot::Real => "a.real_value",
+        Slot::Text => "a.text_value",
+    }
+}
+
+fn op_sql(op: Op) -> &'static str {
+    match op {
+        Op::Eq => "=",
+        Op::Ne => "<>",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+    }
+}
+
+/// A page of a namespace's records matching `filter`, newest first, after `after`.
+pub(crate) async fn list(
+    client: &deadpool_postgres::Object,
+    namespace_id: &str,
+    filter: &Filter,
+    after: Option<VisibilityCursor>,
+    limit: usize,
+) -> Result<Vec<VisibilityRow>> {
+    let mut sql = Sql { params: Vec::new() };
+    let cond = sql.conditions(namespace_id, filter, after.as_ref());
+    let limit = sql.bind(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let text = format!(
+        "SELECT {COLUMNS} FROM visibility v WHERE {cond}
+         ORDER BY v.sort_close DESC, v.start_time DESC, v.run_id DESC LIMIT {limit}"
+    );
+    let rows = client
+        .query(&text, &sql.values())
+        .await
+        .map_err(pg_err("failed to list workflows"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| VisibilityRow {
+            run_id: r.get(0),
+            workflow_id: r.get(1),
+            workflow_type: r.get(2),
+            task_queue: r.get(3),
+            status: r.get::<_, i64>(4) as i32,
+            start_time_ns: r.get(5),
+            execution_time_ns: r.get(6),
+            close_time_ns: r.get(7),
+            execution_duration_ns: r.get(8),
+            history_length: r.get(9),
+            history_size_bytes: r.get(10),
+            state_transition_count: r.get(11),
+            parent_workflow_id: r.get(12),
+            parent_run_id: r.get(13),
+            root_workflow_id: r.get(14),
+            root_run_id: r.get(15),
+            first_run_id: r.get(16),
+            memo: r.get(17),
+            search_attributes: r.get(18),
+            attributes: Vec::new(),
+        })
+        .collect())
+}
+
+/// Counts a namespace's records matching `filter`; with `by_status`, one count per status.
+pub(crate) async fn count(
+    client: &deadpool_postgres::Object,
+    namespace_id: &str,
+    filter: &Filter,
+    by_status: bool,
+) -> Result<Vec<(Option<i32>, i64)>> {
+    let mut sql = Sql { params: Vec::new() };
+    let cond = sql.conditions(namespace_id, filter, None);
+    let text = if by_status {
+        format!(
+            "SELECT v.status, COUNT(*) FROM visibility v WHERE {cond}
+             GROUP BY v.status ORDER BY v.status"
+        )
+    } else {
+        format!("SELECT NULL::BIGINT, COUNT(*) FROM visibility v WHERE {cond}")
+    };
+    let rows = client
+        .query(&text, &sql.values())
+        .await
+        .map_err(pg_err("failed to count workflows"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<_, Option<i64>>(0).map(|s| s as i32),
+                r.get::<_, i64>(1),
+            )
+        })
+        .collect())
+}
