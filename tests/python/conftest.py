@@ -2,7 +2,9 @@
 
 A single Kairos dev server is started per test session from the binary named by
 the KAIROS_BIN environment variable (default: target/debug/kairos of this repo),
-on a free loopback port with a fresh SQLite file in a temporary directory.
+on a free loopback port with a fresh SQLite file in a temporary directory, or,
+with KAIROS_TEST_DB_URL=postgres://..., on that PostgreSQL database in a schema
+of its own.
 KAIROS_LOG_LEVEL (debug, info, warn, error) is passed on as --log-level; the
 server's output is kept in kairos.log next to the database.
 """
@@ -55,15 +57,14 @@ def kairos_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     target = f"127.0.0.1:{port}"
 
-    args = [
-        str(binary),
-        "server",
-        "start-dev",
-        "--port",
-        str(port),
-        "--db-filename",
-        str(db),
-    ]
+    args = [str(binary), "server", "start-dev", "--port", str(port)]
+    db_url = os.environ.get("KAIROS_TEST_DB_URL")
+    if db_url:
+        # A schema of this run's own, so runs and other tests never meet.
+        sep = "&" if "?" in db_url else "?"
+        args += ["--db-url", f"{db_url}{sep}schema=kairos_py_{os.getpid()}_{port}"]
+    else:
+        args += ["--db-filename", str(db)]
     if os.environ.get("KAIROS_LOG_LEVEL"):
         args += ["--log-level", os.environ["KAIROS_LOG_LEVEL"]]
 

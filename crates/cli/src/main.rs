@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: client::ActivityCommand,
     },
+    /// Database administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Namespaces, search attributes and the cluster.
     Operator {
         #[command(flatten)]
@@ -85,8 +90,20 @@ enum ServerOnly {
 
 #[derive(Subcommand)]
 enum ServerCommand {
-    /// Start a development server: every role in one process, SQLite storage.
+    /// Start a development server: every role in one process, SQLite storage (or PostgreSQL
+    /// with --db-url).
     StartDev(StartDev),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create or upgrade the schema of a PostgreSQL database, then exit (servers also do this
+    /// as they start; this is for operators who migrate separately).
+    Migrate {
+        /// The database: postgres://user:password@host:port/database[?schema=NAME].
+        #[arg(long = "db", env = "KAIROS_DB_URL", value_name = "URL")]
+        db: String,
+    },
 }
 
 #[derive(Parser)]
@@ -99,8 +116,12 @@ struct StartDev {
     port: u16,
     /// SQLite file to keep data in (default: ~/.local/share/kairos/dev.db); `:memory:` keeps
     /// nothing.
-    #[arg(short = 'f', long = "db-filename")]
+    #[arg(short = 'f', long = "db-filename", conflicts_with = "db_url")]
     db_filename: Option<String>,
+    /// PostgreSQL database to keep data in instead of a SQLite file:
+    /// postgres://user:password@host:port/database[?schema=NAME&pool_size=N].
+    #[arg(long = "db-url", env = "KAIROS_DB_URL", value_name = "URL")]
+    db_url: Option<String>,
     /// Namespace to create at start (repeatable); `default` always exists.
     #[arg(short = 'n', long = "namespace")]
     namespaces: Vec<String>,
@@ -136,6 +157,15 @@ fn parse_duration(value: &str) -> Option<std::time::Duration> {
     (seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
 }
 
+/// A `--db-url`: PostgreSQL only (SQLite takes `--db-filename`).
+fn postgres_database(url: String) -> anyhow::Result<Database> {
+    anyhow::ensure!(
+        url.starts_with("postgres://") || url.starts_with("postgresql://"),
+        "--db-url takes a postgres:// URL (a SQLite file is --db-filename)"
+    );
+    Ok(Database::Postgres(url))
+}
+
 fn default_db_path() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".local/share/kairos/dev.db"),
@@ -156,10 +186,11 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
         "debug" | "info" | "warn" | "error" | "trace" => args.log_level.clone(),
         other => anyhow::bail!("invalid --log-level {other:?}: use debug, info, warn or error"),
     };
-    let database = match args.db_filename.as_deref() {
-        Some(":memory:") => Database::SqliteMemory,
-        Some(path) => Database::SqliteFile(PathBuf::from(path)),
-        None => Database::SqliteFile(default_db_path()),
+    let database = match (args.db_url, args.db_filename.as_deref()) {
+        (Some(url), _) => postgres_database(url)?,
+        (None, Some(":memory:")) => Database::SqliteMemory,
+        (None, Some(path)) => Database::SqliteFile(PathBuf::from(path)),
+        (None, None) => Database::SqliteFile(default_db_path()),
     };
     let mut namespaces = vec!["default".to_string()];
     for ns in args.namespaces {
@@ -245,13 +276,9 @@ async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<()> {
     for key in ignored_keys {
         tracing::info!(key, "dynamic config key not used by Kairos; ignored");
     }
-    let database = config.database.clone();
+    let storage = config.database.describe();
     let namespaces = config.namespaces.clone();
     let server = Server::start(config).await?;
-    let storage = match &database {
-        Database::SqliteFile(path) => format!("SQLite file {}", path.display()),
-        Database::SqliteMemory => "in memory (nothing is kept)".to_string(),
-    };
     println!(
         "Kairos server listening on {} (started in {:.1} ms)",
         server.addr(),
@@ -309,6 +336,19 @@ fn run() -> anyhow::Result<()> {
             plan.config.opening = Some(Opening::begin(&plan.config.database)?);
             runtime()?.block_on(start_dev(plan, began))
         }
+        Command::Admin {
+            command: AdminCommand::Migrate { db },
+        } => runtime()?.block_on(async {
+            let Database::Postgres(url) = postgres_database(db)? else {
+                unreachable!("postgres_database gives PostgreSQL")
+            };
+            let store = kairos_server::migrate_postgres(&url).await?;
+            println!(
+                "{store}: schema at version {}",
+                kairos_server::POSTGRES_SCHEMA_VERSION
+            );
+            Ok(())
+        }),
         Command::Workflow { flags, command } => runtime()?.block_on(async {
             client::Client::connect(&flags)
                 .await?

@@ -14,8 +14,13 @@ pub fn required_id(limits: &Limits, what: &str, value: &str) -> Result<(), Statu
     optional_id(limits, what, value)
 }
 
-/// Checks an optional id against the length limit.
+/// Checks an optional id against the length limit. A NUL character is refused too: no SQL
+/// store keeps one in a text column (PostgreSQL refuses it), so a run named with one could be
+/// started on one store and not on another.
 pub fn optional_id(limits: &Limits, what: &str, value: &str) -> Result<(), Status> {
+    if value.contains('\0') {
+        return Err(invalid(format!("{what} contains a NUL character.")));
+    }
     if value.len() > limits.max_id_length {
         return Err(invalid(format!(
             "{what} exceeds length limit. Length={} Limit={}",

@@ -67,7 +67,10 @@ impl Options {
             pg.application_name("kairos");
         }
         // Every connection of the pool resolves table names in our schema only.
-        pg.options(format!("-c search_path={schema}"));
+        // Notices ("already exists, skipping" from migrations) are not worth a log line.
+        pg.options(format!(
+            "-c search_path={schema} -c client_min_messages=warning"
+        ));
         Ok(Options {
             pg,
             schema,

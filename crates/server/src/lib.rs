@@ -20,6 +20,24 @@ pub enum Database {
     SqliteFile(PathBuf),
     /// A SQLite database in memory, gone at exit.
     SqliteMemory,
+    /// A PostgreSQL database: `postgres://user:password@host:port/database`, optionally with
+    /// `?schema=NAME` (default `kairos`) and `pool_size=N` (default 16). Its schema is created
+    /// or migrated at start.
+    Postgres(String),
+}
+
+impl Database {
+    /// Where the data lives, for the start-up banner (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::SqliteFile(path) => format!("SQLite file {}", path.display()),
+            Database::SqliteMemory => "in memory (nothing is kept)".to_string(),
+            Database::Postgres(url) => match kairos_persistence_postgres::Options::parse(url) {
+                Ok(options) => format!("PostgreSQL {}", options.describe()),
+                Err(_) => "PostgreSQL".to_string(),
+            },
+        }
+    }
 }
 
 /// Everything needed to start a server.
@@ -42,38 +60,71 @@ pub struct Config {
     pub listener: Option<std::net::TcpListener>,
 }
 
-/// A database being opened on a thread of its own. `kairos server start-dev` begins the open
-/// before it builds the async runtime, so the two overlap: on two cores the open (about 1 ms,
-/// more for a new file) and the runtime's start (0.3-0.7 ms) took turns before, each a tenth of
-/// the time to a first answer.
-pub struct Opening(std::thread::JoinHandle<anyhow::Result<Arc<dyn Store>>>);
+/// A database being opened while the caller starts its async runtime. `kairos server
+/// start-dev` begins the open before it builds the runtime, so the two overlap: on two cores
+/// SQLite's open (about 1 ms, more for a new file) and the runtime's start (0.3-0.7 ms) took
+/// turns before, each a tenth of the time to a first answer. A PostgreSQL database opens in
+/// [`Server::start`], on the runtime its connections live on.
+pub struct Opening(Option<std::thread::JoinHandle<anyhow::Result<Arc<dyn Store>>>>);
 
 impl Opening {
     /// Starts opening `database`, creating it if missing. Fails only if no thread can start.
     pub fn begin(database: &Database) -> anyhow::Result<Opening> {
+        if matches!(database, Database::Postgres(_)) {
+            return Ok(Opening(None));
+        }
         let database = database.clone();
         std::thread::Builder::new()
             .name("kairos-open".into())
-            .spawn(move || open_database(&database))
-            .map(Opening)
+            .spawn(move || open_sqlite(&database))
+            .map(|thread| Opening(Some(thread)))
             .context("failed to start a thread to open the database")
     }
 
-    /// Waits for the open to finish.
-    fn finish(self) -> anyhow::Result<Arc<dyn Store>> {
-        self.0
-            .join()
-            .map_err(|_| anyhow::anyhow!("the thread opening the database panicked"))?
+    /// Waits for the open to finish (`None`: it has yet to begin).
+    fn finish(self) -> anyhow::Result<Option<Arc<dyn Store>>> {
+        match self.0 {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread opening the database panicked"))?
+                .map(Some),
+            None => Ok(None),
+        }
     }
 }
 
-fn open_database(database: &Database) -> anyhow::Result<Arc<dyn Store>> {
+fn open_sqlite(database: &Database) -> anyhow::Result<Arc<dyn Store>> {
     let location = match database {
         Database::SqliteFile(path) => Location::File(path.clone()),
         Database::SqliteMemory => Location::Memory,
+        Database::Postgres(_) => unreachable!("PostgreSQL opens on the runtime"),
     };
     let store = SqliteStore::open(&location).context("failed to open the database")?;
     Ok(Arc::new(store))
+}
+
+async fn open_database(database: &Database) -> anyhow::Result<Arc<dyn Store>> {
+    match database {
+        Database::Postgres(url) => {
+            let store = kairos_persistence_postgres::PostgresStore::open(url)
+                .await
+                .context("failed to open the database")?;
+            Ok(Arc::new(store))
+        }
+        _ => open_sqlite(database),
+    }
+}
+
+/// The schema version of PostgreSQL databases this build writes.
+pub const POSTGRES_SCHEMA_VERSION: usize = kairos_persistence_postgres::MIGRATIONS.len();
+
+/// Creates or upgrades the schema of the PostgreSQL database at `url`; returns where it is
+/// (`host:port/database (schema NAME)`).
+pub async fn migrate_postgres(url: &str) -> anyhow::Result<String> {
+    let store = kairos_persistence_postgres::PostgresStore::open(url)
+        .await
+        .context("failed to migrate the database")?;
+    Ok(store.describe())
 }
 
 impl Default for Config {
@@ -128,9 +179,13 @@ impl Server {
         // Without an `Opening`, opened on this thread, blocking it for the 1-3 ms the open
         // takes, before anything is served: handing the open to the blocking pool cost a thread
         // start and a wake-up, 0.3 ms of every start.
-        let store: Arc<dyn Store> = match config.opening.take() {
+        let opened = match config.opening.take() {
             Some(opening) => opening.finish()?,
-            None => open_database(&config.database)?,
+            None => None,
+        };
+        let store: Arc<dyn Store> = match opened {
+            Some(store) => store,
+            None => open_database(&config.database).await?,
         };
         let serving_store = store.clone();
         let namespaces = Namespaces::load(store.clone()).await?;

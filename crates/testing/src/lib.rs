@@ -32,6 +32,7 @@ pub struct Builder {
     manual_clock: bool,
     options: ServerOptions,
     namespaces: Vec<String>,
+    postgres: Option<String>,
 }
 
 impl Builder {
@@ -59,9 +60,24 @@ impl Builder {
         self
     }
 
-    /// Starts the server.
+    /// Keeps the data in the PostgreSQL database at `url` (with its `schema` parameter, if
+    /// any), whatever `KAIROS_TEST_DB_URL` says: for tests of PostgreSQL itself, or of several
+    /// servers on one database.
+    pub fn postgres(mut self, url: &str) -> Self {
+        self.postgres = Some(url.to_string());
+        self
+    }
+
+    /// Starts the server: on a SQLite file of its own, or, when `KAIROS_TEST_DB_URL` names a
+    /// PostgreSQL database, in a schema of its own there (schemas of finished test processes
+    /// are dropped as the first server of a process starts).
     pub async fn start(self) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
+        let database = match (self.postgres, std::env::var("KAIROS_TEST_DB_URL")) {
+            (Some(url), _) => Database::Postgres(url),
+            (None, Ok(url)) if !url.is_empty() => Database::Postgres(test_schema_url(&url).await?),
+            _ => Database::SqliteFile(dir.path().join("kairos.db")),
+        };
         let clock = self.manual_clock.then(ManualClock::new);
         let clock_dyn: Arc<dyn Clock> = match &clock {
             Some(c) => Arc::new(c.clone()),
@@ -71,7 +87,7 @@ impl Builder {
         namespaces.extend(self.namespaces);
         let server = Server::start(Config {
             listen: "127.0.0.1:0".parse().expect("valid address"),
-            database: Database::SqliteFile(dir.path().join("kairos.db")),
+            database,
             namespaces,
             options: self.options,
             clock: clock_dyn,
@@ -85,6 +101,36 @@ impl Builder {
             _dir: dir,
         })
     }
+}
+
+/// Prefixes of the schemas test runs make (`PREFIX{pid}_...`): the store conformance suite's,
+/// `TestServer`'s, the CLI tests' and the Python tests'.
+const TEST_SCHEMA_PREFIXES: [&str; 4] =
+    ["kairos_test_", "kairos_e2e_", "kairos_cli_", "kairos_py_"];
+
+/// `url` with a schema for one more server of this process; the first call drops the schemas
+/// test processes that have ended left behind.
+pub async fn test_schema_url(url: &str) -> anyhow::Result<String> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let schema = format!("kairos_e2e_{}_{n}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let with_schema = format!("{url}{separator}schema={schema}");
+    CLEANED
+        .get_or_try_init(|| async { drop_finished_test_schemas(&with_schema).await })
+        .await?;
+    Ok(with_schema)
+}
+
+/// Drops the schemas of test processes that have ended, in the database at `url`.
+pub async fn drop_finished_test_schemas(url: &str) -> anyhow::Result<()> {
+    let options = kairos_persistence_postgres::Options::parse(url)?;
+    let store = kairos_persistence_postgres::PostgresStore::connect(options)?;
+    for prefix in TEST_SCHEMA_PREFIXES {
+        store.drop_schemas_of_finished_tests(prefix).await?;
+    }
+    Ok(())
 }
 
 impl TestServer {

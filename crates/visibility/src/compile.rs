@@ -239,6 +239,12 @@ fn expr(
                     r.name()
                 ));
             }
+            if prefix.contains('\0') {
+                return Err(format!(
+                    "invalid expression: a value for search attribute {} contains a NUL character",
+                    r.name()
+                ));
+            }
             let test = Test::StartsWith {
                 prefix: prefix.clone(),
                 negated: *negated,
@@ -304,6 +310,13 @@ fn mismatch(r: &Resolved, value: &Literal) -> String {
 
 /// Converts a literal to the stored representation of the attribute's type.
 fn convert(r: &Resolved, value: &Literal) -> Result<Value, String> {
+    if matches!(value, Literal::Str(s) if s.contains('\0')) {
+        // No store keeps one, so no stored value can match it.
+        return Err(format!(
+            "invalid expression: a value for search attribute {} contains a NUL character",
+            r.name()
+        ));
+    }
     if r.name() == "ExecutionStatus" {
         return match value {
             Literal::Str(s) => STATUSES

@@ -36,7 +36,7 @@ fn one_error_line(output: &std::process::Output) -> String {
 fn a_second_server_on_a_database_in_use_exits_at_once_naming_the_holder() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("shop.db");
-    let first = Kairos::start(&db, free_port());
+    let first = Kairos::start_sqlite(&db, free_port());
     let started = std::time::Instant::now();
     let output = start_dev(&db, free_port()).output().expect("runs");
     let line = one_error_line(&output);
@@ -51,7 +51,7 @@ fn a_second_server_on_a_database_in_use_exits_at_once_naming_the_holder() {
     );
     // Once the first stops, the file is free again.
     drop(first);
-    let second = Kairos::start(&db, free_port());
+    let second = Kairos::start_sqlite(&db, free_port());
     drop(second);
 }
 
@@ -137,7 +137,7 @@ fn gzip_zeros(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_compressed_request_inflating_to_a_gigabyte_is_refused_with_memory_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Kairos::start(&dir.path().join("k.db"), free_port());
+    let server = Kairos::start_sqlite(&dir.path().join("k.db"), free_port());
     let before = peak_rss_kib(server.pid());
     // Eight messages in one call, each 128 MiB of zeros gzipped to about 130 KiB: a gigabyte
     // once inflated.

@@ -12,22 +12,33 @@ pub(crate) struct Kairos {
 }
 
 impl Kairos {
-    /// Starts the binary and waits for its "listening" line.
+    /// Starts the binary and waits for its "listening" line. Its data is the SQLite file `db`,
+    /// or, when `KAIROS_TEST_DB_URL` names a PostgreSQL database, a schema there named after
+    /// `db` (so a restart on the same `db` finds the same data).
     pub(crate) fn start(db: &Path, port: u16) -> Kairos {
         Self::start_with(db, port, &[])
     }
 
-    /// Starts the binary with extra flags and waits for its "listening" line.
+    /// [`Kairos::start`] with extra flags.
     pub(crate) fn start_with(db: &Path, port: u16, extra: &[&str]) -> Kairos {
+        let store = match std::env::var("KAIROS_TEST_DB_URL") {
+            Ok(url) if !url.is_empty() => vec!["--db-url".to_string(), schema_url(&url, db)],
+            _ => vec!["--db-filename".to_string(), db.display().to_string()],
+        };
+        Self::start_on(&store, port, extra)
+    }
+
+    /// Starts the binary on a SQLite file, whatever `KAIROS_TEST_DB_URL` says: for tests of the
+    /// file itself.
+    pub(crate) fn start_sqlite(db: &Path, port: u16) -> Kairos {
+        let store = ["--db-filename".to_string(), db.display().to_string()];
+        Self::start_on(&store, port, &[])
+    }
+
+    fn start_on(store: &[String], port: u16, extra: &[&str]) -> Kairos {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args([
-                "server",
-                "start-dev",
-                "--port",
-                &port.to_string(),
-                "--db-filename",
-            ])
-            .arg(db)
+            .args(["server", "start-dev", "--port", &port.to_string()])
+            .args(store)
             .args(["--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -65,6 +76,17 @@ impl Drop for Kairos {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `url` with a schema of its own for the data `db` names: the test process and a hash of the
+/// path, so a restart on the same `db` finds it and other tests never do.
+fn schema_url(url: &str, db: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    db.hash(&mut hasher);
+    let schema = format!("kairos_cli_{}_{:x}", std::process::id(), hasher.finish());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}schema={schema}")
 }
 
 pub(crate) fn free_port() -> u16 {

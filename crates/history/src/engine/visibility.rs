@@ -56,7 +56,7 @@ fn index_values(ty: AttrType, payload: &Payload) -> Vec<Value> {
     let one = |v: &serde_json::Value| -> Option<Value> {
         match ty {
             AttrType::Keyword | AttrType::Text | AttrType::KeywordList => {
-                v.as_str().map(|s| Value::Text(s.to_string()))
+                v.as_str().map(|s| Value::Text(s.replace('\0', "")))
             }
             AttrType::Int => v.as_i64().map(Value::Int),
             AttrType::Double => v.as_f64().map(Value::Real),

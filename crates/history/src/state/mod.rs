@@ -1111,6 +1111,20 @@ impl<'a> Transition<'a> {
                     if a.workflow_type.as_ref().is_none_or(|t| t.name.is_empty()) {
                         return bad("Required field WorkflowType is not set on command.");
                     }
+                    // As the frontend refuses them in a start: no store keeps a NUL in an id.
+                    let queue = a.task_queue.as_ref().map_or("", |q| q.name.as_str());
+                    let type_name = a.workflow_type.as_ref().map_or("", |t| t.name.as_str());
+                    if [
+                        a.workflow_id.as_str(),
+                        type_name,
+                        queue,
+                        a.namespace.as_str(),
+                    ]
+                    .iter()
+                    .any(|s| s.contains('\0'))
+                    {
+                        return bad("An id or name of the child contains a NUL character.");
+                    }
                     if is_negative(a.workflow_execution_timeout.as_ref())
                         || is_negative(a.workflow_run_timeout.as_ref())
                         || is_negative(a.workflow_task_timeout.as_ref())

@@ -4,6 +4,7 @@ mod continue_as_new;
 mod decoders;
 mod handoff;
 mod long_poll;
+mod postgres;
 mod reset;
 mod signals;
 mod support;
