@@ -119,6 +119,23 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Ends every connection whose `application_name` is `application` (not this store's own
+    /// connection): what a database restart or an operator does to a server. Returns how many
+    /// ended. Only for tests.
+    #[doc(hidden)]
+    pub async fn terminate_connections_of(&self, application: &str) -> Result<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&application],
+            )
+            .await
+            .map_err(pg_err("failed to end connections"))?;
+        Ok(row.get(0))
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool
             .get()

@@ -78,18 +78,9 @@ impl StepsWorkflow {
 /// Ends every connection the server with `application` holds, from a connection of our own;
 /// how many it ended.
 async fn terminate_backends(url: &str, application: &str) -> anyhow::Result<i64> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-              WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            &[&application],
-        )
-        .await?;
-    drop(client);
-    let _ = driver.await;
-    Ok(row.get(0))
+    let options = kairos_persistence_postgres::Options::parse(url)?;
+    let store = kairos_persistence_postgres::PostgresStore::connect(options)?;
+    Ok(store.terminate_connections_of(application).await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
