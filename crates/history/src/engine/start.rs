@@ -1,0 +1,261 @@
+//! Starting runs: start, signal-with-start, update-with-start, under the workflow id's lock,
+//! with the reuse and conflict policies.
+use super::*;
+
+impl Engine {
+    /// `StartWorkflowExecution`, after the frontend validated the request.
+    pub async fn start_workflow(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+    ) -> Result<StartOutcome> {
+        self.start_workflow_with(ns, req, None, None, None).await
+    }
+
+    /// `SignalWithStartWorkflowExecution`: signals the running workflow of that id, or starts a
+    /// run whose history opens with the signal (Started, Signaled, WorkflowTaskScheduled).
+    pub async fn signal_with_start(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+        signal: Signal,
+    ) -> Result<StartOutcome> {
+        self.start_workflow_with(ns, req, Some(signal), None, None)
+            .await
+    }
+
+    /// `SignalWorkflowExecution`: `run_id` empty means the current run.
+    pub async fn signal(
+        &self,
+        ns: &Namespace,
+        workflow_id: &str,
+        run_id: &str,
+        signal: Signal,
+    ) -> Result<String> {
+        let key = self.resolve_run(ns, workflow_id, run_id).await?;
+        self.transact(&key, None, |t| t.signal(signal)).await?;
+        Ok(key.run_id)
+    }
+
+    /// Update-with-start: a new run admits the update in its first transaction (so its first
+    /// workflow task carries it); a running one (USE_EXISTING) is left to the caller to update.
+    pub async fn start_with_update(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+        update: temporalio_protos::temporal::api::update::v1::Request,
+    ) -> Result<StartOutcome> {
+        self.start_workflow_with(ns, req, None, Some(update), None)
+            .await
+    }
+
+    pub(super) async fn start_workflow_with(
+        &self,
+        ns: &Namespace,
+        req: &ws::StartWorkflowExecutionRequest,
+        signal: Option<Signal>,
+        update: Option<temporalio_protos::temporal::api::update::v1::Request>,
+        parent: Option<(crate::state::ParentInfo, WorkflowExecution)>,
+    ) -> Result<StartOutcome> {
+        let lock = self.workflow_lock(&ns.id, &req.workflow_id);
+        let _held = lock.lock().await;
+        let current = self
+            .inner
+            .store
+            .get_current(&ns.id, &req.workflow_id)
+            .await?;
+        let mut expected_run_id = None;
+        if let Some(current) = &current {
+            let data = CurrentData::decode(current.data.as_slice()).unwrap_or_default();
+            expected_run_id = Some(current.run_id.clone());
+            let running = !status_closed(data.status);
+            if !req.request_id.is_empty() && data.start_request_id == req.request_id {
+                return Ok(StartOutcome {
+                    run_id: current.run_id.clone(),
+                    started: false,
+                });
+            }
+            let already = |what: &str| Error::AlreadyStarted {
+                message: what.to_string(),
+                start_request_id: data.start_request_id.clone(),
+                run_id: current.run_id.clone(),
+            };
+            if running {
+                let conflict = WorkflowIdConflictPolicy::try_from(req.workflow_id_conflict_policy)
+                    .unwrap_or(WorkflowIdConflictPolicy::Unspecified);
+                let reuse = WorkflowIdReusePolicy::try_from(req.workflow_id_reuse_policy)
+                    .unwrap_or(WorkflowIdReusePolicy::Unspecified);
+                let terminate = conflict == WorkflowIdConflictPolicy::TerminateExisting
+                    || reuse == WorkflowIdReusePolicy::TerminateIfRunning;
+                if let Some(signal) = signal.as_ref().filter(|_| !terminate) {
+                    // Signal-with-start on a running workflow: just the signal.
+                    let key = RunKey {
+                        namespace_id: ns.id.clone(),
+                        workflow_id: req.workflow_id.clone(),
+                        run_id: current.run_id.clone(),
+                    };
+                    let signal = signal.clone();
+                    self.transact(&key, None, |t| t.signal(signal)).await?;
+                    return Ok(StartOutcome {
+                        run_id: current.run_id.clone(),
+                        started: false,
+                    });
+                }
+                match conflict {
+                    WorkflowIdConflictPolicy::UseExisting => {
+                        return Ok(StartOutcome {
+                            run_id: current.run_id.clone(),
+                            started: false,
+                        });
+                    }
+                    WorkflowIdConflictPolicy::TerminateExisting => {
+                        self.terminate_locked(
+                            ns,
+                            &req.workflow_id,
+                            &current.run_id,
+                            "terminated by a start with TERMINATE_EXISTING",
+                            &req.identity,
+                        )
+                        .await?;
+                    }
+                    _ if reuse == WorkflowIdReusePolicy::TerminateIfRunning => {
+                        self.terminate_locked(
+                            ns,
+                            &req.workflow_id,
+                            &current.run_id,
+                            "terminated by a start with TERMINATE_IF_RUNNING",
+                            &req.identity,
+                        )
+                        .await?;
+                    }
+                    _ => {
+                        return Err(already(&format!(
+                            "Workflow execution is already running. WorkflowId: {}, RunId: {}.",
+                            req.workflow_id, current.run_id
+                        )));
+                    }
+                }
+            } else {
+                let reuse = WorkflowIdReusePolicy::try_from(req.workflow_id_reuse_policy)
+                    .unwrap_or(WorkflowIdReusePolicy::Unspecified);
+                match reuse {
+                    WorkflowIdReusePolicy::RejectDuplicate => {
+                        return Err(already(
+                            "Workflow execution already finished and WorkflowIdReusePolicy is REJECT_DUPLICATE",
+                        ));
+                    }
+                    WorkflowIdReusePolicy::AllowDuplicateFailedOnly
+                        if data.status == WorkflowExecutionStatus::Completed as i32 =>
+                    {
+                        return Err(already(
+                            "Workflow execution already finished successfully and WorkflowIdReusePolicy is ALLOW_DUPLICATE_FAILED_ONLY",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let key = RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: req.workflow_id.clone(),
+            run_id: run_id.clone(),
+        };
+        let now = self.inner.clock.now();
+        let (mut ms, mut started) = new_run(&ns.id, &ns.name, req, &run_id, now);
+        if let Some((parent, root)) = parent {
+            set_parent(&mut ms, &mut started, parent, root);
+        }
+        let shard_id = self.shard_of(&ns.id, &req.workflow_id);
+        let shard = &self.inner.shards[shard_id as usize];
+        let mut ids = TaskIdsRef(&shard.ids);
+        let env = self.env_for(&ms);
+        let mut t = Transition::new(&mut ms, now, env, &mut ids);
+        t.start_workflow_with_signal(started, signal);
+        if let Some(update) = update {
+            t.admit_update(update)
+                .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+        }
+        let handoffs = self.start_for_waiting_pollers(&mut t);
+        let Transition {
+            events,
+            timers,
+            transfers,
+            transfers_done,
+            ..
+        } = t;
+        let (transfers, transfers_done) = drop_taken_transfers(transfers, transfers_done);
+        let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
+        ms.state_transition_count = 1;
+        let mut batch = self.batch_for(&key, shard_id, shard.range_id);
+        batch.executions.push((
+            run_id.clone(),
+            ExecutionWrite::Insert {
+                state: ms.encode_to_vec(),
+            },
+        ));
+        batch.current = Some(CurrentWrite::Set {
+            run_id: run_id.clone(),
+            expected_run_id,
+            data: CurrentData {
+                status: ms.status,
+                start_request_id: req.request_id.clone(),
+            }
+            .encode_to_vec(),
+        });
+        self.fill_batch(
+            &mut batch,
+            &key,
+            &events,
+            &timers,
+            &transfers,
+            &transfers_done,
+        );
+        let encoded: Vec<Vec<u8>> = batch.events.iter().map(|(_, _, e)| e.clone()).collect();
+        batch
+            .visibility
+            .push(VisibilityWrite::Insert(Box::new(visibility::row(
+                &ms,
+                &ns.custom_search_attributes,
+            ))));
+        let timer_rows: Vec<timers::Queued> =
+            batch.timers_add.iter().map(timers::Queued::of).collect();
+        let transfer_rows = batch.transfers_add.clone();
+        self.inner.store.commit(batch).await?;
+        let progress = RunProgress::of(&ms, &events);
+        let answers = {
+            let slot = self.slot(&key);
+            let mut held = slot.lock().await;
+            if held.is_none() {
+                *held = Some(Cached::new(ms, 1, encoded));
+            }
+            let cached = held.as_ref().expect("cached above");
+            self.answers(&key, cached, handoffs)
+        };
+        self.after_commit(&key, progress, timer_rows, transfer_rows);
+        for (poller, answer) in answers {
+            self.hand_over(&key, poller, answer).await;
+        }
+        Ok(StartOutcome {
+            run_id,
+            started: true,
+        })
+    }
+
+    pub(super) async fn terminate_locked(
+        &self,
+        ns: &Namespace,
+        workflow_id: &str,
+        run_id: &str,
+        reason: &str,
+        identity: &str,
+    ) -> Result<()> {
+        let key = RunKey {
+            namespace_id: ns.id.clone(),
+            workflow_id: workflow_id.to_string(),
+            run_id: run_id.to_string(),
+        };
+        self.transact(&key, None, |t| t.terminate(reason, None, identity))
+            .await
+    }
+}
