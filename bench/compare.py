@@ -186,7 +186,7 @@ def run_bench(bench: Path, server: Server, activities: int, concurrency: int, se
     if server.on_postgres:
         # The server's CPU per workflow counts PostgreSQL's processes too (measured over the
         # whole run, start-up of the load included, so a slight overestimate).
-        done = max(report["workflows_completed"], 1)
+        done = max(report["completed"], 1)
         pg_ms = (postgres_cpu_s() - pg_before) * 1000 / done
         report["server"]["kairos_cpu_ms_per_workflow"] = report["server"]["cpu_ms_per_workflow"]
         report["server"]["postgres_cpu_ms_per_workflow"] = pg_ms

@@ -2,7 +2,8 @@
 //! Initiated event and a transfer task; history delivers it to the target (a transaction of
 //! the target's own) and then records the result on the sender: Signaled / CancelRequested, or
 //! Failed with EXTERNAL_WORKFLOW_EXECUTION_NOT_FOUND.
-use temporalio_protos::temporal::api::command::v1::{
+use super::commands::{Budget, C, Refusal, cmd, over};
+use cmd::{
     RequestCancelExternalWorkflowExecutionCommandAttributes,
     SignalExternalWorkflowExecutionCommandAttributes,
 };
@@ -176,5 +177,63 @@ impl Transition<'_> {
         };
         self.add_external(ev);
         Ok(())
+    }
+}
+
+// The command's checks, beside its application above.
+impl Transition<'_> {
+    /// Checks a signal external workflow execution command.
+    pub(in crate::state) fn check_signal_external_workflow_execution(
+        &self,
+        _: &cmd::SignalExternalWorkflowExecutionCommandAttributes,
+        budget: &mut Budget,
+    ) -> Result<(), Refusal> {
+        budget.signals += 1;
+        if over(budget.signals, self.env.max_pending_signals) {
+            return Err((
+                C::PendingSignalsLimitExceeded,
+                "the number of pending signals to external workflows exceeds the limit".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a signal external workflow execution command; true when it needs a new workflow task.
+    pub(in crate::state) fn signal_external_workflow_execution(
+        &mut self,
+        a: &cmd::SignalExternalWorkflowExecutionCommandAttributes,
+        completed_id: i64,
+        _identity: &str,
+    ) -> bool {
+        self.signal_external(a, completed_id);
+        false
+    }
+
+    /// Checks a request cancel external workflow execution command.
+    pub(in crate::state) fn check_request_cancel_external_workflow_execution(
+        &self,
+        _: &cmd::RequestCancelExternalWorkflowExecutionCommandAttributes,
+        budget: &mut Budget,
+    ) -> Result<(), Refusal> {
+        budget.cancels += 1;
+        if over(budget.cancels, self.env.max_pending_cancels) {
+            return Err((
+                C::PendingRequestCancelLimitExceeded,
+                "the number of pending requests to cancel external workflows exceeds the limit"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a request cancel external workflow execution command; true when it needs a new workflow task.
+    pub(in crate::state) fn request_cancel_external_workflow_execution(
+        &mut self,
+        a: &cmd::RequestCancelExternalWorkflowExecutionCommandAttributes,
+        completed_id: i64,
+        _identity: &str,
+    ) -> bool {
+        self.cancel_external(a, completed_id);
+        false
     }
 }
