@@ -4,6 +4,7 @@ use kairos_core::filter::{Column, Filter, Op, Slot, Test, Value};
 use kairos_persistence::{Result, VisibilityCursor, VisibilityRow, VisibilityWrite};
 use tokio_postgres::types::ToSql;
 
+use crate::batch::prepared;
 use crate::error::pg_err;
 
 /// Writes one change to a run's record (and its search-attribute rows) in `tx`.
@@ -13,31 +14,40 @@ pub(crate) async fn write(
     write: &VisibilityWrite,
 ) -> Result<()> {
     let clear = |run_id: String| async move {
-        tx.execute(
+        let delete = prepared(
+            tx,
             "DELETE FROM visibility_attributes WHERE namespace_id = $1 AND run_id = $2",
-            &[&ns, &run_id],
         )
-        .await
-        .map_err(pg_err("failed to clear search attributes"))
+        .await?;
+        tx.execute(&delete, &[&ns, &run_id])
+            .await
+            .map_err(pg_err("failed to clear search attributes"))
     };
     let (row, replace) = match write {
         VisibilityWrite::Delete { run_id } => {
             clear(run_id.clone()).await?;
-            tx.execute(
+            let delete = prepared(
+                tx,
                 "DELETE FROM visibility WHERE namespace_id = $1 AND run_id = $2",
-                &[&ns, run_id],
             )
-            .await
-            .map_err(pg_err("failed to delete a visibility record"))?;
+            .await?;
+            tx.execute(&delete, &[&ns, run_id])
+                .await
+                .map_err(pg_err("failed to delete a visibility record"))?;
             return Ok(());
         }
         VisibilityWrite::Update(row) => {
             let status = i64::from(row.status);
-            tx.execute(
+            let update = prepared(
+                tx,
                 "UPDATE visibility SET status = $3, close_time = $4, sort_close = $5,
                      execution_duration = $6, history_length = $7, history_size_bytes = $8,
                      state_transition_count = $9, execution_time = $10
                  WHERE namespace_id = $1 AND run_id = $2",
+            )
+            .await?;
+            tx.execute(
+                &update,
                 &[
                     &ns,
                     &row.run_id,
@@ -78,7 +88,8 @@ pub(crate) async fn write(
         ""
     };
     let status = i64::from(row.status);
-    tx.execute(
+    let insert = prepared(
+        tx,
         &format!(
             "INSERT INTO visibility (namespace_id, run_id, workflow_id, workflow_type,
                  task_queue, status, start_time, execution_time, close_time, sort_close,
@@ -88,6 +99,10 @@ pub(crate) async fn write(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                  $18, $19, $20, $21) {conflict}"
         ),
+    )
+    .await?;
+    tx.execute(
+        &insert,
         &[
             &ns,
             &row.run_id,
@@ -115,23 +130,31 @@ pub(crate) async fn write(
     .await
     .map_err(pg_err("failed to write a visibility record"))?;
     if !row.attributes.is_empty() {
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO visibility_attributes (namespace_id, run_id, name, int_value,
-                     real_value, text_value) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .await
-            .map_err(pg_err("failed to prepare a search attribute insert"))?;
+        let insert = prepared(
+            tx,
+            "INSERT INTO visibility_attributes (namespace_id, run_id, name, int_value, real_value,
+                 text_value)
+             SELECT $1, $2, * FROM UNNEST($3::TEXT[], $4::BIGINT[], $5::DOUBLE PRECISION[], $6::TEXT[])",
+        )
+        .await?;
+        let mut names = Vec::new();
+        let mut ints = Vec::new();
+        let mut reals = Vec::new();
+        let mut texts = Vec::new();
         for (name, value) in &row.attributes {
+            names.push(name.as_str());
             let (int, real, text) = match value {
                 Value::Int(i) => (Some(*i), None, None),
                 Value::Real(x) => (None, Some(*x), None),
                 Value::Text(t) => (None, None, Some(t.as_str())),
             };
-            tx.execute(&insert, &[&ns, &row.run_id, name, &int, &real, &text])
-                .await
-                .map_err(pg_err("failed to write a search attribute"))?;
+            ints.push(int);
+            reals.push(real);
+            texts.push(text);
         }
+        tx.execute(&insert, &[&ns, &row.run_id, &names, &ints, &reals, &texts])
+            .await
+            .map_err(pg_err("failed to write search attributes"))?;
     }
     Ok(())
 }
