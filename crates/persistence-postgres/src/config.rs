@@ -78,6 +78,16 @@ impl Options {
         })
     }
 
+    /// The first key of this schema's advisory locks (the second is the shard): a hash of the
+    /// schema's name, so deployments in other schemas of the database never wait on ours.
+    pub fn lock_space(&self) -> i32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in self.schema.bytes() {
+            hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        }
+        hash as i32
+    }
+
     /// `host:port/database`, for messages (never the password).
     pub fn describe(&self) -> String {
         let host = match self.pg.get_hosts().first() {

@@ -154,7 +154,7 @@ fn unstorable(keys: &[&str]) -> bool {
 impl Store for PostgresStore {
     async fn commit(&self, batch: WriteBatch) -> Result<()> {
         let mut client = self.client().await?;
-        batch::commit(&mut client, &batch).await
+        batch::commit(&mut client, &batch, self.options.lock_space()).await
     }
 
     async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>> {
@@ -163,6 +163,10 @@ impl Store for PostgresStore {
             .transaction()
             .await
             .map_err(pg_err("failed to begin"))?;
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
+            .await
+            .map_err(pg_err("failed to prepare a lease lock"))?;
         let bump = tx
             .prepare_cached(
                 "INSERT INTO shards (shard_id, range_id) VALUES ($1, 1)
@@ -181,6 +185,10 @@ impl Store for PostgresStore {
             .map_err(pg_err("failed to prepare a task id read"))?;
         let mut leases = Vec::with_capacity(count.max(0) as usize);
         for shard_id in 0..count {
+            // Exclusive: waits for the commits in flight under the old lease (batch.rs).
+            tx.execute(&lock, &[&self.options.lock_space(), &shard_id])
+                .await
+                .map_err(pg_err("failed to lock the shard"))?;
             let range_id: i64 = tx
                 .query_one(&bump, &[&shard_id])
                 .await
