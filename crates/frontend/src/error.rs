@@ -150,6 +150,7 @@ pub fn to_status(e: kairos_history::Error) -> Status {
             tracing::error!(error = %m, "request failed in the store");
             Status::unavailable(m)
         }
+        E::ShardOwnershipLost { .. } => Status::unavailable(e.to_string()),
     }
 }
 

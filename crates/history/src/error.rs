@@ -35,12 +35,22 @@ pub enum Error {
     /// The store could not be reached or failed; the client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Another server holds the shard's lease now: this one stopped serving the shard and
+    /// commits nothing on it (the client may retry, reaching the owner once requests are routed).
+    #[error("shard {shard_id} is owned by another server")]
+    ShardOwnershipLost {
+        /// The shard.
+        shard_id: i32,
+    },
 }
 
 impl From<kairos_persistence::Error> for Error {
     fn from(e: kairos_persistence::Error) -> Self {
         match e {
             kairos_persistence::Error::NotFound(m) => Error::NotFound(m),
+            kairos_persistence::Error::ShardOwnershipLost { shard_id } => {
+                Error::ShardOwnershipLost { shard_id }
+            }
             other => Error::Unavailable(other.with_causes()),
         }
     }

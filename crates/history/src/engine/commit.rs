@@ -3,6 +3,22 @@
 use super::*;
 
 impl Engine {
+    /// Commits a batch on its shard: at once refused when the shard's lease is known lost, and
+    /// the shard marked lost when the store refuses the batch for its lease.
+    pub(super) async fn commit_batch(&self, batch: WriteBatch) -> Result<()> {
+        let shard = &self.inner.shards[batch.shard_id as usize];
+        if shard.is_lost() {
+            return Err(Error::ShardOwnershipLost { shard_id: shard.id });
+        }
+        match self.inner.store.commit(batch).await {
+            Err(kairos_persistence::Error::ShardOwnershipLost { shard_id }) => {
+                shard.mark_lost();
+                Err(Error::ShardOwnershipLost { shard_id })
+            }
+            other => other.map_err(Error::from),
+        }
+    }
+
     /// Applies `f` to the run as one transition and commits it. `extra_timer_delete` removes a
     /// fired timer in the same transaction.
     pub(crate) async fn transact<T>(
@@ -156,7 +172,7 @@ impl Engine {
         let timer_rows: Vec<timers::Queued> =
             batch.timers_add.iter().map(timers::Queued::of).collect();
         let transfer_rows = batch.transfers_add.clone();
-        match self.inner.store.commit(batch).await {
+        match self.commit_batch(batch).await {
             Ok(()) => {
                 cached.ms = ms;
                 cached.version += 1;
@@ -193,7 +209,7 @@ impl Engine {
             Err(e) => {
                 *guard = None;
                 tracing::warn!(run = %key, error = %e, "failed to commit a transition");
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -458,7 +474,7 @@ impl Engine {
         let mut batch =
             self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
         batch.transfers_delete.push(task_id);
-        if let Err(e) = self.inner.store.commit(batch).await {
+        if let Err(e) = self.commit_batch(batch).await {
             tracing::warn!(error = %e, "failed to delete the transfer task of a deleted run");
         }
     }
@@ -472,7 +488,7 @@ impl Engine {
         let mut batch =
             self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
         batch.timers_delete.push(timer_id);
-        self.inner.store.commit(batch).await?;
+        self.commit_batch(batch).await?;
         Ok(())
     }
 

@@ -80,9 +80,32 @@ pub struct EngineOptions {
     pub continue_as_new_min_interval: Duration,
 }
 
+/// A shard this server holds: its lease (`range_id`, every write is fenced by it), its task id
+/// allocator, and whether it has lost the lease to another server (then it commits nothing more
+/// and its timers are dropped here: they are the new owner's).
 struct Shard {
+    id: i32,
     range_id: i64,
     ids: Mutex<CounterIds>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Shard {
+    fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that another server took the shard; says so in the log once.
+    fn mark_lost(&self) {
+        if !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                shard_id = self.id,
+                range_id = self.range_id,
+                "shard ownership lost: another server took this shard's lease; this server \
+                 stops serving it"
+            );
+        }
+    }
 }
 
 type WorkflowLock = Arc<tokio::sync::Mutex<()>>;
@@ -163,8 +186,10 @@ impl Engine {
             // Task ids grow monotonically per shard: past anything stored and unique per lease.
             let base = lease.max_task_id.max(lease.range_id << 40);
             shards.push(Shard {
+                id: lease.shard_id,
                 range_id: lease.range_id,
                 ids: Mutex::new(CounterIds(base)),
+                lost: std::sync::atomic::AtomicBool::new(false),
             });
         }
         let engine = Engine {

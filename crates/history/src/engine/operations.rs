@@ -49,7 +49,7 @@ impl Engine {
         batch.visibility.push(VisibilityWrite::Delete {
             run_id: key.run_id.clone(),
         });
-        self.inner.store.commit(batch).await?;
+        self.commit_batch(batch).await?;
         *guard = None;
         drop(guard);
         self.inner.runs.lock().remove(key);

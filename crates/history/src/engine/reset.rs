@@ -179,7 +179,7 @@ impl Engine {
             .map(super::timers::Queued::of)
             .collect();
         let transfer_rows = batch.transfers_add.clone();
-        self.inner.store.commit(batch).await?;
+        self.commit_batch(batch).await?;
         let progress = super::RunProgress::of(&ms, &all_events);
         {
             let slot = self.slot(&key);

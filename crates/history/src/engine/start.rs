@@ -221,7 +221,7 @@ impl Engine {
         let timer_rows: Vec<timers::Queued> =
             batch.timers_add.iter().map(timers::Queued::of).collect();
         let transfer_rows = batch.transfers_add.clone();
-        self.inner.store.commit(batch).await?;
+        self.commit_batch(batch).await?;
         let progress = RunProgress::of(&ms, &events);
         let answers = {
             let slot = self.slot(&key);

@@ -57,7 +57,7 @@ impl Engine {
             self.inner.shards[task.shard_id as usize].range_id,
         );
         batch.transfers_delete.push(task.task_id);
-        if let Err(e) = self.inner.store.commit(batch).await {
+        if let Err(e) = self.commit_batch(batch).await {
             tracing::warn!(error = %e, "failed to delete a stale transfer task");
         }
     }

@@ -161,6 +161,10 @@ pub(super) async fn run(engine: Engine) {
             tokio::spawn(async move {
                 for timer in timers {
                     if let Err(e) = fire(&engine, &timer).await {
+                        if matches!(e, crate::Error::ShardOwnershipLost { .. }) {
+                            // The shard's new owner fires it.
+                            continue;
+                        }
                         tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
                         let now_ms = to_millis(engine.inner.clock.now());
                         engine.inner.timers.retry(&timer, now_ms);
