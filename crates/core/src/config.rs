@@ -140,6 +140,9 @@ pub struct ServerOptions {
     /// apart: a shorter-lived run's successor waits out the rest as a start backoff
     /// (`history.continueAsNewMinInterval`, 1 s as in the reference).
     pub continue_as_new_min_interval: Duration,
+    /// How often a server confirms the leases of the shards it holds, so one that another
+    /// server took is given up even while nothing is committed on it.
+    pub shard_renew_interval: Duration,
 }
 
 impl Default for ServerOptions {
@@ -153,6 +156,7 @@ impl Default for ServerOptions {
             cache_size: 10_000,
             eager_activities: false,
             continue_as_new_min_interval: Duration::from_secs(1),
+            shard_renew_interval: Duration::from_secs(10),
             limits: Limits::default(),
         }
     }

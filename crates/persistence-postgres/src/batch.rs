@@ -1,9 +1,10 @@
-//! One `WriteBatch` in one transaction, sent as one pipeline: `BEGIN`, the shard's advisory lock
-//! taken shared, the lease read, then every write (current-run pointer, executions conditioned
-//! on their version and on where their history ends, history rows, timers, transfer tasks,
-//! visibility records), each statement prepared once per connection. The answers are checked
-//! together, then the transaction is committed, or rolled back when any check failed: two round
-//! trips per batch, whatever its size.
+//! A group of `WriteBatch`es in one transaction, sent as one pipeline: `BEGIN`, then per batch
+//! its shard's advisory lock taken shared, the lease read, and every write (current-run
+//! pointer, executions conditioned on their version and on where their history ends, history
+//! rows, timers, transfer tasks, visibility records), each statement prepared once per
+//! connection. The answers are checked together, then the transaction is committed, or rolled
+//! back when any check failed (and each batch committed again on its own): two round trips per
+//! group, whatever its size.
 //!
 //! Fencing: a lease bump takes the same advisory lock exclusively, so it waits for every commit
 //! in flight under the old lease, and every commit after it reads the new `range_id`. (A shared
@@ -34,43 +35,48 @@ struct Step<'a> {
     unless_none: Option<Error>,
 }
 
-/// Commits `batch` on one pooled connection.
-pub(crate) async fn commit(
+/// Commits `batches` on one pooled connection, in one transaction when they all succeed: one
+/// pipeline, one WAL flush for all of them. When any fails (a condition, a lost lease, an
+/// error), the transaction is rolled back and each batch is committed again on its own, so
+/// one failing batch never fails another. The results are in the batches' order.
+pub(crate) async fn commit_group(
     client: &mut deadpool_postgres::Object,
-    batch: &WriteBatch,
+    batches: &[WriteBatch],
+    lock_space: i32,
+) -> Vec<Result<()>> {
+    if batches.len() > 1 && try_together(client, batches, lock_space).await.is_ok() {
+        return batches.iter().map(|_| Ok(())).collect();
+    }
+    let mut results = Vec::with_capacity(batches.len());
+    for batch in batches {
+        results.push(try_together(client, std::slice::from_ref(batch), lock_space).await);
+    }
+    results
+}
+
+/// Commits `batches` in one transaction, or none of them: the first failure met.
+async fn try_together(
+    client: &mut deadpool_postgres::Object,
+    batches: &[WriteBatch],
     lock_space: i32,
 ) -> Result<()> {
     let client: &Client = client;
-    let plan = Plan::of(batch)?;
-    let statements = Statements::prepare(client, &plan, batch).await?;
+    let plans = batches.iter().map(Plan::of).collect::<Result<Vec<_>>>()?;
+    let statements = futures::future::join_all(
+        batches
+            .iter()
+            .zip(&plans)
+            .map(|(batch, plan)| Statements::prepare(client, plan, batch)),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     let mut steps: Vec<Step<'_>> = Vec::new();
     let begin = client.batch_execute("BEGIN");
-    let statements = &statements;
-    steps.push(step(
-        async move {
-            client
-                .execute(&statements.lock, &[&lock_space, &batch.shard_id])
-                .await
-        },
-        "failed to take the shard's lock",
-        None,
-    ));
-    let lease_ok = async {
-        let row = client
-            .query_opt(&statements.lease, &[&batch.shard_id])
-            .await?;
-        Ok(u64::from(
-            row.map(|r| r.get::<_, i64>(0)) == Some(batch.range_id),
-        ))
-    };
-    steps.push(Step {
-        answer: Box::pin(lease_ok),
-        what: "failed to read the shard lease",
-        unless_none: Some(Error::ShardOwnershipLost {
-            shard_id: batch.shard_id,
-        }),
-    });
-    writes(client, statements, &plan, batch, &mut steps);
+    for ((batch, plan), statements) in batches.iter().zip(&plans).zip(&statements) {
+        lease_steps(client, statements, batch, lock_space, &mut steps);
+        writes(client, statements, plan, batch, &mut steps);
+    }
     let (begun, answers) = futures::future::join(
         begin,
         futures::future::join_all(
@@ -106,6 +112,40 @@ pub(crate) async fn commit(
             Err(error)
         }
     }
+}
+
+/// The shard's advisory lock (shared) and its lease check, before a batch's writes.
+fn lease_steps<'a>(
+    client: &'a Client,
+    statements: &'a Statements,
+    batch: &'a WriteBatch,
+    lock_space: i32,
+    steps: &mut Vec<Step<'a>>,
+) {
+    steps.push(step(
+        async move {
+            client
+                .execute(&statements.lock, &[&lock_space, &batch.shard_id])
+                .await
+        },
+        "failed to take the shard's lock",
+        None,
+    ));
+    let lease_ok = async move {
+        let row = client
+            .query_opt(&statements.lease, &[&batch.shard_id])
+            .await?;
+        Ok(u64::from(
+            row.map(|r| r.get::<_, i64>(0)) == Some(batch.range_id),
+        ))
+    };
+    steps.push(Step {
+        answer: Box::pin(lease_ok),
+        what: "failed to read the shard lease",
+        unless_none: Some(Error::ShardOwnershipLost {
+            shard_id: batch.shard_id,
+        }),
+    });
 }
 
 fn step<'a>(

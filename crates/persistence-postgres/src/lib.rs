@@ -1,5 +1,6 @@
-//! The PostgreSQL backend: a pool of connections (so concurrent transitions commit side by side,
-//! each in one transaction, PostgreSQL grouping their WAL flushes), prepared statements, tables
+//! The PostgreSQL backend: a pool of connections, committers that commit every batch waiting
+//! when they are free in one transaction (one pipeline, one WAL flush; a group with a failing
+//! batch is replayed batch by batch), prepared statements, tables
 //! in a schema of their own (`?schema=NAME` in the URL), versioned migrations applied at open.
 //! Durability is PostgreSQL's: a commit returns once its transaction is committed with the
 //! server's `synchronous_commit`. Every write is fenced by the shard's lease row, read `FOR
@@ -14,6 +15,7 @@ use kairos_persistence::{
     CurrentRow, Error, ExecutionRow, NamespaceRow, PutNamespace, Result, ShardLease, Store,
     TimerTask, TransferTask, VisibilityCursor, VisibilityRow, WriteBatch,
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 mod batch;
@@ -28,12 +30,20 @@ pub use schema::MIGRATIONS;
 
 use error::{pg_err, pool_err};
 
-/// A store on PostgreSQL. Clones share the pool.
+/// A store on PostgreSQL. Clones share the pool and the committers.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
     options: Arc<Options>,
+    /// The queue of batches waiting for a committer (started with the first commit).
+    commits: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Pending>>>,
 }
+
+/// A batch waiting to be committed, and where its result goes.
+type Pending = (WriteBatch, oneshot::Sender<Result<()>>);
+
+/// Batches one committer commits together at most.
+const MAX_GROUP: usize = 64;
 
 impl PostgresStore {
     /// Connects to the database at `url`, brings its schema up to date and opens the pool. An
@@ -62,6 +72,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             options: Arc::new(options),
+            commits: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -136,11 +147,81 @@ impl PostgresStore {
         Ok(row.get(0))
     }
 
+    /// The committers' queue, starting them the first time: half the pool's connections (at
+    /// least one) each take every batch waiting when they are free and commit them as one
+    /// group, so under load one transaction (one WAL flush) carries many, and with no load a
+    /// batch is committed as soon as it comes.
+    fn commit_queue(&self) -> &mpsc::UnboundedSender<Pending> {
+        self.commits.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            for _ in 0..(self.options.pool_size / 2).max(1) {
+                let rx = rx.clone();
+                let pool = self.pool.clone();
+                let options = self.options.clone();
+                tokio::spawn(async move {
+                    while let Some(group) = next_group(&rx).await {
+                        commit_pending(&pool, &options, group).await;
+                    }
+                });
+            }
+            tx
+        })
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool
             .get()
             .await
             .map_err(|e| pool_err(&self.options.describe(), e))
+    }
+}
+
+fn stopped() -> Error {
+    Error::Unavailable {
+        message: "the PostgreSQL committers have stopped".into(),
+        source: None,
+    }
+}
+
+/// The batches waiting now (at least one, waiting for it), or `None` once every store handle
+/// is gone.
+async fn next_group(
+    rx: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Pending>>,
+) -> Option<Vec<Pending>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(pending) => group.push(pending),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+/// Commits a group on one connection and answers each batch.
+async fn commit_pending(pool: &Pool, options: &Options, group: Vec<Pending>) {
+    let (batches, replies): (Vec<WriteBatch>, Vec<oneshot::Sender<Result<()>>>) =
+        group.into_iter().unzip();
+    let results = match pool.get().await {
+        Ok(mut client) => batch::commit_group(&mut client, &batches, options.lock_space()).await,
+        Err(e) => {
+            let message = pool_err(&options.describe(), e).with_causes();
+            batches
+                .iter()
+                .map(|_| {
+                    Err(Error::Unavailable {
+                        message: message.clone(),
+                        source: None,
+                    })
+                })
+                .collect()
+        }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
     }
 }
 
@@ -153,11 +234,14 @@ fn unstorable(keys: &[&str]) -> bool {
 #[async_trait]
 impl Store for PostgresStore {
     async fn commit(&self, batch: WriteBatch) -> Result<()> {
-        let mut client = self.client().await?;
-        batch::commit(&mut client, &batch, self.options.lock_space()).await
+        let (tx, rx) = oneshot::channel();
+        self.commit_queue()
+            .send((batch, tx))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
-    async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>> {
+    async fn acquire_shards(&self, shard_ids: &[i32]) -> Result<Vec<ShardLease>> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -183,8 +267,8 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg_err("failed to prepare a task id read"))?;
-        let mut leases = Vec::with_capacity(count.max(0) as usize);
-        for shard_id in 0..count {
+        let mut leases = Vec::with_capacity(shard_ids.len());
+        for &shard_id in shard_ids {
             // Exclusive: waits for the commits in flight under the old lease (batch.rs).
             tx.execute(&lock, &[&self.options.lock_space(), &shard_id])
                 .await
@@ -284,13 +368,17 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn scan_timers(&self, mut each: Box<dyn FnMut(TimerTask) + Send>) -> Result<()> {
+    async fn scan_timers(
+        &self,
+        shard_ids: &[i32],
+        mut each: Box<dyn FnMut(TimerTask) + Send>,
+    ) -> Result<()> {
         let client = self.client().await?;
         let rows = client
             .query_raw(
                 "SELECT task_id, shard_id, fire_at_ms, namespace_id, workflow_id, run_id, data
-                 FROM timers ORDER BY fire_at_ms, shard_id, task_id",
-                std::iter::empty::<i32>(),
+                 FROM timers WHERE shard_id = ANY($1) ORDER BY fire_at_ms, shard_id, task_id",
+                [&shard_ids],
             )
             .await
             .map_err(pg_err("failed to scan timers"))?;
@@ -310,13 +398,31 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn load_transfers(&self) -> Result<Vec<TransferTask>> {
+    async fn renew_shard(&self, lease: ShardLease) -> Result<()> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT range_id FROM shards WHERE shard_id = $1",
+                &[&lease.shard_id],
+            )
+            .await
+            .map_err(pg_err("failed to read a shard lease"))?;
+        if row.map(|r| r.get::<_, i64>(0)) == Some(lease.range_id) {
+            Ok(())
+        } else {
+            Err(Error::ShardOwnershipLost {
+                shard_id: lease.shard_id,
+            })
+        }
+    }
+
+    async fn load_transfers(&self, shard_ids: &[i32]) -> Result<Vec<TransferTask>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT task_id, shard_id, namespace_id, workflow_id, run_id, data
-                 FROM transfers ORDER BY shard_id, task_id",
-                &[],
+                 FROM transfers WHERE shard_id = ANY($1) ORDER BY shard_id, task_id",
+                &[&shard_ids],
             )
             .await
             .map_err(pg_err("failed to scan transfer tasks"))?;

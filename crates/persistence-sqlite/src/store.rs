@@ -13,13 +13,34 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| closed())?
     }
 
-    async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>> {
+    async fn acquire_shards(&self, shard_ids: &[i32]) -> Result<Vec<ShardLease>> {
         // The lease commit is not synced on its own (0.6 ms of a 3 ms start): it answers no
         // client, and the write-ahead log is synced in order, so the first durable commit made
         // under these leases makes them durable too. A crash before that loses only the bump,
         // and nothing stored was numbered from it; the next start bumps again.
-        self.write_job(move |conn| unsynced(conn, |conn| take_leases(conn, count)))
+        let shard_ids = shard_ids.to_vec();
+        self.write_job(move |conn| unsynced(conn, |conn| take_leases(conn, &shard_ids)))
             .await
+    }
+
+    async fn renew_shard(&self, lease: ShardLease) -> Result<()> {
+        let range_id = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT range_id FROM shards WHERE shard_id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([lease.shard_id], |r| r.get::<_, i64>(0))
+                            .optional()
+                    })
+                    .map_err(sql_err("failed to read a shard lease"))
+            })
+            .await?;
+        if range_id == Some(lease.range_id) {
+            Ok(())
+        } else {
+            Err(Error::ShardOwnershipLost {
+                shard_id: lease.shard_id,
+            })
+        }
     }
 
     async fn get_execution(
@@ -163,17 +184,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn scan_timers(&self, mut each: Box<dyn FnMut(TimerTask) + Send>) -> Result<()> {
+    async fn scan_timers(
+        &self,
+        shard_ids: &[i32],
+        mut each: Box<dyn FnMut(TimerTask) + Send>,
+    ) -> Result<()> {
+        let shards = shard_list(shard_ids);
         // On the writer connection: a start-up read (see the trait), so no reader has to open.
         self.write_job(move |conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT task_id, shard_id, fire_at_ms, namespace_id, workflow_id, run_id, data
-                     FROM timers ORDER BY fire_at_ms, shard_id, task_id",
+                     FROM timers WHERE shard_id IN (SELECT value FROM json_each(?1))
+                     ORDER BY fire_at_ms, shard_id, task_id",
                 )
                 .map_err(sql_err("failed to prepare a timer scan"))?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map([shards], |r| {
                     Ok(TimerTask {
                         task_id: r.get(0)?,
                         shard_id: r.get(1)?,
@@ -193,17 +220,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn load_transfers(&self) -> Result<Vec<TransferTask>> {
+    async fn load_transfers(&self, shard_ids: &[i32]) -> Result<Vec<TransferTask>> {
+        let shards = shard_list(shard_ids);
         // On the writer connection: a start-up read (see the trait), so no reader has to open.
         self.write_job(move |conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT task_id, shard_id, namespace_id, workflow_id, run_id, data
-                     FROM transfers ORDER BY shard_id, task_id",
+                     FROM transfers WHERE shard_id IN (SELECT value FROM json_each(?1))
+                     ORDER BY shard_id, task_id",
                 )
                 .map_err(sql_err("failed to prepare a transfer scan"))?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map([shards], |r| {
                     Ok(TransferTask {
                         task_id: r.get(0)?,
                         shard_id: r.get(1)?,
@@ -297,4 +326,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Shard ids as a JSON array, bound as one parameter and read back with `json_each`.
+fn shard_list(shard_ids: &[i32]) -> String {
+    let ids: Vec<String> = shard_ids.iter().map(i32::to_string).collect();
+    format!("[{}]", ids.join(","))
 }

@@ -16,7 +16,7 @@ async fn commits_after_the_unsynced_start_up_commits_are_synced() {
             Ok(query_one(conn, "PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap())
         })
     };
-    store.acquire_shards(4).await.unwrap();
+    store.acquire_shards(&[0, 1, 2, 3]).await.unwrap();
     assert_eq!(synchronous().await.unwrap(), 2, "FULL after the leases");
     let row = NamespaceRow {
         id: "id-1".into(),
@@ -45,7 +45,7 @@ async fn writes_run_here_until_the_writer_thread_starts() {
     let where_run = || store.write_job(|_| Ok(std::thread::current().name().map(str::to_owned)));
     let here = std::thread::current().name().map(str::to_owned);
     assert_eq!(where_run().await.unwrap(), here);
-    store.acquire_shards(1).await.unwrap();
+    store.acquire_shards(&[0]).await.unwrap();
     store.put_metadata("k", vec![1]).await.unwrap();
     assert_eq!(where_run().await.unwrap(), here);
     store.start_writer().unwrap();
@@ -57,7 +57,7 @@ async fn writes_run_here_until_the_writer_thread_starts() {
 
     // Without `start_writer`, the first commit starts the thread.
     let other = SqliteStore::open(&Location::File(dir.path().join("k2.db"))).unwrap();
-    let lease = other.acquire_shards(1).await.unwrap().remove(0);
+    let lease = other.acquire_shards(&[0]).await.unwrap().remove(0);
     let batch = crate::WriteBatch {
         shard_id: lease.shard_id,
         range_id: lease.range_id,
@@ -275,7 +275,7 @@ async fn a_new_file_is_synced_before_the_first_synced_commit() {
     let store = SqliteStore::open(&Location::File(path.clone())).unwrap();
     let pending = || store.writer.creation.lock().is_some();
     assert!(pending(), "created, not yet synced");
-    store.acquire_shards(2).await.unwrap();
+    store.acquire_shards(&[0, 1]).await.unwrap();
     let row = NamespaceRow {
         id: "id-1".into(),
         name: "default".into(),
@@ -324,7 +324,7 @@ async fn a_new_file_is_synced_before_the_first_synced_commit() {
 async fn a_full_disk_is_reported_with_sqlites_own_words() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&Location::File(dir.path().join("k.db"))).unwrap();
-    let range_id = store.acquire_shards(1).await.unwrap()[0].range_id;
+    let range_id = store.acquire_shards(&[0]).await.unwrap()[0].range_id;
     store.start_writer().unwrap();
     // SQLite's page limit makes the file "full" at its current size.
     store

@@ -269,11 +269,12 @@ pub(crate) fn unsynced<T>(
     outcome
 }
 
-/// Bumps every shard's lease in one transaction and reads each shard's highest stored task id.
-pub(crate) fn take_leases(conn: &mut Connection, count: i32) -> Result<Vec<ShardLease>> {
+/// Bumps the leases of `shard_ids` in one transaction and reads each shard's highest stored
+/// task id.
+pub(crate) fn take_leases(conn: &mut Connection, shard_ids: &[i32]) -> Result<Vec<ShardLease>> {
     let tx = conn.transaction().map_err(sql_err("failed to begin"))?;
-    let mut leases = Vec::with_capacity(count.max(0) as usize);
-    for shard_id in 0..count {
+    let mut leases = Vec::with_capacity(shard_ids.len());
+    for &shard_id in shard_ids {
         let range_id: i64 = tx
             .query_row(
                 "INSERT INTO shards (shard_id, range_id) VALUES (?1, 1)

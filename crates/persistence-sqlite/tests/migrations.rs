@@ -128,7 +128,7 @@ async fn a_version_2_database_keeps_its_history_timers_and_transfer_tasks() {
             .len(),
         5
     );
-    let timers = store.load_timers().await.unwrap();
+    let timers = store.load_timers(&[0]).await.unwrap();
     assert_eq!(
         timers
             .iter()
@@ -137,14 +137,14 @@ async fn a_version_2_database_keeps_its_history_timers_and_transfer_tasks() {
         vec![(41, 5000, vec![1]), (40, 9000, vec![2])],
         "timers come back in fire order"
     );
-    let transfers = store.load_transfers().await.unwrap();
+    let transfers = store.load_transfers(&[0]).await.unwrap();
     assert_eq!(transfers.len(), 1);
     assert_eq!(
         (transfers[0].task_id, transfers[0].run_id.as_str()),
         (42, "run-b")
     );
     // Task ids keep counting from what the old tables held.
-    let lease = store.acquire_shards(1).await.unwrap()[0];
+    let lease = store.acquire_shards(&[0]).await.unwrap()[0];
     assert_eq!(lease.max_task_id, 42);
 
     // New writes land next to the migrated rows: more events, a timer deleted by its key.
@@ -177,7 +177,7 @@ async fn a_version_2_database_keeps_its_history_timers_and_transfer_tasks() {
         "a read starting inside a multi-event row"
     );
     let left: Vec<i64> = store
-        .load_timers()
+        .load_timers(&[0])
         .await
         .unwrap()
         .iter()
@@ -269,7 +269,7 @@ async fn a_version_3_database_keeps_its_history_rows_in_order() {
     assert_eq!(orphans, 0);
 
     // Appends continue where each migrated run ended, and only there.
-    let range_id = store.acquire_shards(1).await.unwrap()[0].range_id;
+    let range_id = store.acquire_shards(&[0]).await.unwrap()[0].range_id;
     let append = |run: &str, id: i64| WriteBatch {
         shard_id: 0,
         range_id,

@@ -12,8 +12,8 @@ use kairos_core::filter::Value;
 use kairos_visibility::AttrType;
 
 use crate::{
-    CurrentWrite, Error, ExecutionWrite, NamespaceRow, PutNamespace, Store, TimerKey, TimerTask,
-    TransferTask, VisibilityRow, VisibilityWrite, WriteBatch,
+    CurrentWrite, Error, ExecutionWrite, NamespaceRow, PutNamespace, ShardLease, Store, TimerKey,
+    TimerTask, TransferTask, VisibilityRow, VisibilityWrite, WriteBatch,
 };
 
 /// Runs every case of the suite as its own `#[tokio::test]`, each on a store from `$fresh`
@@ -23,6 +23,7 @@ macro_rules! conformance_suite {
     ($fresh:path) => {
         $crate::conformance_suite!(@cases $fresh;
             leases_fence_every_write,
+            shards_are_taken_and_renewed_one_by_one,
             updates_are_conditioned_on_the_version,
             runs_and_current_pointers_keep_their_conditions,
             history_reads_back_from_any_event,
@@ -87,7 +88,7 @@ fn events(run: &str, ids: std::ops::RangeInclusive<i64>) -> Vec<(String, i64, Ve
 }
 
 async fn lease(store: &Arc<dyn Store>) -> i64 {
-    store.acquire_shards(1).await.expect("lease")[0].range_id
+    store.acquire_shards(&[0]).await.expect("lease")[0].range_id
 }
 
 /// A shard's writes are fenced by its lease: once the lease is taken again, a batch made
@@ -98,7 +99,7 @@ pub async fn leases_fence_every_write(store: Arc<dyn Store>) {
     first.executions = vec![insert("run")];
     first.current = set_current("run", None);
     store.commit(first).await.expect("the owner commits");
-    let leases = store.acquire_shards(2).await.expect("taken again");
+    let leases = store.acquire_shards(&[0, 1]).await.expect("taken again");
     assert_eq!(leases.len(), 2);
     let new = leases[0].range_id;
     assert!(
@@ -121,7 +122,7 @@ pub async fn leases_fence_every_write(store: Arc<dyn Store>) {
     );
     let row = store.get_execution(NS, "wf", "run").await.unwrap().unwrap();
     assert_eq!(row.state, b"v1", "the fenced batch wrote nothing");
-    assert!(store.load_timers().await.unwrap().is_empty());
+    assert!(store.load_timers(&[0, 1]).await.unwrap().is_empty());
     let mut fresh = batch(new, "wf");
     fresh.executions = vec![(
         "run".into(),
@@ -492,7 +493,7 @@ pub async fn a_failing_batch_fails_alone_and_leaves_nothing_behind(store: Arc<dy
             .unwrap()
             .is_empty()
     );
-    let timers = store.load_timers().await.unwrap();
+    let timers = store.load_timers(&[0, 1]).await.unwrap();
     assert_eq!(timers.len(), 40);
     assert!(
         timers.iter().all(|t| t.task_id != 999),
@@ -527,7 +528,7 @@ fn transfer(shard_id: i32, task_id: i64) -> TransferTask {
 /// apart; deleting names a timer by its key; a new lease reports the highest task id a shard
 /// has stored.
 pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>) {
-    let leases = store.acquire_shards(2).await.unwrap();
+    let leases = store.acquire_shards(&[0, 1]).await.unwrap();
     assert_eq!(
         leases
             .iter()
@@ -546,7 +547,7 @@ pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>)
     b1.transfers_add = vec![transfer(1, 20), transfer(1, 5)];
     store.commit(b1).await.unwrap();
     let order: Vec<(i64, i32, i64)> = store
-        .load_timers()
+        .load_timers(&[0, 1])
         .await
         .unwrap()
         .into_iter()
@@ -562,14 +563,14 @@ pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>)
             (300, 0, 11)
         ]
     );
-    let first = store.load_timers().await.unwrap().remove(0);
+    let first = store.load_timers(&[0, 1]).await.unwrap().remove(0);
     assert_eq!(
         first,
         timer(0, 12, 100),
         "a timer comes back as it was stored"
     );
     let transfers: Vec<(i32, i64)> = store
-        .load_transfers()
+        .load_transfers(&[0, 1])
         .await
         .unwrap()
         .into_iter()
@@ -585,7 +586,7 @@ pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>)
     d.transfers_delete = vec![20];
     store.commit(d).await.unwrap();
     let left: Vec<(i32, i64)> = store
-        .load_timers()
+        .load_timers(&[0, 1])
         .await
         .unwrap()
         .iter()
@@ -593,7 +594,7 @@ pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>)
         .collect();
     assert_eq!(left, vec![(0, 12), (1, 40), (1, 11), (0, 13)]);
     let transfers: Vec<(i32, i64)> = store
-        .load_transfers()
+        .load_transfers(&[0, 1])
         .await
         .unwrap()
         .iter()
@@ -607,8 +608,8 @@ pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>)
         task_id: 12,
     }];
     store.commit(d).await.unwrap();
-    assert_eq!(store.load_timers().await.unwrap().len(), 4);
-    let again = store.acquire_shards(2).await.unwrap();
+    assert_eq!(store.load_timers(&[0, 1]).await.unwrap().len(), 4);
+    let again = store.acquire_shards(&[0, 1]).await.unwrap();
     assert_eq!(
         again
             .iter()
@@ -616,6 +617,92 @@ pub async fn timers_and_transfer_tasks_are_kept_per_shard(store: Arc<dyn Store>)
             .collect::<Vec<_>>(),
         vec![(0, 21), (1, 40)]
     );
+}
+
+/// A holder takes any subset of the shards: acquiring some bumps only their leases, renewing
+/// tells a holder whether its lease still stands, and the timer and transfer scans read only
+/// the shards asked for.
+pub async fn shards_are_taken_and_renewed_one_by_one(store: Arc<dyn Store>) {
+    let first = store.acquire_shards(&[2, 0]).await.unwrap();
+    assert_eq!(
+        first.iter().map(|l| l.shard_id).collect::<Vec<_>>(),
+        vec![2, 0],
+        "leases come back in the order asked"
+    );
+    for lease in &first {
+        store.renew_shard(*lease).await.expect("still held");
+    }
+    let moved = store.acquire_shards(&[2]).await.unwrap()[0];
+    assert!(moved.range_id > first[0].range_id);
+    let lost = store.renew_shard(first[0]).await;
+    assert!(
+        matches!(lost, Err(Error::ShardOwnershipLost { shard_id: 2 })),
+        "{lost:?}"
+    );
+    store
+        .renew_shard(first[1])
+        .await
+        .expect("shard 0 was not taken again");
+    store
+        .renew_shard(moved)
+        .await
+        .expect("the new holder's lease");
+    let never = ShardLease {
+        shard_id: 5,
+        range_id: 1,
+        max_task_id: 0,
+    };
+    assert!(matches!(
+        store.renew_shard(never).await,
+        Err(Error::ShardOwnershipLost { shard_id: 5 })
+    ));
+    // Shard 0's lease was not touched: its holder still commits. Shard 2's old holder cannot.
+    let mut on_0 = batch(first[1].range_id, "wf");
+    on_0.timers_add = vec![timer(0, 1, 10)];
+    store.commit(on_0).await.expect("shard 0 still held");
+    let mut stale = batch(first[0].range_id, "wf-2");
+    stale.shard_id = 2;
+    stale.timers_add = vec![timer(2, 1, 10)];
+    assert!(matches!(
+        store.commit(stale).await,
+        Err(Error::ShardOwnershipLost { shard_id: 2 })
+    ));
+    let mut on_2 = batch(moved.range_id, "wf-2");
+    on_2.shard_id = 2;
+    on_2.timers_add = vec![timer(2, 2, 5)];
+    on_2.transfers_add = vec![transfer(2, 3)];
+    store.commit(on_2).await.expect("the new holder commits");
+    let timers = |shards: &'static [i32]| {
+        let store = store.clone();
+        async move {
+            store
+                .load_timers(shards)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| (t.shard_id, t.task_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(timers(&[0]).await, vec![(0, 1)]);
+    assert_eq!(timers(&[2]).await, vec![(2, 2)]);
+    assert_eq!(timers(&[0, 2]).await, vec![(2, 2), (0, 1)], "in fire order");
+    assert!(timers(&[1]).await.is_empty());
+    assert!(timers(&[]).await.is_empty());
+    let transfers = |shards: &'static [i32]| {
+        let store = store.clone();
+        async move {
+            store
+                .load_transfers(shards)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| (t.shard_id, t.task_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(transfers(&[2]).await, vec![(2, 3)]);
+    assert!(transfers(&[0, 1]).await.is_empty());
 }
 
 /// Deleting a run (retention) removes its state and history and only its own; its visibility

@@ -240,7 +240,7 @@ impl VisibilityRow {
     }
 }
 
-/// A shard's lease as taken at start-up.
+/// A shard's lease as its holder took it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardLease {
     /// The shard.
@@ -256,9 +256,15 @@ pub struct ShardLease {
 pub trait Store: Send + Sync + 'static {
     /// Commits one state transition.
     async fn commit(&self, batch: WriteBatch) -> Result<()>;
-    /// Takes ownership of shards `0..count` by bumping each lease in one transaction; returns
-    /// each shard's new `range_id` and the highest task id it has stored (0 if none).
-    async fn acquire_shards(&self, count: i32) -> Result<Vec<ShardLease>>;
+    /// Takes the shards `shard_ids` (any subset: a node holds the shards given to it) by
+    /// bumping each one's lease, all in one transaction; returns, in the order asked, each
+    /// shard's new `range_id` and the highest task id it has stored (0 if none). From then on
+    /// every batch made under an older `range_id` of those shards is refused.
+    async fn acquire_shards(&self, shard_ids: &[i32]) -> Result<Vec<ShardLease>>;
+    /// Confirms `lease` is still the shard's: `ShardOwnershipLost` once another holder has
+    /// acquired it since. A holder calls it now and then, so it learns of a lost shard while
+    /// it has nothing to commit. (Releasing needs no write: the next holder's acquire fences.)
+    async fn renew_shard(&self, lease: ShardLease) -> Result<()>;
     /// Reads one run's mutable state.
     async fn get_execution(
         &self,
@@ -291,23 +297,27 @@ pub trait Store: Send + Sync + 'static {
     /// Called once serving has stopped: leaves the store tidy for the next start (SQLite folds
     /// its write-ahead log into the file). The store stays usable.
     async fn close(&self) -> Result<()>;
-    /// Hands every stored timer to `each`, in fire order, one row at a time: with many open
-    /// workflows the rows never sit in memory all at once beside whatever `each` keeps of them.
-    /// Read once, as the server starts (as are `load_transfers` and `list_namespaces`): the
-    /// SQLite store reads these on its writer connection, open and idle then, rather than open a
-    /// reader connection before serving.
-    async fn scan_timers(&self, each: Box<dyn FnMut(TimerTask) + Send>) -> Result<()>;
-    /// Every stored timer, in fire order (see `scan_timers`).
-    async fn load_timers(&self) -> Result<Vec<TimerTask>> {
+    /// Hands every stored timer of the shards `shard_ids` to `each`, in fire order, one row at
+    /// a time: with many open workflows the rows never sit in memory all at once beside
+    /// whatever `each` keeps of them. Read when shards are acquired (as is `load_transfers`;
+    /// `list_namespaces` once at start): before serving, the SQLite store reads these on its
+    /// writer connection, open and idle then, rather than open a reader connection.
+    async fn scan_timers(
+        &self,
+        shard_ids: &[i32],
+        each: Box<dyn FnMut(TimerTask) + Send>,
+    ) -> Result<()>;
+    /// Every stored timer of the shards `shard_ids`, in fire order (see `scan_timers`).
+    async fn load_timers(&self, shard_ids: &[i32]) -> Result<Vec<TimerTask>> {
         let all = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
         let sink = all.clone();
-        self.scan_timers(Box::new(move |timer| sink.lock().push(timer)))
+        self.scan_timers(shard_ids, Box::new(move |timer| sink.lock().push(timer)))
             .await?;
         let mut all = all.lock();
         Ok(std::mem::take(&mut *all))
     }
-    /// Every stored transfer task, in (shard, id) order. Read as the server starts.
-    async fn load_transfers(&self) -> Result<Vec<TransferTask>>;
+    /// Every stored transfer task of the shards `shard_ids`, in (shard, id) order.
+    async fn load_transfers(&self, shard_ids: &[i32]) -> Result<Vec<TransferTask>>;
     /// Creates a namespace (`AlreadyExists` on a taken name) or overwrites it, as `how` says.
     async fn put_namespace(&self, row: NamespaceRow, how: PutNamespace) -> Result<()>;
     /// Reads every namespace. Read as the server starts.

@@ -149,6 +149,7 @@ pub struct Server {
     store: Arc<dyn Store>,
     matching: kairos_matching::Handle,
     panics: kairos_frontend::CatchPanicLayer,
+    engine: Engine,
 }
 
 impl Server {
@@ -214,6 +215,7 @@ impl Server {
                 cache_size: config.options.cache_size,
                 eager_activities: config.options.eager_activities,
                 continue_as_new_min_interval: config.options.continue_as_new_min_interval,
+                shard_renew_interval: config.options.shard_renew_interval,
             },
             namespaces.clone(),
             Arc::new(matching.clone()),
@@ -230,7 +232,8 @@ impl Server {
             max_request: config.options.limits.request_size,
         };
         let panics = kairos_frontend::CatchPanicLayer::default();
-        let services = kairos_frontend::services(engine, matching.clone(), config.options.clone());
+        let services =
+            kairos_frontend::services(engine.clone(), matching.clone(), config.options.clone());
         let (tx, rx) = oneshot::channel::<()>();
         // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
         let incoming =
@@ -254,6 +257,7 @@ impl Server {
             store: serving_store,
             matching,
             panics,
+            engine,
         })
     }
 
@@ -265,6 +269,11 @@ impl Server {
     /// How many requests panicked in their handler (answered INTERNAL); tests assert zero.
     pub fn handler_panics(&self) -> u64 {
         self.panics.count()
+    }
+
+    /// The history shards this server holds now.
+    pub fn held_shards(&self) -> Vec<i32> {
+        self.engine.held_shards()
     }
 
     /// How many polls wait on a task queue of that name right now (in any namespace), for

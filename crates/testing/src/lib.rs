@@ -154,6 +154,11 @@ impl TestServer {
         format!("http://{}", self.target())
     }
 
+    /// The history shards the server holds now.
+    pub fn held_shards(&self) -> Vec<i32> {
+        self.server.as_ref().expect("running").held_shards()
+    }
+
     /// How many polls wait on the task queue right now.
     pub fn waiting_polls(&self, task_queue: &str, kind: kairos_core::api::TaskKind) -> usize {
         self.server

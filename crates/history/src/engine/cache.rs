@@ -57,6 +57,12 @@ impl RunCache {
         }
     }
 
+    /// Keeps only the runs `keep` says yes to (a released shard's go).
+    pub(super) fn retain(&mut self, keep: impl Fn(&RunKey) -> bool) {
+        self.slots.retain(|key, _| keep(key));
+        self.order.retain(|key| keep(key));
+    }
+
     pub(super) fn len(&self) -> usize {
         self.slots.len()
     }

@@ -6,13 +6,14 @@ impl Engine {
     /// Commits a batch on its shard: at once refused when the shard's lease is known lost, and
     /// the shard marked lost when the store refuses the batch for its lease.
     pub(super) async fn commit_batch(&self, batch: WriteBatch) -> Result<()> {
-        let shard = &self.inner.shards[batch.shard_id as usize];
-        if shard.is_lost() {
+        let shard = self.shard(batch.shard_id)?;
+        if shard.range_id != batch.range_id {
+            // Made under a lease this server has since given up and taken again.
             return Err(Error::ShardOwnershipLost { shard_id: shard.id });
         }
         match self.inner.store.commit(batch).await {
             Err(kairos_persistence::Error::ShardOwnershipLost { shard_id }) => {
-                shard.mark_lost();
+                self.shard_lost(&shard);
                 Err(Error::ShardOwnershipLost { shard_id })
             }
             other => other.map_err(Error::from),
@@ -44,7 +45,7 @@ impl Engine {
         self.load(key, &mut guard).await?;
         let cached = guard.as_mut().expect("loaded");
         let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
-        let shard = &self.inner.shards[shard_id as usize];
+        let shard = self.shard(shard_id)?;
         let mut ms = cached.ms.clone();
         let now = self.inner.clock.now();
         let env = self.env_for(&ms);
@@ -86,7 +87,7 @@ impl Engine {
         ms.state_transition_count += 1;
         ms.last_update_ms = to_millis(now);
         let status_changed = ms.status != cached.ms.status;
-        let mut batch = self.batch_for(key, shard_id, shard.range_id);
+        let mut batch = self.batch_for(key, &shard);
         batch.executions.push((
             key.run_id.clone(),
             ExecutionWrite::Update {
@@ -471,8 +472,10 @@ impl Engine {
 
     /// Deletes a transfer row whose run is gone.
     pub(super) async fn drop_transfer(&self, key: &RunKey, shard_id: i32, task_id: i64) {
-        let mut batch =
-            self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        let Ok(shard) = self.shard(shard_id) else {
+            return; // The shard's holder deletes it.
+        };
+        let mut batch = self.batch_for(key, &shard);
         batch.transfers_delete.push(task_id);
         if let Err(e) = self.commit_batch(batch).await {
             tracing::warn!(error = %e, "failed to delete the transfer task of a deleted run");
@@ -485,17 +488,16 @@ impl Engine {
         shard_id: i32,
         timer_id: TimerKey,
     ) -> Result<()> {
-        let mut batch =
-            self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        let mut batch = self.batch_for(key, &*self.shard(shard_id)?);
         batch.timers_delete.push(timer_id);
         self.commit_batch(batch).await?;
         Ok(())
     }
 
-    pub(super) fn batch_for(&self, key: &RunKey, shard_id: i32, range_id: i64) -> WriteBatch {
+    pub(super) fn batch_for(&self, key: &RunKey, shard: &Shard) -> WriteBatch {
         WriteBatch {
-            shard_id,
-            range_id,
+            shard_id: shard.id,
+            range_id: shard.range_id,
             namespace_id: key.namespace_id.clone(),
             workflow_id: key.workflow_id.clone(),
             ..Default::default()

@@ -13,6 +13,7 @@ mod operations;
 mod reads;
 mod reset;
 mod runs;
+mod shards;
 mod start;
 mod tasks;
 mod timers;
@@ -29,8 +30,8 @@ use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration
 use kairos_core::wire::PollWorkflowTaskAnswer;
 use kairos_core::{Clock, Limits};
 use kairos_persistence::{
-    CurrentWrite, ExecutionWrite, Store, TimerKey, TimerTask, TransferTask, VisibilityWrite,
-    WriteBatch,
+    CurrentWrite, ExecutionWrite, ShardLease, Store, TimerKey, TimerTask, TransferTask,
+    VisibilityWrite, WriteBatch,
 };
 use parking_lot::Mutex;
 use prost::Message;
@@ -59,6 +60,7 @@ use cache::*;
 use commit::*;
 use external::*;
 use runs::*;
+use shards::*;
 
 pub use reads::{HistoryPage, RunProgress};
 
@@ -78,34 +80,8 @@ pub struct EngineOptions {
     pub eager_activities: bool,
     /// Minimum time between the starts of a run and the run continuing it.
     pub continue_as_new_min_interval: Duration,
-}
-
-/// A shard this server holds: its lease (`range_id`, every write is fenced by it), its task id
-/// allocator, and whether it has lost the lease to another server (then it commits nothing more
-/// and its timers are dropped here: they are the new owner's).
-struct Shard {
-    id: i32,
-    range_id: i64,
-    ids: Mutex<CounterIds>,
-    lost: std::sync::atomic::AtomicBool,
-}
-
-impl Shard {
-    fn is_lost(&self) -> bool {
-        self.lost.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Records that another server took the shard; says so in the log once.
-    fn mark_lost(&self) {
-        if !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::error!(
-                shard_id = self.id,
-                range_id = self.range_id,
-                "shard ownership lost: another server took this shard's lease; this server \
-                 stops serving it"
-            );
-        }
-    }
+    /// How often the held shards' leases are confirmed with the store.
+    pub shard_renew_interval: Duration,
 }
 
 type WorkflowLock = Arc<tokio::sync::Mutex<()>>;
@@ -122,7 +98,7 @@ struct Inner {
     options: EngineOptions,
     namespaces: Namespaces,
     matching: Arc<dyn TaskSink>,
-    shards: Vec<Shard>,
+    shards: Shards,
     runs: Mutex<RunCache>,
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<RunProgress>>>,
@@ -160,8 +136,8 @@ fn decode_state(bytes: &[u8]) -> Result<MutableState> {
 }
 
 impl Engine {
-    /// Takes every shard (bumping its lease), loads pending transfer tasks into matching and
-    /// timers into the timer queue, and starts the timer loop.
+    /// Takes every shard (see `acquire_shards`) and starts the timer loop and the lease
+    /// renewals.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -169,29 +145,6 @@ impl Engine {
         namespaces: Namespaces,
         matching: Arc<dyn TaskSink>,
     ) -> Result<Self> {
-        // Nothing else touches the store yet: the lease write and the two scans run together.
-        // Timers go into the queue row by row (one per open workflow, so they are most of the
-        // memory a restart needs).
-        let timers = Arc::new(timers::Queue::default());
-        let queued = timers.clone();
-        let (leases, transfers, ()) = tokio::try_join!(
-            store.acquire_shards(options.shard_count),
-            store.load_transfers(),
-            store.scan_timers(Box::new(
-                move |timer| queued.push(timers::Queued::of(&timer))
-            ))
-        )?;
-        let mut shards = Vec::new();
-        for lease in leases {
-            // Task ids grow monotonically per shard: past anything stored and unique per lease.
-            let base = lease.max_task_id.max(lease.range_id << 40);
-            shards.push(Shard {
-                id: lease.shard_id,
-                range_id: lease.range_id,
-                ids: Mutex::new(CounterIds(base)),
-                lost: std::sync::atomic::AtomicBool::new(false),
-            });
-        }
         let engine = Engine {
             inner: Arc::new(Inner {
                 store: store.clone(),
@@ -199,17 +152,20 @@ impl Engine {
                 options,
                 namespaces,
                 matching,
-                shards,
+                shards: Shards::default(),
                 runs: Mutex::new(RunCache::default()),
                 workflow_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
-                timers,
+                timers: Arc::new(timers::Queue::default()),
             }),
         };
-        for task in &transfers {
-            engine.dispatch_row(task);
-        }
+        let every_shard: Vec<i32> = (0..engine.inner.options.shard_count).collect();
+        engine.acquire_shards(&every_shard).await?;
         tokio::spawn(timers::run(engine.clone()));
+        tokio::spawn(shards::renew(
+            engine.clone(),
+            engine.inner.options.shard_renew_interval,
+        ));
         Ok(engine)
     }
 

@@ -37,8 +37,7 @@ impl Engine {
         let slot = self.slot(key);
         let mut guard = slot.lock().await;
         let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
-        let mut batch =
-            self.batch_for(key, shard_id, self.inner.shards[shard_id as usize].range_id);
+        let mut batch = self.batch_for(key, &*self.shard(shard_id)?);
         batch
             .executions
             .push((key.run_id.clone(), ExecutionWrite::Delete));

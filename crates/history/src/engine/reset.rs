@@ -95,7 +95,7 @@ impl Engine {
         };
         let now = self.inner.clock.now();
         let shard_id = self.shard_of(&ns.id, &key.workflow_id);
-        let shard = &self.inner.shards[shard_id as usize];
+        let shard = self.shard(shard_id)?;
         let mut ids = TaskIdsRef(&shard.ids);
         let env = self.env_for(&ms);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
@@ -151,7 +151,7 @@ impl Engine {
             transfers,
             ..
         } = new_run;
-        let mut batch = self.batch_for(&key, shard_id, shard.range_id);
+        let mut batch = self.batch_for(&key, &shard);
         batch.executions.push((
             run_id.clone(),
             ExecutionWrite::Insert {

@@ -167,7 +167,7 @@ impl Engine {
             set_parent(&mut ms, &mut started, parent, root);
         }
         let shard_id = self.shard_of(&ns.id, &req.workflow_id);
-        let shard = &self.inner.shards[shard_id as usize];
+        let shard = self.shard(shard_id)?;
         let mut ids = TaskIdsRef(&shard.ids);
         let env = self.env_for(&ms);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
@@ -187,7 +187,7 @@ impl Engine {
         let (transfers, transfers_done) = drop_taken_transfers(transfers, transfers_done);
         let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
         ms.state_transition_count = 1;
-        let mut batch = self.batch_for(&key, shard_id, shard.range_id);
+        let mut batch = self.batch_for(&key, &shard);
         batch.executions.push((
             run_id.clone(),
             ExecutionWrite::Insert {

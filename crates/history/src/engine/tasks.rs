@@ -51,11 +51,10 @@ impl Engine {
             workflow_id: task.workflow_id.clone(),
             run_id: task.run_id.clone(),
         };
-        let mut batch = self.batch_for(
-            &key,
-            task.shard_id,
-            self.inner.shards[task.shard_id as usize].range_id,
-        );
+        let Ok(shard) = self.shard(task.shard_id) else {
+            return; // The shard's holder deletes it.
+        };
+        let mut batch = self.batch_for(&key, &shard);
         batch.transfers_delete.push(task.task_id);
         if let Err(e) = self.commit_batch(batch).await {
             tracing::warn!(error = %e, "failed to delete a stale transfer task");

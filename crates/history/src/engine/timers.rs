@@ -123,6 +123,11 @@ impl Queue {
         self.pending.lock().remove(&(fire_at_ms, shard_id, task_id));
     }
 
+    /// Forgets every timer of a shard given up (its new holder fires them).
+    pub(super) fn forget_shard(&self, shard_id: i32) {
+        self.pending.lock().retain(|key, _| key.1 != shard_id);
+    }
+
     fn pop_due(&self, now_ms: i64) -> Vec<TimerTask> {
         let mut pending = self.pending.lock();
         let later = pending.split_off(&(now_ms + 1, i32::MIN, i64::MIN));

@@ -170,8 +170,17 @@ async fn a_server_whose_leases_moved_on_cannot_commit() -> anyhow::Result<()> {
         return Ok(());
     };
     let shared = kairos_testing::test_schema_url(&url).await?;
-    let first = TestServer::builder().postgres(&shared).start().await?;
+    let options = kairos_core::config::ServerOptions {
+        shard_renew_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let first = TestServer::builder()
+        .postgres(&shared)
+        .options(options.clone())
+        .start()
+        .await?;
     let first_client = connect(&first).await?;
+    assert_eq!(first.held_shards(), [0, 1, 2, 3]);
     let id = unique("pg-fenced");
     let handle = first_client
         .start_workflow(
@@ -181,8 +190,23 @@ async fn a_server_whose_leases_moved_on_cannot_commit() -> anyhow::Result<()> {
         )
         .await?;
     // A second server on the same database takes every shard's lease.
-    let second = TestServer::builder().postgres(&shared).start().await?;
+    let second = TestServer::builder()
+        .postgres(&shared)
+        .options(options)
+        .start()
+        .await?;
     let second_client = connect(&second).await?;
+    assert_eq!(second.held_shards(), [0, 1, 2, 3]);
+    // The first learns it from its lease renewals, with nothing to commit, and gives them up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !first.held_shards().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first server still holds {:?}",
+            first.held_shards()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let refused = first_client
         .get_workflow_handle::<UntypedWorkflow>(id.clone())
         .signal(
