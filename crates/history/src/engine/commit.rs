@@ -130,36 +130,8 @@ impl Engine {
             });
         }
         if let Some(next) = &next_run {
-            let custom = self.custom_attributes(&key.namespace_id);
-            batch
-                .visibility
-                .push(VisibilityWrite::Insert(Box::new(visibility::row(
-                    &next.ms, &custom,
-                ))));
             // The next run is created in this same transaction and becomes the current one.
-            batch.executions.push((
-                next.key.run_id.clone(),
-                ExecutionWrite::Insert {
-                    state: next.ms.encode_to_vec(),
-                },
-            ));
-            batch.current = Some(CurrentWrite::Set {
-                run_id: next.key.run_id.clone(),
-                expected_run_id: Some(key.run_id.clone()),
-                data: CurrentData {
-                    status: next.ms.status,
-                    start_request_id: next.ms.start_request_id.clone(),
-                }
-                .encode_to_vec(),
-            });
-            self.fill_batch(
-                &mut batch,
-                &next.key,
-                &next.events,
-                &next.timers,
-                &next.transfers,
-                &[],
-            );
+            self.add_new_run(&mut batch, next, Some(key.run_id.clone()));
         }
         if let Some(timer_id) = extra_timer_delete {
             batch.timers_delete.push(timer_id);
@@ -213,6 +185,86 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Adds to `batch` everything creating the run `next` writes: its execution row, the
+    /// current-run pointer moved to it (from `expected_current`, `None` when the workflow id
+    /// has no run yet), its first events, timers and tasks, and its visibility record. Every
+    /// new run (a start, a reset, the next run of a continue-as-new, retry or cron) is written
+    /// by this one function.
+    pub(super) fn add_new_run(
+        &self,
+        batch: &mut WriteBatch,
+        next: &NextRun,
+        expected_current: Option<String>,
+    ) {
+        let custom = self.custom_attributes(&next.key.namespace_id);
+        batch
+            .visibility
+            .push(VisibilityWrite::Insert(Box::new(visibility::row(
+                &next.ms, &custom,
+            ))));
+        batch.executions.push((
+            next.key.run_id.clone(),
+            ExecutionWrite::Insert {
+                state: next.ms.encode_to_vec(),
+            },
+        ));
+        batch.current = Some(CurrentWrite::Set {
+            run_id: next.key.run_id.clone(),
+            expected_run_id: expected_current,
+            data: CurrentData {
+                status: next.ms.status,
+                start_request_id: next.ms.start_request_id.clone(),
+            }
+            .encode_to_vec(),
+        });
+        self.fill_batch(
+            batch,
+            &next.key,
+            &next.events,
+            &next.timers,
+            &next.transfers,
+            &[],
+        );
+    }
+
+    /// Creates the run `next` in a transaction of its own (a start; a reset when the current
+    /// run is closed already): commits its writes (`add_new_run`) on `shard`, caches it (unless
+    /// a request loaded it from the store meanwhile: the stored copy is never older), then
+    /// queues its timers and tasks and answers the polls its first transition reserved.
+    pub(super) async fn create_run(
+        &self,
+        shard: &Shard,
+        next: NextRun,
+        expected_current: Option<String>,
+        handoffs: Vec<(Reservation, Started)>,
+    ) -> Result<()> {
+        let mut batch = self.batch_for(&next.key, shard);
+        self.add_new_run(&mut batch, &next, expected_current);
+        let encoded: Vec<Vec<u8>> = batch.events.iter().map(|(_, _, e)| e.clone()).collect();
+        let timer_rows: Vec<timers::Queued> =
+            batch.timers_add.iter().map(timers::Queued::of).collect();
+        let transfer_rows = batch.transfers_add.clone();
+        self.commit_batch(batch).await?;
+        let NextRun {
+            key, ms, events, ..
+        } = next;
+        let progress = RunProgress::of(&ms, &events);
+        let answers = {
+            let slot = self.slot(&key);
+            let mut held = slot.lock().await;
+            if held.is_none() {
+                *held = Some(Cached::new(ms, 1, encoded));
+            }
+            let cached = held.as_ref().expect("cached above");
+            self.answers(&key, cached, handoffs)
+        };
+        self.after_commit(&key, progress, timer_rows, transfer_rows);
+        for (poller, answer) in answers {
+            self.hand_over(&key, poller, answer).await;
+        }
+        Ok(())
     }
 
     /// Starts the workflow and activity tasks this transition created for pollers waiting on

@@ -8,11 +8,10 @@ use temporalio_protos::temporal::api::enums::v1::{
 };
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 
-use super::{Cached, Engine, NextRun, TaskIdsRef, status_closed};
+use super::{Engine, NextRun, TaskIdsRef, status_closed};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::state::{CurrentData, MutableState, Transition, rebuild, settle_timers, signals_after};
-use kairos_persistence::{CurrentWrite, ExecutionWrite};
 
 /// Who terminates the run a reset replaces, as the reference writes it (with the reset's
 /// reason). A run terminated so neither reports to its parent nor applies its parent close
@@ -144,51 +143,8 @@ impl Engine {
             .await?;
             return Ok(run_id);
         }
-        let NextRun {
-            ms,
-            events: all_events,
-            timers,
-            transfers,
-            ..
-        } = new_run;
-        let mut batch = self.batch_for(&key, &shard);
-        batch.executions.push((
-            run_id.clone(),
-            ExecutionWrite::Insert {
-                state: ms.encode_to_vec(),
-            },
-        ));
-        batch.current = Some(CurrentWrite::Set {
-            run_id: run_id.clone(),
-            expected_run_id: Some(current.run_id.clone()),
-            data: CurrentData {
-                status: ms.status,
-                start_request_id: ms.start_request_id.clone(),
-            }
-            .encode_to_vec(),
-        });
-        self.fill_batch(&mut batch, &key, &all_events, &timers, &transfers, &[]);
-        batch
-            .visibility
-            .push(kairos_persistence::VisibilityWrite::Insert(Box::new(
-                super::visibility::row(&ms, &ns.custom_search_attributes),
-            )));
-        let timer_rows: Vec<super::timers::Queued> = batch
-            .timers_add
-            .iter()
-            .map(super::timers::Queued::of)
-            .collect();
-        let transfer_rows = batch.transfers_add.clone();
-        self.commit_batch(batch).await?;
-        let progress = super::RunProgress::of(&ms, &all_events);
-        {
-            let slot = self.slot(&key);
-            let mut held = slot.lock().await;
-            if held.is_none() {
-                *held = Some(Cached::new(ms, 1, super::encode_all(&all_events)));
-            }
-        }
-        self.after_commit(&key, progress, timer_rows, transfer_rows);
+        self.create_run(&shard, new_run, Some(current.run_id.clone()), Vec::new())
+            .await?;
         Ok(run_id)
     }
 }

@@ -184,58 +184,19 @@ impl Engine {
             transfers_done,
             ..
         } = t;
-        let (transfers, transfers_done) = drop_taken_transfers(transfers, transfers_done);
+        // A new run has no earlier tasks: what is done was created and taken right here.
+        let (transfers, _) = drop_taken_transfers(transfers, transfers_done);
         let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
         ms.state_transition_count = 1;
-        let mut batch = self.batch_for(&key, &shard);
-        batch.executions.push((
-            run_id.clone(),
-            ExecutionWrite::Insert {
-                state: ms.encode_to_vec(),
-            },
-        ));
-        batch.current = Some(CurrentWrite::Set {
-            run_id: run_id.clone(),
-            expected_run_id,
-            data: CurrentData {
-                status: ms.status,
-                start_request_id: req.request_id.clone(),
-            }
-            .encode_to_vec(),
-        });
-        self.fill_batch(
-            &mut batch,
-            &key,
-            &events,
-            &timers,
-            &transfers,
-            &transfers_done,
-        );
-        let encoded: Vec<Vec<u8>> = batch.events.iter().map(|(_, _, e)| e.clone()).collect();
-        batch
-            .visibility
-            .push(VisibilityWrite::Insert(Box::new(visibility::row(
-                &ms,
-                &ns.custom_search_attributes,
-            ))));
-        let timer_rows: Vec<timers::Queued> =
-            batch.timers_add.iter().map(timers::Queued::of).collect();
-        let transfer_rows = batch.transfers_add.clone();
-        self.commit_batch(batch).await?;
-        let progress = RunProgress::of(&ms, &events);
-        let answers = {
-            let slot = self.slot(&key);
-            let mut held = slot.lock().await;
-            if held.is_none() {
-                *held = Some(Cached::new(ms, 1, encoded));
-            }
-            let cached = held.as_ref().expect("cached above");
-            self.answers(&key, cached, handoffs)
+        let next = NextRun {
+            key,
+            ms,
+            events,
+            timers,
+            transfers,
         };
-        self.after_commit(&key, progress, timer_rows, transfer_rows);
-        for (poller, answer) in answers {
-            self.hand_over(&key, poller, answer).await;
-        }
+        self.create_run(&shard, next, expected_run_id, handoffs)
+            .await?;
         Ok(StartOutcome {
             run_id,
             started: true,
