@@ -73,8 +73,14 @@ async fn try_together(
     .collect::<Result<Vec<_>>>()?;
     let mut steps: Vec<Step<'_>> = Vec::new();
     let begin = client.batch_execute("BEGIN");
+    // The shard's lock and lease check once per (shard, lease) in the group, before the first
+    // of its batches' writes: the lock is held to the end of the transaction.
+    let mut checked: Vec<(i32, i64)> = Vec::new();
     for ((batch, plan), statements) in batches.iter().zip(&plans).zip(&statements) {
-        lease_steps(client, statements, batch, lock_space, &mut steps);
+        if !checked.contains(&(batch.shard_id, batch.range_id)) {
+            checked.push((batch.shard_id, batch.range_id));
+            lease_steps(client, statements, batch, lock_space, &mut steps);
+        }
         writes(client, statements, plan, batch, &mut steps);
     }
     let (begun, answers) = futures::future::join(
