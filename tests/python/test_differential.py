@@ -448,7 +448,19 @@ class Tagged:
         return "done"
 
 
+@workflow.defn
+class MemoEditor:
+    """Sets three memo keys, then removes two: one with None (no data), one with []."""
+
+    @workflow.run
+    async def run(self) -> str:
+        workflow.upsert_memo({"keep": "k", "gone": "g", "emptied": "e"})
+        workflow.upsert_memo({"gone": None, "emptied": [], "keep": "kept"})
+        return "edited"
+
+
 WORKFLOWS = [
+    MemoEditor,
     Tagged,
     Resettable,
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
@@ -894,7 +906,8 @@ async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     outcome = await _outcome(new)
     old = client.get_workflow_handle(wf_id, run_id=first_run)
     old_history = reduce_history(list((await old.fetch_history()).events))
-    return new, (outcome, old_history)
+    # The UUID version of the run a reset makes (run ids are made as the reference makes them).
+    return new, (outcome, old_history, uuid.UUID(answer.run_id).version)
 
 
 async def _register_search_attributes(client: Client) -> None:
@@ -997,7 +1010,28 @@ async def _collect(it: Any) -> List[Any]:
     return [w async for w in it]
 
 
+async def _memo_upserts(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Upserting a memo key with None or [] removes it; the server's memo shows what is left."""
+    handle = await client.start_workflow(MemoEditor.run, id=wf_id, task_queue=tq)
+    outcome = await _outcome(handle)
+    memo = (await handle.describe()).raw_description.workflow_execution_info.memo.fields
+    return handle, (outcome, {k: bytes(v.data) for k, v in memo.items()})
+
+
+async def _run_ids(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A started run's id is a time-ordered UUID (version 7); the reference makes the run that
+    continues it as new with a random one (version 4)."""
+    handle = await client.start_workflow(Chain.run, 1, id=wf_id, task_queue=tq)
+    outcome = await _outcome(handle)
+    last = (await client.get_workflow_handle(wf_id).describe()).run_id
+    first = handle.result_run_id
+    assert first is not None
+    return handle, (outcome, uuid.UUID(first).version, uuid.UUID(last).version, first != last)
+
+
 SCENARIOS: Dict[str, Scenario] = {
+    "memo_upserts": _memo_upserts,
+    "run_ids_time_ordered": _run_ids,
     "visibility": _visibility,
     "reset": _reset,
     "children": _children,

@@ -122,6 +122,8 @@ impl TaskIds for TaskIdsRef<'_> {
     }
 
     fn new_run_id(&mut self) -> String {
+        // The run continuing another (continue-as-new, a retry, cron): random (version 4), as
+        // the reference makes it; a started run's id is time-ordered (`start.rs`).
         uuid::Uuid::new_v4().to_string()
     }
 }

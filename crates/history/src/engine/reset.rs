@@ -79,7 +79,7 @@ impl Engine {
         } else {
             signals_after(&events[(finish - 1) as usize..])
         };
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = uuid::Uuid::new_v4().to_string(); // random (version 4), as the reference makes a reset run
         let mut ms = rebuild(&ns.id, &ns.name, &base_key.workflow_id, &run_id, prefix)
             .map_err(|e| Error::Invalid(format!("cannot reset to event {finish}: {e}.")))?;
         ms.start_request_id = if req.request_id.is_empty() {

@@ -155,7 +155,7 @@ impl Engine {
                 }
             }
         }
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = uuid::Uuid::now_v7().to_string();
         let key = RunKey {
             namespace_id: ns.id.clone(),
             workflow_id: req.workflow_id.clone(),

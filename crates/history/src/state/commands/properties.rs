@@ -72,8 +72,14 @@ impl Transition<'_> {
     ) -> bool {
         let upsert = a.upserted_memo.clone().unwrap_or_default();
         let merged = self.ms.memo.get_or_insert_with(Memo::default);
+        // As the reference merges: a value that stands for nothing (no data, `null`, or an
+        // empty list) removes its key.
         for (k, v) in &upsert.fields {
-            merged.fields.insert(k.clone(), v.clone());
+            if removes_key(v) {
+                merged.fields.remove(k);
+            } else {
+                merged.fields.insert(k.clone(), v.clone());
+            }
         }
         self.append(event(
             EventType::WorkflowPropertiesModified,
@@ -83,5 +89,31 @@ impl Transition<'_> {
             },
         ));
         false
+    }
+}
+
+/// True for an upserted memo value that removes its key: one whose data is empty, JSON `null`
+/// or an empty JSON list, whatever its encoding (an SDK's `None`, `nil` or `[]`).
+fn removes_key(value: &temporalio_protos::temporal::api::common::v1::Payload) -> bool {
+    matches!(value.data.as_slice(), b"" | b"null" | b"[]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removes_key;
+    use temporalio_protos::temporal::api::common::v1::Payload;
+
+    #[test]
+    fn only_values_that_stand_for_nothing_remove_a_memo_key() {
+        let payload = |data: &[u8]| Payload {
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        for gone in [&b""[..], b"null", b"[]"] {
+            assert!(removes_key(&payload(gone)), "{gone:?}");
+        }
+        for kept in [&b"0"[..], b"\"\"", b"{}", b"[ ]", b"false"] {
+            assert!(!removes_key(&payload(kept)), "{kept:?}");
+        }
     }
 }
