@@ -901,7 +901,15 @@ async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
         )
     )
     new = client.get_workflow_handle(wf_id, run_id=answer.run_id)
-    await _wait_for(new, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    # Until the new run's activity completed and the task after it too: a signal while the
+    # activity runs lands before its started event on the reference (which writes that event
+    # with the completion) and after it on Kairos.
+    while True:
+        types = [e.event_type for e in (await new.fetch_history()).events]
+        done = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        if done in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(done):]:
+            break
+        await asyncio.sleep(0.05)
     await new.signal(Resettable.item, "y")
     outcome = await _outcome(new)
     old = client.get_workflow_handle(wf_id, run_id=first_run)
@@ -1010,6 +1018,61 @@ async def _collect(it: Any) -> List[Any]:
     return [w async for w in it]
 
 
+async def _update_polls(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """PollWorkflowExecutionUpdate without a wait policy answers at once with the update's
+    current stage: COMPLETED (with its outcome) for a finished update, ADMITTED for one no worker
+    has taken (its workflow's task queue has no worker)."""
+    from temporalio.api.common.v1 import Payloads, WorkflowExecution as WE
+    from temporalio.api.enums.v1 import UpdateWorkflowExecutionLifecycleStage as Stage
+    from temporalio.api.update.v1 import Input, Meta, Request, UpdateRef, WaitPolicy
+    from temporalio.api.workflowservice.v1 import (
+        PollWorkflowExecutionUpdateRequest, UpdateWorkflowExecutionRequest,
+    )
+
+    async def poll(workflow_id: str, update_id: str) -> Any:
+        try:
+            answer = await client.workflow_service.poll_workflow_execution_update(
+                PollWorkflowExecutionUpdateRequest(
+                    namespace="default",
+                    update_ref=UpdateRef(
+                        workflow_execution=WE(workflow_id=workflow_id), update_id=update_id
+                    ),
+                    identity="poller",
+                ),
+                timeout=timedelta(seconds=5),
+            )
+        except RPCError as e:
+            return (e.status.name, e.message)
+        return (Stage.Name(answer.stage), answer.outcome.success.payloads[0].data
+                if answer.outcome.HasField("success") else None)
+
+    handle = await client.start_workflow(Tipper.run, id=wf_id, task_queue=tq)
+    await handle.execute_update(Tipper.add_tip, 5, id="tip-1")
+    finished = await poll(wf_id, "tip-1")
+    idle = await client.start_workflow(Tipper.run, id=f"{wf_id}-idle", task_queue=f"{tq}-idle")
+    args = await client.data_converter.encode([7])
+    try:
+        sent = await client.workflow_service.update_workflow_execution(
+            UpdateWorkflowExecutionRequest(
+                namespace="default",
+                workflow_execution=WE(workflow_id=idle.id),
+                request=Request(meta=Meta(update_id="tip-2", identity="sender"),
+                                input=Input(name="add_tip", args=Payloads(payloads=args))),
+                wait_policy=WaitPolicy(lifecycle_stage=Stage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED),
+            ),
+            timeout=timedelta(seconds=5),
+        )
+        admitted: Any = Stage.Name(sent.stage)
+    except RPCError as e:
+        admitted = (e.status.name, e.message)
+    waiting = await poll(idle.id, "tip-2")
+    await idle.terminate("done")
+    await handle.signal(Tipper.finish)
+    # The idle run's history is the one compared: the other's differs by the reference's
+    # speculative workflow tasks (docs/compatibility.md).
+    return idle, (await _outcome(handle), finished, admitted, waiting)
+
+
 async def _memo_upserts(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
     """Upserting a memo key with None or [] removes it; the server's memo shows what is left."""
     handle = await client.start_workflow(MemoEditor.run, id=wf_id, task_queue=tq)
@@ -1031,6 +1094,7 @@ async def _run_ids(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle,
 
 SCENARIOS: Dict[str, Scenario] = {
     "memo_upserts": _memo_upserts,
+    "update_polls": _update_polls,
     "run_ids_time_ordered": _run_ids,
     "visibility": _visibility,
     "reset": _reset,

@@ -39,6 +39,16 @@ pub fn not_found(message: impl Into<String>) -> Status {
     )
 }
 
+/// `PERMISSION_DENIED` + `PermissionDeniedFailure`.
+pub fn permission_denied(message: impl Into<String>) -> Status {
+    with_detail(
+        Code::PermissionDenied,
+        message.into(),
+        "temporal.api.errordetails.v1.PermissionDeniedFailure",
+        details::PermissionDeniedFailure::default().encode_to_vec(),
+    )
+}
+
 /// `FAILED_PRECONDITION` with `WorkflowNotReadyFailure`: a query to a run that never completed
 /// a workflow task.
 pub fn workflow_not_ready() -> Status {

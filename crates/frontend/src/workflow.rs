@@ -12,7 +12,7 @@ use kairos_history::{Engine, Namespace, Signal};
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
 use temporalio_protos::temporal::api::common::v1::WorkflowExecution;
 use temporalio_protos::temporal::api::enums::v1::{
-    HistoryEventFilterType, WorkflowExecutionStatus,
+    HistoryEventFilterType, UpdateWorkflowExecutionLifecycleStage, WorkflowExecutionStatus,
 };
 use temporalio_protos::temporal::api::enums::v1::{QueryRejectCondition, QueryResultType};
 use temporalio_protos::temporal::api::history::v1::History;
@@ -112,6 +112,25 @@ fn update_deadline<T>(request: &Request<T>) -> tokio::time::Instant {
     let cap = Duration::from_secs(20);
     let wait = grpc_timeout(request).map_or(cap, |t| (t.mul_f64(0.9)).min(cap));
     tokio::time::Instant::now() + wait
+}
+
+/// The stage a poll for an update's outcome waits for: its wait policy's, or none at all when
+/// it has none (the answer is the update's stage now, as the reference answers).
+fn poll_stage(policy: Option<&temporalio_protos::temporal::api::update::v1::WaitPolicy>) -> i32 {
+    use UpdateWorkflowExecutionLifecycleStage as S;
+    match policy.map(|p| p.lifecycle_stage) {
+        Some(s) if s == S::Accepted as i32 || s == S::Completed as i32 => s,
+        _ => S::Admitted as i32,
+    }
+}
+
+/// The reason a termination records: the caller's, or the reference's words when it gave none.
+fn terminate_reason(reason: &str) -> &str {
+    if reason.is_empty() {
+        "terminated by user via frontend"
+    } else {
+        reason
+    }
 }
 
 /// The stage a caller waits for: its wait policy, COMPLETED when unset.
@@ -1177,6 +1196,15 @@ impl WorkflowService for Frontend {
     ) -> Reply<UpdateWorkflowExecutionResponse> {
         let deadline = update_deadline(&request);
         let req = request.into_inner();
+        if req.wait_policy.as_ref().map(|p| p.lifecycle_stage)
+            == Some(UpdateWorkflowExecutionLifecycleStage::Admitted as i32)
+        {
+            // As the reference: a caller cannot wait for admission alone.
+            return Err(crate::error::permission_denied(
+                "UpdateWorkflowExecution issued asynchronously and waiting on update admitted is \
+                 not supported.",
+            ));
+        }
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         let update = req
@@ -1281,7 +1309,7 @@ impl WorkflowService for Frontend {
         let key = self
             .run_key(&ns, reference.workflow_execution.as_ref())
             .await?;
-        let wanted = wanted_stage(req.wait_policy.as_ref());
+        let wanted = poll_stage(req.wait_policy.as_ref());
         let info = self
             .engine
             .wait_update(&key, &reference.update_id, wanted, deadline)
@@ -1407,7 +1435,12 @@ impl WorkflowService for Frontend {
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         self.engine
-            .terminate(&key, &req.reason, req.details.clone(), &req.identity)
+            .terminate(
+                &key,
+                terminate_reason(&req.reason),
+                req.details.clone(),
+                &req.identity,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(TerminateWorkflowExecutionResponse {}))

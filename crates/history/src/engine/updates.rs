@@ -30,7 +30,7 @@ impl Engine {
                 .iter()
                 .find(|u| u.update_id == update_id)
                 .cloned()
-                .ok_or_else(|| Error::NotFound(format!("update {update_id} not found")))?;
+                .ok_or_else(|| Error::NotFound(format!("update \"{update_id}\" not found")))?;
             if update.stage >= wanted {
                 return Ok(update);
             }
