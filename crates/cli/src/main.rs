@@ -125,6 +125,10 @@ struct StartDev {
     /// Namespace to create at start (repeatable); `default` always exists.
     #[arg(short = 'n', long = "namespace")]
     namespaces: Vec<String>,
+    /// Custom search attribute to register in every namespace at start, as NAME=TYPE
+    /// (repeatable; TYPE is Text, Keyword, Int, Double, Bool, Datetime or KeywordList).
+    #[arg(long = "search-attribute", value_name = "NAME=TYPE")]
+    search_attributes: Vec<String>,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -198,10 +202,20 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
             namespaces.push(ns);
         }
     }
+    let mut search_attributes = Vec::new();
+    for kv in &args.search_attributes {
+        let (name, ty) = kv
+            .split_once('=')
+            .with_context(|| format!("--search-attribute {kv:?}: expected NAME=TYPE"))?;
+        let ty = client::indexed_value_type(ty.trim())
+            .with_context(|| format!("--search-attribute {kv:?}"))?;
+        search_attributes.push((name.trim().to_string(), ty as i32));
+    }
     let mut config = Config {
         listen: SocketAddr::new(args.ip, args.port),
         database,
         namespaces,
+        search_attributes,
         ..Config::default()
     };
     let mut ignored_keys = Vec::new();

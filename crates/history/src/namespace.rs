@@ -141,6 +141,50 @@ impl Namespaces {
         Ok(())
     }
 
+    /// Registers the custom search attributes `attributes` (name, `IndexedValueType`) on the
+    /// namespace `name`, as the server starts (`--search-attribute NAME=TYPE`): one already
+    /// registered with the same type is left as it is; a name that is not valid, reserved by the
+    /// system, of an unknown type or registered with another type is refused.
+    pub async fn register_at_start(&self, name: &str, attributes: &[(String, i32)]) -> Result<()> {
+        let change = |custom: &mut HashMap<String, i32>| -> std::result::Result<(), String> {
+            for (attr, ty) in attributes {
+                let valid = attr.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && attr
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                    && attr.len() <= 255;
+                if !valid {
+                    return Err(format!("search attribute name {attr:?} is not valid"));
+                }
+                if kairos_visibility::attrs::is_reserved(attr) {
+                    return Err(format!("search attribute {attr} is reserved by system"));
+                }
+                let Some(wanted) = kairos_visibility::AttrType::from_indexed_value_type(*ty) else {
+                    return Err(format!("unknown search attribute type {ty} for {attr}"));
+                };
+                match custom.get(attr) {
+                    Some(t) if *t == *ty => {}
+                    Some(t) => {
+                        let existing = kairos_visibility::AttrType::from_indexed_value_type(*t)
+                            .map_or_else(|| t.to_string(), |t| t.to_string());
+                        return Err(format!(
+                            "search attribute {attr} already exists with type {existing}, not {wanted}"
+                        ));
+                    }
+                    None => {
+                        custom.insert(attr.clone(), *ty);
+                    }
+                }
+            }
+            Ok(())
+        };
+        match self.change_search_attributes(name, change).await {
+            Ok(_) => Ok(()),
+            Err(ChangeError::Refused(message)) => Err(Error::Invalid(message)),
+            Err(ChangeError::Store(e)) => Err(e),
+        }
+    }
+
     async fn create(
         &self,
         name: &str,

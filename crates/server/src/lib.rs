@@ -48,6 +48,9 @@ pub struct Config {
     pub database: Database,
     /// Namespaces to create at start if missing.
     pub namespaces: Vec<String>,
+    /// Custom search attributes (name, `IndexedValueType`) registered on every namespace of
+    /// `namespaces` at start.
+    pub search_attributes: Vec<(String, i32)>,
     /// Timing knobs and limits.
     pub options: ServerOptions,
     /// The clock (a manual one in tests).
@@ -133,6 +136,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7233)),
             database: Database::SqliteMemory,
             namespaces: vec!["default".to_string()],
+            search_attributes: Vec::new(),
             options: ServerOptions::default(),
             clock: Arc::new(SystemClock),
             opening: None,
@@ -202,6 +206,14 @@ impl Server {
                     .create_at_start(name, config.options.default_retention)
                     .await
                     .with_context(|| format!("failed to create namespace {name}"))?;
+                if !config.search_attributes.is_empty() {
+                    namespaces
+                        .register_at_start(name, &config.search_attributes)
+                        .await
+                        .with_context(|| {
+                            format!("failed to register search attributes in namespace {name}")
+                        })?;
+                }
             }
             anyhow::Ok(())
         };

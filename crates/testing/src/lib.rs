@@ -91,8 +91,7 @@ impl Builder {
             namespaces,
             options: self.options,
             clock: clock_dyn,
-            opening: None,
-            listener: None,
+            ..Config::default()
         })
         .await?;
         Ok(TestServer {

@@ -28,6 +28,7 @@ mod workflow;
 
 pub use activity::ActivityCommand;
 pub use operator::OperatorCommand;
+pub(crate) use operator::indexed_value_type;
 pub use workflow::WorkflowCommand;
 use workflow::*;
 

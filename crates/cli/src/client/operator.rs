@@ -355,7 +355,7 @@ impl Client {
     }
 }
 
-fn indexed_value_type(name: &str) -> anyhow::Result<IndexedValueType> {
+pub(crate) fn indexed_value_type(name: &str) -> anyhow::Result<IndexedValueType> {
     Ok(match name.to_ascii_lowercase().as_str() {
         "text" => IndexedValueType::Text,
         "keyword" => IndexedValueType::Keyword,

@@ -88,3 +88,74 @@ fn a_taken_port_stops_the_start_before_the_database_is_made() {
     );
     assert!(!db.exists(), "no database is made when the port is taken");
 }
+
+/// `--search-attribute NAME=TYPE` registers custom search attributes in every namespace the
+/// server starts with (as `temporal server start-dev` does); a second start with the same flag
+/// keeps them, and a conflicting type, a reserved name or an unknown type stops the start with
+/// one line.
+#[test]
+fn search_attributes_given_at_start_are_registered_in_every_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("k.db");
+    let flags = [
+        "--search-attribute",
+        "CustomerId=Keyword",
+        "--search-attribute",
+        "Amount=int",
+        "--namespace",
+        "other",
+    ];
+    let list = |server: &Kairos, namespace: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["operator", "search-attribute", "list", "--address"])
+            .arg(server.url().trim_start_matches("http://"))
+            .args(["--namespace", namespace])
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for round in 0..2 {
+        // On the file the refusals below start on too, whatever KAIROS_TEST_DB_URL says.
+        let server = Kairos::start_sqlite_with(&db, free_port(), &flags);
+        for namespace in ["default", "other"] {
+            let listed = list(&server, namespace);
+            for (name, ty) in [("CustomerId", "Keyword"), ("Amount", "Int")] {
+                assert!(
+                    listed
+                        .lines()
+                        .any(|l| l.split_whitespace().collect::<Vec<_>>() == [name, ty]),
+                    "round {round}, {namespace}: {name} {ty} missing from\n{listed}"
+                );
+            }
+        }
+    }
+    for (flag, expected) in [
+        (
+            "CustomerId=Int",
+            "search attribute CustomerId already exists with type Keyword, not Int",
+        ),
+        (
+            "WorkflowId=Keyword",
+            "search attribute WorkflowId is reserved by system",
+        ),
+        ("Foo=Money", "unknown search attribute type"),
+        ("Foo", "expected NAME=TYPE"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["server", "start-dev", "--port", &free_port().to_string()])
+            .arg("--db-filename")
+            .arg(&db)
+            .args(["--search-attribute", flag])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{flag} must stop the start");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{flag}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{flag}: one line: {stderr}"
+        );
+    }
+}

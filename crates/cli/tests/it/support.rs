@@ -31,8 +31,13 @@ impl Kairos {
     /// Starts the binary on a SQLite file, whatever `KAIROS_TEST_DB_URL` says: for tests of the
     /// file itself.
     pub(crate) fn start_sqlite(db: &Path, port: u16) -> Kairos {
+        Self::start_sqlite_with(db, port, &[])
+    }
+
+    /// [`Kairos::start_sqlite`] with extra flags.
+    pub(crate) fn start_sqlite_with(db: &Path, port: u16, extra: &[&str]) -> Kairos {
         let store = ["--db-filename".to_string(), db.display().to_string()];
-        Self::start_on(&store, port, &[])
+        Self::start_on(&store, port, extra)
     }
 
     fn start_on(store: &[String], port: u16, extra: &[&str]) -> Kairos {
