@@ -1073,6 +1073,49 @@ async def _update_polls(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHa
     return idle, (await _outcome(handle), finished, admitted, waiting)
 
 
+async def _reset_to_task_started(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A reset to a workflow task's started event keeps that event in the new run (the task is
+    failed right after it), as the reference does."""
+    from temporalio.api.common.v1 import WorkflowExecution as WE
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    handle = await client.start_workflow(Resettable.run, id=wf_id, task_queue=tq)
+    while True:
+        events = list((await handle.fetch_history()).events)
+        types = [e.event_type for e in events]
+        done = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        if done in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(done):]:
+            break
+        await asyncio.sleep(0.05)
+    started = [e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED]
+    answer = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace="default",
+            workflow_execution=WE(workflow_id=wf_id, run_id=handle.first_execution_run_id),
+            reason="back to the task",
+            workflow_task_finish_event_id=started[-1],
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    new = client.get_workflow_handle(wf_id, run_id=answer.run_id)
+    # Until the task after the one the reset failed has completed (the run waits for items).
+    while True:
+        types = [e.event_type for e in (await new.fetch_history()).events]
+        failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        if failed in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(failed):]:
+            break
+        await asyncio.sleep(0.05)
+    await new.signal(Resettable.item, "x")
+    while True:  # one signal per task: two at once may share a task or not, by timing
+        types = [e.event_type for e in (await new.fetch_history()).events]
+        signaled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        if signaled in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(signaled):]:
+            break
+        await asyncio.sleep(0.05)
+    await new.signal(Resettable.item, "y")
+    return new, (await _outcome(new), started)
+
+
 async def _memo_upserts(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
     """Upserting a memo key with None or [] removes it; the server's memo shows what is left."""
     handle = await client.start_workflow(MemoEditor.run, id=wf_id, task_queue=tq)
@@ -1094,6 +1137,7 @@ async def _run_ids(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle,
 
 SCENARIOS: Dict[str, Scenario] = {
     "memo_upserts": _memo_upserts,
+    "reset_to_task_started": _reset_to_task_started,
     "update_polls": _update_polls,
     "run_ids_time_ordered": _run_ids,
     "visibility": _visibility,

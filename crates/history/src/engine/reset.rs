@@ -52,12 +52,20 @@ impl Engine {
             EventType::WorkflowTaskCompleted
                 | EventType::WorkflowTaskFailed
                 | EventType::WorkflowTaskTimedOut
+                | EventType::WorkflowTaskStarted
         ) {
             return Err(Error::Invalid(format!(
-                "WorkflowTaskFinishEventId {finish} is a {} event, not the end of a workflow task (WorkflowTaskCompleted, WorkflowTaskFailed or WorkflowTaskTimedOut).",
+                "WorkflowTaskFinishEventId {finish} is a {} event, not the end of a workflow task (WorkflowTaskCompleted, WorkflowTaskFailed, WorkflowTaskTimedOut or WorkflowTaskStarted).",
                 finish_type.as_str_name()
             )));
         }
+        // A task's started event keeps itself in the new run, as the reference keeps it: the
+        // reset point is then where the task's end would be.
+        let finish = if finish_type == EventType::WorkflowTaskStarted {
+            finish + 1
+        } else {
+            finish
+        };
         let current = self
             .inner
             .store
