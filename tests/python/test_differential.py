@@ -646,6 +646,17 @@ async def _wait_for(handle: WorkflowHandle, event_type: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _wait_for_task_after(handle: WorkflowHandle, event_type: int) -> None:
+    """Until the history holds `event_type` with a completed workflow task after it."""
+    while True:
+        types = [e.event_type for e in (await handle.fetch_history()).events]
+        if event_type in types and (
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(event_type):]
+        ):
+            return
+        await asyncio.sleep(0.05)
+
+
 def _simple(workflow_run: Any, *args: Any, **start: Any) -> Scenario:
     async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
         handle = await client.start_workflow(
@@ -884,12 +895,7 @@ async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     await _wait_for(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
     await handle.signal(Resettable.item, "x")
     # Until the task that delivered the signal completed (the run waits again).
-    while True:
-        types = [e.event_type for e in (await handle.fetch_history()).events]
-        signaled = types.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED in types else None
-        if signaled is not None and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[signaled:]:
-            break
-        await asyncio.sleep(0.05)
+    await _wait_for_task_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
     first_run = handle.first_execution_run_id
     answer = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
@@ -904,12 +910,7 @@ async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     # Until the new run's activity completed and the task after it too: a signal while the
     # activity runs lands before its started event on the reference (which writes that event
     # with the completion) and after it on Kairos.
-    while True:
-        types = [e.event_type for e in (await new.fetch_history()).events]
-        done = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-        if done in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(done):]:
-            break
-        await asyncio.sleep(0.05)
+    await _wait_for_task_after(new, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
     await new.signal(Resettable.item, "y")
     outcome = await _outcome(new)
     old = client.get_workflow_handle(wf_id, run_id=first_run)
@@ -1080,13 +1081,8 @@ async def _reset_to_task_started(client: Client, tq: str, wf_id: str) -> Tuple[W
     from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 
     handle = await client.start_workflow(Resettable.run, id=wf_id, task_queue=tq)
-    while True:
-        events = list((await handle.fetch_history()).events)
-        types = [e.event_type for e in events]
-        done = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-        if done in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(done):]:
-            break
-        await asyncio.sleep(0.05)
+    await _wait_for_task_after(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    events = list((await handle.fetch_history()).events)
     started = [e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED]
     answer = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
@@ -1099,19 +1095,10 @@ async def _reset_to_task_started(client: Client, tq: str, wf_id: str) -> Tuple[W
     )
     new = client.get_workflow_handle(wf_id, run_id=answer.run_id)
     # Until the task after the one the reset failed has completed (the run waits for items).
-    while True:
-        types = [e.event_type for e in (await new.fetch_history()).events]
-        failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-        if failed in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(failed):]:
-            break
-        await asyncio.sleep(0.05)
+    await _wait_for_task_after(new, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
     await new.signal(Resettable.item, "x")
-    while True:  # one signal per task: two at once may share a task or not, by timing
-        types = [e.event_type for e in (await new.fetch_history()).events]
-        signaled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-        if signaled in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(signaled):]:
-            break
-        await asyncio.sleep(0.05)
+    # One signal per task: two at once may share a task or not, by timing.
+    await _wait_for_task_after(new, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
     await new.signal(Resettable.item, "y")
     return new, (await _outcome(new), started)
 

@@ -118,11 +118,11 @@ async fn a_reset_replays_from_the_point_with_its_signals_and_ends_the_old_run() 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut svc = client.connection().workflow_service();
-        // A reset point that is not the end of a workflow task is refused.
+        // A reset point that is not a workflow task's end (or start) is refused.
         let bad = svc
-            .reset_workflow_execution(tonic::Request::new(reset_request(&id, &first_run, 3, "r0")))
+            .reset_workflow_execution(tonic::Request::new(reset_request(&id, &first_run, 5, "r0")))
             .await
-            .expect_err("event 3 is a WorkflowTaskStarted");
+            .expect_err("event 5 is a WorkflowExecutionSignaled");
         assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
         let new_run = svc
             .reset_workflow_execution(tonic::Request::new(reset_request(&id, &first_run, 4, "r1")))
