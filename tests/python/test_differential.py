@@ -1022,7 +1022,8 @@ async def _collect(it: Any) -> List[Any]:
 async def _update_polls(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
     """PollWorkflowExecutionUpdate without a wait policy answers at once with the update's
     current stage: COMPLETED (with its outcome) for a finished update, ADMITTED for one no worker
-    has taken (its workflow's task queue has no worker)."""
+    has taken (its workflow's task queue has no worker). An update naming another chain's first
+    run is refused as not found."""
     from temporalio.api.common.v1 import Payloads, WorkflowExecution as WE
     from temporalio.api.enums.v1 import UpdateWorkflowExecutionLifecycleStage as Stage
     from temporalio.api.update.v1 import Input, Meta, Request, UpdateRef, WaitPolicy
@@ -1067,11 +1068,26 @@ async def _update_polls(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHa
     except RPCError as e:
         admitted = (e.status.name, e.message)
     waiting = await poll(idle.id, "tip-2")
+    try:
+        await client.workflow_service.update_workflow_execution(
+            UpdateWorkflowExecutionRequest(
+                namespace="default",
+                workflow_execution=WE(workflow_id=wf_id),
+                first_execution_run_id=str(uuid.uuid4()),
+                request=Request(meta=Meta(update_id="tip-3", identity="sender"),
+                                input=Input(name="add_tip", args=Payloads(payloads=args))),
+                wait_policy=WaitPolicy(lifecycle_stage=Stage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED),
+            ),
+            timeout=timedelta(seconds=5),
+        )
+        other_chain: Any = "accepted"
+    except RPCError as e:
+        other_chain = (e.status.name, e.message)
     await idle.terminate("done")
     await handle.signal(Tipper.finish)
     # The idle run's history is the one compared: the other's differs by the reference's
     # speculative workflow tasks (docs/compatibility.md).
-    return idle, (await _outcome(handle), finished, admitted, waiting)
+    return idle, (await _outcome(handle), finished, admitted, waiting, other_chain)
 
 
 async def _reset_to_task_started(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:

@@ -1207,6 +1207,13 @@ impl WorkflowService for Frontend {
         }
         let ns = self.namespace(&req.namespace)?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
+        if !req.first_execution_run_id.is_empty() {
+            // A run of another chain than the caller names is, to the caller, not there.
+            let ms = self.engine.read_state(&key).await.map_err(to_status)?;
+            if ms.first_execution_run_id != req.first_execution_run_id {
+                return Err(crate::error::not_found("workflow execution not found"));
+            }
+        }
         let update = req
             .request
             .ok_or_else(|| invalid("Update request is not set on request."))?;
