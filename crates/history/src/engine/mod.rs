@@ -10,6 +10,7 @@ mod commit;
 mod describe;
 mod external;
 mod operations;
+mod plan;
 mod reads;
 mod reset;
 mod runs;
@@ -29,10 +30,7 @@ use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
 use kairos_core::wire::PollWorkflowTaskAnswer;
 use kairos_core::{Clock, Limits};
-use kairos_persistence::{
-    CurrentWrite, ExecutionWrite, ShardLease, Store, TimerKey, TimerTask, TransferTask,
-    VisibilityWrite, WriteBatch,
-};
+use kairos_persistence::{ShardLease, Store, TimerKey, TimerTask, TransferTask};
 use parking_lot::Mutex;
 use prost::Message;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
@@ -59,6 +57,7 @@ use answers::*;
 use cache::*;
 use commit::*;
 use external::*;
+use plan::*;
 use runs::*;
 use shards::*;
 

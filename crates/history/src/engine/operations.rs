@@ -34,30 +34,10 @@ impl Engine {
     pub async fn delete(&self, key: &RunKey, timer_id: Option<TimerKey>) -> Result<()> {
         let lock = self.workflow_lock(&key.namespace_id, &key.workflow_id);
         let _held = lock.lock().await;
-        let slot = self.slot(key);
-        let mut guard = slot.lock().await;
-        let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
-        let mut batch = self.batch_for(key, &*self.shard(shard_id)?);
-        batch
-            .executions
-            .push((key.run_id.clone(), ExecutionWrite::Delete));
-        batch.current = Some(CurrentWrite::DeleteIf {
-            run_id: key.run_id.clone(),
-        });
-        batch.timers_delete.extend(timer_id);
-        batch.visibility.push(VisibilityWrite::Delete {
-            run_id: key.run_id.clone(),
-        });
-        self.commit_batch(batch).await?;
-        *guard = None;
-        drop(guard);
-        self.inner.runs.lock().remove(key);
-        if let Some(tx) = self.inner.watchers.lock().remove(key) {
-            tx.send_replace(RunProgress {
-                gone: true,
-                ..RunProgress::default()
-            });
-        }
+        let guard = self.slot(key).lock_owned().await;
+        let shard = self.shard(self.shard_of(&key.namespace_id, &key.workflow_id))?;
+        self.apply(self.plan_delete(key, &shard, timer_id), Some(guard))
+            .await?;
         Ok(())
     }
 }

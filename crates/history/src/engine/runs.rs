@@ -148,3 +148,123 @@ pub(super) fn normalize_workflow_timeouts(
     }
     (run, execution, task)
 }
+
+impl Engine {
+    /// Builds the run a continue-as-new starts: its state and first events, carrying the
+    /// chain (first run id, execution deadline) and the command's inputs.
+    pub(super) fn next_run(
+        &self,
+        key: &RunKey,
+        closing: &MutableState,
+        can: crate::state::ContinuedAsNew,
+        now: std::time::SystemTime,
+        ids: &mut TaskIdsRef<'_>,
+    ) -> NextRun {
+        let mut a = can.attributes;
+        // No tight loops: a successor starts at least the minimum interval after its
+        // predecessor started (the reference's rule), the rest waited out as a backoff.
+        let lifetime = now
+            .duration_since(from_millis(closing.execution_time_ms))
+            .unwrap_or_default();
+        let asked = kairos_core::time::from_pb_duration(a.backoff_start_interval.as_ref());
+        let min = self.inner.options.continue_as_new_min_interval;
+        if a.cron_schedule.is_empty() {
+            a.cron_schedule = closing.cron_schedule.clone();
+        }
+        let cron = a.initiator == ContinueAsNewInitiator::CronSchedule as i32;
+        if !cron && lifetime + asked < min {
+            a.backoff_start_interval = to_pb_duration(min - lifetime);
+        }
+        if !a.cron_schedule.is_empty() && a.backoff_start_interval.is_none() {
+            // A cron workflow continued as new still waits for its next scheduled time.
+            a.backoff_start_interval = crate::cron::CronSchedule::parse(&a.cron_schedule)
+                .ok()
+                .and_then(|c| c.backoff(now, now))
+                .and_then(to_pb_duration);
+        }
+        let req = ws::StartWorkflowExecutionRequest {
+            namespace: closing.namespace.clone(),
+            workflow_id: key.workflow_id.clone(),
+            workflow_type: a.workflow_type.clone(),
+            task_queue: a.task_queue.clone(),
+            input: a.input.clone(),
+            // What is left of the chain's execution timeout (a successor never gets it anew).
+            workflow_execution_timeout: if closing.execution_expiration_ms > 0 {
+                let left = from_millis(closing.execution_expiration_ms)
+                    .duration_since(now)
+                    .unwrap_or_default()
+                    .max(Duration::from_millis(1));
+                to_pb_duration(left)
+            } else {
+                None
+            },
+            workflow_run_timeout: a.workflow_run_timeout,
+            workflow_task_timeout: a.workflow_task_timeout,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            retry_policy: a
+                .retry_policy
+                .clone()
+                .or_else(|| closing.retry_policy.clone()),
+            memo: a.memo.clone().or_else(|| closing.memo.clone()),
+            search_attributes: a
+                .search_attributes
+                .clone()
+                .or_else(|| closing.search_attributes.clone()),
+            header: a.header.clone(),
+            workflow_start_delay: a.backoff_start_interval,
+            cron_schedule: a.cron_schedule.clone(),
+            ..Default::default()
+        };
+        let (mut ms, mut started) = new_run(
+            &key.namespace_id,
+            &closing.namespace,
+            &req,
+            &can.new_run_id,
+            now,
+        );
+        ms.first_execution_run_id = closing.first_execution_run_id.clone();
+        ms.execution_expiration_ms = closing.execution_expiration_ms;
+        ms.attempt = can.attempt;
+        started.attempt = can.attempt;
+        started.first_execution_run_id = closing.first_execution_run_id.clone();
+        started.continued_execution_run_id = key.run_id.clone();
+        // A successor states its backoff only when it has one.
+        started.first_workflow_task_backoff = a.backoff_start_interval;
+        if can.attempt == 1 && a.initiator == ContinueAsNewInitiator::Workflow as i32 {
+            // As the reference writes it: a continued run states its run timeout, zero included.
+            started.workflow_run_timeout = Some(started.workflow_run_timeout.unwrap_or_default());
+        }
+        started.initiator = a.initiator;
+        started.continued_failure = a.failure.clone();
+        started.last_completion_result = a.last_completion_result.clone();
+        ms.last_completion_result = a.last_completion_result.clone();
+        if let (Some(parent), Some(root)) = (closing.parent.clone(), closing.root.clone()) {
+            // The chain stays the parent's child: its last run reports the close.
+            set_parent(&mut ms, &mut started, parent, root);
+        }
+        started.workflow_execution_expiration_time = (closing.execution_expiration_ms > 0)
+            .then(|| to_timestamp(from_millis(closing.execution_expiration_ms)));
+        let env = self.env_for(&ms);
+        let mut t = Transition::new(&mut ms, now, env, ids);
+        t.start_workflow(started);
+        let Transition {
+            events,
+            timers,
+            transfers,
+            ..
+        } = t;
+        let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
+        ms.state_transition_count = 1;
+        NextRun {
+            key: RunKey {
+                namespace_id: key.namespace_id.clone(),
+                workflow_id: key.workflow_id.clone(),
+                run_id: can.new_run_id,
+            },
+            ms,
+            events,
+            timers,
+            transfers,
+        }
+    }
+}

@@ -51,13 +51,17 @@ impl Engine {
             workflow_id: task.workflow_id.clone(),
             run_id: task.run_id.clone(),
         };
-        let Ok(shard) = self.shard(task.shard_id) else {
+        self.drop_transfer(&key, task.shard_id, task.task_id).await;
+    }
+
+    /// Deletes a transfer task row with nothing left to do (its run is gone).
+    pub(super) async fn drop_transfer(&self, key: &RunKey, shard_id: i32, task_id: i64) {
+        let Ok(shard) = self.shard(shard_id) else {
             return; // The shard's holder deletes it.
         };
-        let mut batch = self.batch_for(&key, &shard);
-        batch.transfers_delete.push(task.task_id);
-        if let Err(e) = self.commit_batch(batch).await {
-            tracing::warn!(error = %e, "failed to delete a stale transfer task");
+        let plan = self.plan_drop_transfer(key, &shard, task_id);
+        if let Err(e) = self.apply(plan, None).await {
+            tracing::warn!(error = %e, "failed to delete a transfer task");
         }
     }
 

@@ -241,8 +241,9 @@ async fn fire(engine: &Engine, timer: &TimerTask) -> crate::Result<()> {
                 &key.workflow_id,
                 engine.inner.options.shard_count,
             );
+            let shard = engine.shard(shard_id)?;
             engine
-                .commit_timer_delete(&key, shard_id, timer.key())
+                .apply(engine.plan_drop_timer(&key, &shard, timer.key()), None)
                 .await
         }
         other => other,

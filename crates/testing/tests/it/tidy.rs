@@ -211,3 +211,33 @@ fn no_sql_outside_the_store_backends() {
         "SQL outside the backends: {offenders:?}"
     );
 }
+
+/// One commit pipe: in the history crate only the engine's plans build write batches and
+/// commit them (DESIGN.md, "Next shape"); every other change to a run goes through them.
+#[test]
+fn only_plans_build_write_batches() {
+    let plans = workspace().join("crates/history/src/engine/plan.rs");
+    let mut files = Vec::new();
+    rust_files(&workspace().join("crates/history/src"), &mut files);
+    assert!(files.contains(&plans), "{} is missing", plans.display());
+    let offenders: Vec<String> = files
+        .into_iter()
+        .filter(|f| *f != plans)
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("readable");
+            [
+                "WriteBatch",
+                "ExecutionWrite",
+                "CurrentWrite",
+                "store.commit(",
+            ]
+            .iter()
+            .any(|word| text.contains(word))
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "write batches built outside engine/plan.rs: {offenders:?}"
+    );
+}
