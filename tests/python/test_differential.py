@@ -208,6 +208,19 @@ class BuggyOnce:
 
 
 @workflow.defn
+class Oversized:
+    """Returns a result over the 4 MiB gRPC limit on its first attempt, a small one after."""
+
+    @workflow.run
+    async def run(self) -> str:
+        key = workflow.info().run_id
+        if WFT_FAILURES.get(key, 0) < 1:
+            WFT_FAILURES[key] = WFT_FAILURES.get(key, 0) + 1
+            return "x" * (5 * 1024 * 1024)
+        return "small"
+
+
+@workflow.defn
 class Collector:
     """Returns the numbers signalled to it once `want` arrived."""
 
@@ -463,7 +476,7 @@ WORKFLOWS = [
     MemoEditor,
     Tagged,
     Resettable,
-    Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Collector, Tipper, Saga,
+    Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Oversized, Collector, Tipper, Saga,
     Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
@@ -1170,6 +1183,9 @@ SCENARIOS: Dict[str, Scenario] = {
     "schedule_to_close_timeout": _simple(TimesOut.run, "schedule_to_close"),
     "heartbeat_timeout": _simple(TimesOut.run, "heartbeat"),
     "workflow_task_failure_retried": _simple(BuggyOnce.run),
+    # The completion is refused as too large (RESOURCE_EXHAUSTED, gRPC's wording), so the SDK
+    # fails the task with cause GRPC_MESSAGE_TOO_LARGE; the retried task completes.
+    "oversize_result_fails_the_task": _simple(Oversized.run),
 }
 
 
