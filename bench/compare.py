@@ -7,6 +7,9 @@ measures each one's cold start to a SERVING gRPC health check (median of 5 alter
 starts after 2 s of idle) and its idle RSS, then runs identical kairos-bench workloads against each in alternation and prints
 the ratios. All results go to a JSON file (input of bench/plot.py).
 
+Workloads run with the SDK's default worker settings (5 polls of each kind), what users run;
+the label suffix _P40 marks the tuned run beside them (kairos-bench --pollers 40).
+
 usage: bench/compare.py [--quick] [--no-scaling] [--eager-activities] [--startup-only]
                         [--postgres URL] [--out bench/results/compare.json]
   --postgres also runs Kairos on that PostgreSQL database (a schema of its own), in the same
@@ -34,10 +37,12 @@ from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 
-# (name, activities, concurrency, seconds): the headline workloads of issue 3, then the scaling
-# sweep over concurrency with K=3.
-HEADLINE = [("K3_C200", 3, 200, 30), ("K0_C50", 0, 50, 30)]
-SCALING = [(f"K3_C{c}", 3, c, 20) for c in (1, 10, 50, 200, 1000)]
+# (name, activities, concurrency, seconds, pollers): the headline workloads with the SDK's default
+# worker settings (pollers None: what users run), the same K=3 C=200 load in tuned mode (40 polls
+# of each kind) beside them, then the scaling sweep over concurrency with K=3 (defaults).
+HEADLINE = [("K3_C200", 3, 200, 30, None), ("K3_C1", 3, 1, 20, None), ("K0_C50", 0, 50, 30, None),
+            ("K3_C200_P40", 3, 200, 30, 40)]
+SCALING = [(f"K3_C{c}", 3, c, 20, None) for c in (1, 10, 50, 200, 1000)]
 
 
 def free_port() -> int:
@@ -170,13 +175,13 @@ def postgres_cpu_s() -> float:
 
 
 def run_bench(bench: Path, server: Server, activities: int, concurrency: int, seconds: int,
-              label: str) -> Dict[str, Any]:
+              label: str, pollers: Optional[int] = None) -> Dict[str, Any]:
     argv = [
         str(bench), "--address", server.target, "--activities", str(activities),
         "--concurrency", str(concurrency), "--workflows", "10000000",
         "--duration", str(seconds), "--server-pid", str(server.proc.pid),
         "--json", "--quiet", "--label", label,
-    ]
+    ] + ([] if pollers is None else ["--pollers", str(pollers)])
     pg_before = postgres_cpu_s() if server.on_postgres else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
     if out.returncode != 0:
@@ -270,7 +275,7 @@ def main() -> None:
         return
     workloads = HEADLINE + ([] if args.no_scaling or args.quick else SCALING)
     if args.quick:
-        workloads = [(n, k, c, 5) for (n, k, c, _) in HEADLINE]
+        workloads = [(n, k, c, 5, p) for (n, k, c, _, p) in HEADLINE]
 
     scratch = Path(tempfile.mkdtemp(prefix="kairos-compare-"))
     # The cold-start row: the median of 5 alternating starts (one start alone moves by 2-3x on
@@ -310,10 +315,10 @@ def main() -> None:
         "runs": [],
     }
     try:
-        for name, k, c, secs in workloads:
+        for name, k, c, secs, pollers in workloads:
             for server in servers:  # alternate: same workload, one server then the other
                 print(f"== {name} on {server.name} ({secs} s)", file=sys.stderr, flush=True)
-                report = run_bench(Path(args.bench_bin), server, k, c, secs, name)
+                report = run_bench(Path(args.bench_bin), server, k, c, secs, name, pollers)
                 result["runs"].append(report)
                 print(f"   {report['workflows_per_s']:.1f} wf/s, p99 {report['latency_ms']['p99']:.0f} ms, "
                       f"cpu {report['server']['cpu_ms_per_workflow']:.2f} ms/wf, "
@@ -362,6 +367,7 @@ def print_table(result: Dict[str, Any]) -> None:
         a, b = by[(label, "kairos")], by[(label, "reference")]
         rows = [
             ("workflows/s", a["workflows_per_s"], b["workflows_per_s"]),
+            ("p50 latency (ms)", a["latency_ms"]["p50"], b["latency_ms"]["p50"]),
             ("p99 latency (ms)", a["latency_ms"]["p99"], b["latency_ms"]["p99"]),
             ("server CPU per workflow (ms)", a["server"]["cpu_ms_per_workflow"],
              b["server"]["cpu_ms_per_workflow"]),

@@ -24,7 +24,8 @@ def main() -> None:
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "bench/results/compare.json"
     dst = Path(sys.argv[2]) if len(sys.argv) > 2 else REPO / "docs/bench-scaling.png"
     data = json.loads(src.read_text())
-    runs = [r for r in data["runs"] if r["label"].startswith("K3_C")]
+    # The SDK's default worker settings only (tuned runs carry a `_P<pollers>` suffix).
+    runs = [r for r in data["runs"] if r["label"].startswith("K3_C") and "_P" not in r["label"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, style in (("kairos", "o-"), ("reference", "s--")):
         # One point per concurrency (the headline C=200 run and the sweep's may both exist).

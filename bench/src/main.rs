@@ -79,15 +79,11 @@ struct Args {
     /// A name for this run, copied into the report.
     #[arg(long, default_value = "")]
     label: String,
-    /// Concurrent workflow task polls of the worker. A poll that takes a task already queued
-    /// waits for the commit that records the task started, so at high concurrency too few polls
-    /// are what limits a durable server (40 against 10: +19 % workflows/s on Kairos at K=3
-    /// C=200, no change on the reference, which is CPU-bound).
-    #[arg(long, default_value_t = 40)]
-    workflow_pollers: usize,
-    /// Concurrent activity task polls of the worker (see --workflow-pollers).
-    #[arg(long, default_value_t = 40)]
-    activity_pollers: usize,
+    /// Tuned mode: N concurrent polls of each kind (workflow and activity tasks) and a sticky
+    /// cache of 2 x concurrency (at least 1,000). Without it the worker runs with the SDK's
+    /// default settings (5 polls of each kind), what users run.
+    #[arg(long)]
+    pollers: Option<usize>,
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
@@ -104,6 +100,8 @@ struct Report {
     task_queue: String,
     workflows: u64,
     concurrency: usize,
+    /// Polls of each kind in tuned mode (`--pollers`); `None`: the SDK's defaults.
+    pollers: Option<usize>,
     activities: u32,
     timers: u32,
     signals: u32,
@@ -162,8 +160,8 @@ fn main() -> anyhow::Result<()> {
         "--start-only needs --sleep-secs (workflows that stay open)"
     );
     anyhow::ensure!(
-        args.workflow_pollers >= 2,
-        "--workflow-pollers must be at least 2"
+        args.pollers.is_none_or(|n| n >= 2),
+        "--pollers must be at least 2"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -220,17 +218,19 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             .build()
             .map_err(anyhow::Error::msg)?,
     )?;
-    let options = WorkerOptions::new(task_queue.as_str())
+    let mut options = WorkerOptions::new(task_queue.as_str())
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             "kairos-bench".to_owned(),
         ))
-        .max_cached_workflows((2 * args.concurrency).max(1000))
-        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers))
-        .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers))
         .graceful_shutdown_period(Duration::from_secs(5))
         .register_activities(BenchActivities)
         .register_workflow::<BenchWorkflow>()?
         .build();
+    if let Some(pollers) = args.pollers {
+        options.max_cached_workflows = (2 * args.concurrency).max(1000);
+        options.workflow_task_poller_behavior = Some(PollerBehavior::SimpleMaximum(pollers));
+        options.activity_task_poller_behavior = Some(PollerBehavior::SimpleMaximum(pollers));
+    }
     let mut worker = Worker::new(&sdk_runtime, client.clone(), options)?;
     let shutdown = worker.shutdown_handle();
 
@@ -351,6 +351,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         task_queue: report_task_queue,
         workflows: args.workflows,
         concurrency: args.concurrency,
+        pollers: args.pollers,
         activities: args.activities,
         timers: args.timers,
         signals: args.signals,
