@@ -1151,6 +1151,71 @@ async def _run_ids(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle,
     return handle, (outcome, uuid.UUID(first).version, uuid.UUID(last).version, first != last)
 
 
+def _oversize_in_completion(kind: str) -> Scenario:
+    """A raw worker completes the first workflow task with one command carrying 3 MiB (over the
+    2 MiB blob limit, under gRPC's 4 MiB): the answer to the worker and the run's status."""
+
+    async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+        from temporalio.api.command.v1 import (
+            Command,
+            CompleteWorkflowExecutionCommandAttributes,
+            ModifyWorkflowPropertiesCommandAttributes,
+            RecordMarkerCommandAttributes,
+            ScheduleActivityTaskCommandAttributes,
+        )
+        from temporalio.api.common.v1 import ActivityType, Memo, Payload, Payloads
+        from temporalio.api.enums.v1 import CommandType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import (
+            PollWorkflowTaskQueueRequest,
+            RespondWorkflowTaskCompletedRequest,
+        )
+        from google.protobuf.duration_pb2 import Duration
+
+        raw_tq = f"{tq}-raw"
+        handle = await client.start_workflow("RawOversize", id=wf_id, task_queue=raw_tq)
+        svc = client.workflow_service
+        task = await svc.poll_workflow_task_queue(PollWorkflowTaskQueueRequest(
+            namespace="default", task_queue=TaskQueue(name=raw_tq), identity="raw-worker"))
+        big = Payload(metadata={"encoding": b"binary/plain"}, data=b"x" * (3 * 1024 * 1024))
+        if kind == "activity_input":
+            command = Command(
+                command_type=CommandType.COMMAND_TYPE_SCHEDULE_ACTIVITY_TASK,
+                schedule_activity_task_command_attributes=ScheduleActivityTaskCommandAttributes(
+                    activity_id="1", activity_type=ActivityType(name="prepare"),
+                    task_queue=TaskQueue(name=raw_tq), input=Payloads(payloads=[big]),
+                    start_to_close_timeout=Duration(seconds=10)),
+            )
+        elif kind == "result":
+            command = Command(
+                command_type=CommandType.COMMAND_TYPE_COMPLETE_WORKFLOW_EXECUTION,
+                complete_workflow_execution_command_attributes=(
+                    CompleteWorkflowExecutionCommandAttributes(result=Payloads(payloads=[big]))),
+            )
+        elif kind == "marker":
+            command = Command(
+                command_type=CommandType.COMMAND_TYPE_RECORD_MARKER,
+                record_marker_command_attributes=RecordMarkerCommandAttributes(
+                    marker_name="m", details={"d": Payloads(payloads=[big])}),
+            )
+        else:
+            command = Command(
+                command_type=CommandType.COMMAND_TYPE_MODIFY_WORKFLOW_PROPERTIES,
+                modify_workflow_properties_command_attributes=(
+                    ModifyWorkflowPropertiesCommandAttributes(upserted_memo=Memo(fields={"m": big}))),
+            )
+        try:
+            await svc.respond_workflow_task_completed(RespondWorkflowTaskCompletedRequest(
+                namespace="default", task_token=task.task_token, commands=[command],
+                identity="raw-worker"))
+            answer: Any = "accepted"
+        except RPCError as e:
+            answer = (e.status.name, e.message)
+        return handle, (answer, (await handle.describe()).status.name)
+
+    return run
+
+
 SCENARIOS: Dict[str, Scenario] = {
     "memo_upserts": _memo_upserts,
     "reset_to_task_started": _reset_to_task_started,
@@ -1186,6 +1251,12 @@ SCENARIOS: Dict[str, Scenario] = {
     # The completion is refused as too large (RESOURCE_EXHAUSTED, gRPC's wording), so the SDK
     # fails the task with cause GRPC_MESSAGE_TOO_LARGE; the retried task completes.
     "oversize_result_fails_the_task": _simple(Oversized.run),
+    # Payloads over limit.blobSize.error inside a completion terminate the run (the SDKs check
+    # the namespace's limits themselves first, so a raw worker sends them).
+    "oversize_activity_input_terminates": _oversize_in_completion("activity_input"),
+    "oversize_result_terminates": _oversize_in_completion("result"),
+    "oversize_marker_terminates": _oversize_in_completion("marker"),
+    "oversize_memo_upsert_terminates": _oversize_in_completion("memo"),
 }
 
 

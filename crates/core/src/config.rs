@@ -6,8 +6,12 @@ use std::time::Duration;
 pub struct Limits {
     /// Largest single payload blob accepted (`limit.blobSize.error`).
     pub blob_size: usize,
+    /// Payloads past this size are logged (`limit.blobSize.warn`).
+    pub blob_size_warn: usize,
     /// Largest memo (`limit.memoSize.error`).
     pub memo_size: usize,
+    /// Memos past this size are logged at debug level (`limit.memoSize.warn`).
+    pub memo_size_warn: usize,
     /// Longest id or name (`limit.maxIDLength`).
     pub max_id_length: usize,
     /// Events per history page unless the client asks for fewer.
@@ -43,7 +47,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             blob_size: 2 * 1024 * 1024,
+            blob_size_warn: 512 * 1024,
             memo_size: 2 * 1024 * 1024,
+            memo_size_warn: 2 * 1024,
             max_id_length: 1000,
             history_page_size: 256,
             history_count: 51_200,
@@ -63,7 +69,9 @@ impl Default for Limits {
 /// The dynamic-config keys of the reference server that set a [`Limits`] field.
 pub const LIMIT_KEYS: &[&str] = &[
     "limit.blobSize.error",
+    "limit.blobSize.warn",
     "limit.memoSize.error",
+    "limit.memoSize.warn",
     "limit.maxIDLength",
     "limit.historyCount.error",
     "limit.historySize.error",
@@ -94,7 +102,9 @@ impl Limits {
         let as_usize = n as usize;
         match key {
             "limit.blobSize.error" => self.blob_size = as_usize,
+            "limit.blobSize.warn" => self.blob_size_warn = as_usize,
             "limit.memoSize.error" => self.memo_size = as_usize,
+            "limit.memoSize.warn" => self.memo_size_warn = as_usize,
             "limit.maxIDLength" => self.max_id_length = as_usize,
             "limit.historyCount.error" => self.history_count = n,
             "limit.historySize.error" => self.history_size = n,

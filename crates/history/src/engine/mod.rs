@@ -375,6 +375,10 @@ impl Engine {
                 .get_by_id(&ms.namespace_id)
                 .map(|n| (n.name.clone(), n.custom_search_attributes.clone())),
             history: crate::state::HistoryLimits::from_limits(&self.inner.options.limits),
+            blob_size_error: self.inner.options.limits.blob_size,
+            blob_size_warn: self.inner.options.limits.blob_size_warn,
+            memo_size_error: self.inner.options.limits.memo_size,
+            memo_size_warn: self.inner.options.limits.memo_size_warn,
         }
     }
 }

@@ -159,6 +159,12 @@ pub struct Env {
     pub search_attributes: Option<(String, std::sync::Arc<HashMap<String, i32>>)>,
     /// History count and size limits (terminate, suggest continue-as-new).
     pub history: HistoryLimits,
+    /// Payload and memo size limits of commands (`limit.blobSize.*`, `limit.memoSize.*`): past
+    /// an error limit the run is terminated, past a warn limit it is logged; 0 means no limit.
+    pub blob_size_error: usize,
+    pub blob_size_warn: usize,
+    pub memo_size_error: usize,
+    pub memo_size_warn: usize,
 }
 
 /// When a history is too long: past `*_error` the run is terminated at its next workflow task
@@ -724,6 +730,28 @@ impl<'a> Transition<'a> {
     /// Ends the started workflow task as failed (by the worker, a timeout, or a refused
     /// completion): records why, flushes the buffer and schedules the next attempt on the normal
     /// queue.
+    /// The WorkflowTaskFailed event of a completion whose payloads were past their limits.
+    fn append_wft_failed(
+        &mut self,
+        wft: &WorkflowTaskInfo,
+        cause: WorkflowTaskFailedCause,
+        failure: Option<Failure>,
+        req: &RespondWorkflowTaskCompletedRequest,
+    ) {
+        self.append(event(
+            EventType::WorkflowTaskFailed,
+            hist::WorkflowTaskFailedEventAttributes {
+                scheduled_event_id: wft.scheduled_event_id,
+                started_event_id: wft.started_event_id,
+                cause: cause as i32,
+                failure,
+                identity: req.identity.clone(),
+                binary_checksum: req.binary_checksum.clone(),
+                ..Default::default()
+            },
+        ));
+    }
+
     fn fail_started_wft(
         &mut self,
         wft: &WorkflowTaskInfo,
@@ -847,13 +875,41 @@ impl<'a> Transition<'a> {
                 message: "UnhandledCommand".into(),
             });
         }
-        if let Err((cause, message)) = self.validate_commands(&req.commands) {
-            let failure = Failure {
-                message: message.clone(),
-                ..Default::default()
-            };
-            self.fail_started_wft(&wft, cause, Some(failure), &req.identity);
-            return Ok(CompletionOutcome::Failed { cause, message });
+        match self.validate_completion(&req.commands, &req.messages) {
+            Ok(()) => {}
+            Err(commands::Rejection::FailTask((cause, message))) => {
+                let failure = Failure {
+                    message: message.clone(),
+                    ..Default::default()
+                };
+                self.fail_started_wft(&wft, cause, Some(failure), &req.identity);
+                return Ok(CompletionOutcome::Failed { cause, message });
+            }
+            Err(commands::Rejection::Terminate((cause, message))) => {
+                let text = format!("{}: {message}", commands::cause_name(cause));
+                if wft.attempt > 1 {
+                    // As the reference: a retried task writes nothing; it times out and is
+                    // retried (so a run is terminated only by a first attempt).
+                    return Err(StateError::Invalid(text));
+                }
+                let failure = Failure {
+                    message: text.clone(),
+                    failure_info: Some(failure::FailureInfo::ServerFailureInfo(
+                        temporalio_protos::temporal::api::failure::v1::ServerFailureInfo {
+                            non_retryable: false,
+                        },
+                    )),
+                    ..Default::default()
+                };
+                self.append_wft_failed(&wft, cause, Some(failure), req);
+                self.ms.wft = None;
+                self.flush_buffer();
+                self.terminate(&text, None, "history-service")?;
+                return Ok(CompletionOutcome::Failed {
+                    cause,
+                    message: text,
+                });
+            }
         }
         let completed = hist::WorkflowTaskCompletedEventAttributes {
             scheduled_event_id,

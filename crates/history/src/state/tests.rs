@@ -32,6 +32,8 @@ struct Run {
     max_children: usize,
     /// Registered custom search attributes (None: not checked).
     search_attributes: Option<Vec<&'static str>>,
+    /// `limit.blobSize.error` (0: no limit).
+    blob_limit: usize,
 }
 
 impl Run {
@@ -55,6 +57,7 @@ impl Run {
             max_signals: 0,
             max_children: 0,
             search_attributes: None,
+            blob_limit: 0,
         };
         run.step(|t| t.start_workflow(WorkflowExecutionStartedEventAttributes::default()));
         run
@@ -74,6 +77,7 @@ impl Run {
                 )
             }),
             history: self.limits,
+            blob_size_error: self.blob_limit,
             ..Default::default()
         };
         let before = self.ms.clone();
@@ -930,4 +934,131 @@ fn upserting_an_unregistered_search_attribute_fails_the_workflow_task() {
         run.complete(vec![upsert("CustomerId"), upsert("TemporalChangeVersion")]),
         CompletionOutcome::Applied
     );
+}
+
+fn schedule_activity_with_input(id: &str, bytes: usize) -> Command {
+    let mut cmd = schedule_activity(id, None);
+    if let Some(command::Attributes::ScheduleActivityTaskCommandAttributes(a)) = &mut cmd.attributes
+    {
+        a.input = Some(Payloads {
+            payloads: vec![temporalio_protos::temporal::api::common::v1::Payload {
+                data: vec![b'x'; bytes],
+                ..Default::default()
+            }],
+        });
+    }
+    cmd
+}
+
+#[test]
+fn a_payload_past_the_blob_limit_terminates_the_run_unless_the_task_is_a_retry() {
+    const TEXT: &str = "BadScheduleActivityAttributes: ScheduleActivityTaskCommandAttributes.Input exceeds size limit.";
+    // Under the limit: applied.
+    let mut run = Run::start();
+    run.blob_limit = 100;
+    assert_eq!(
+        run.complete(vec![schedule_activity_with_input("a", 50)]),
+        CompletionOutcome::Applied
+    );
+    // Past it on a first attempt: the task fails, then the run is terminated, both with the
+    // reference's text, and nothing the completion asked for is written.
+    let mut run = Run::start();
+    run.blob_limit = 100;
+    let outcome = run.complete(vec![
+        schedule_activity_with_input("small", 10),
+        schedule_activity_with_input("big", 200),
+    ]);
+    assert_eq!(
+        outcome,
+        CompletionOutcome::Failed {
+            cause: WorkflowTaskFailedCause::BadScheduleActivityAttributes,
+            message: TEXT.into(),
+        }
+    );
+    assert_eq!(
+        run.types()[3..],
+        [E::WorkflowTaskFailed, E::WorkflowExecutionTerminated]
+    );
+    match &run.history[3].attributes {
+        Some(history_event::Attributes::WorkflowTaskFailedEventAttributes(a)) => {
+            assert_eq!(a.failure.as_ref().map(|f| f.message.as_str()), Some(TEXT));
+            assert_eq!(a.identity, "worker");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match &run.history[4].attributes {
+        Some(history_event::Attributes::WorkflowExecutionTerminatedEventAttributes(a)) => {
+            assert_eq!(
+                (a.reason.as_str(), a.identity.as_str()),
+                (TEXT, "history-service")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(run.ms.status, WorkflowExecutionStatus::Terminated as i32);
+    assert!(run.ms.activities.is_empty() && run.ms.wft.is_none());
+    run.check_ids();
+    // On a retried task: refused, nothing written, the run goes on (the task times out).
+    let mut run = Run::start();
+    run.blob_limit = 100;
+    let scheduled = run.ms.wft.as_ref().expect("scheduled").scheduled_event_id;
+    run.step(|t| t.start_wft(scheduled, "worker", "req"))
+        .expect("starts");
+    run.step(|t| {
+        t.fail_wft(
+            scheduled,
+            1,
+            WorkflowTaskFailedCause::WorkflowWorkerUnhandledFailure,
+            None,
+            "worker",
+        )
+    })
+    .expect("fails");
+    let wft = run.ms.wft.clone().expect("retried");
+    assert_eq!(wft.attempt, 2);
+    run.step(|t| t.start_wft(wft.scheduled_event_id, "worker", "req"))
+        .expect("starts");
+    let before = run.history.len();
+    let req = RespondWorkflowTaskCompletedRequest {
+        commands: vec![schedule_activity_with_input("big", 200)],
+        identity: "worker".into(),
+        ..Default::default()
+    };
+    let refused = run.step(|t| t.complete_wft(wft.scheduled_event_id, 2, &req));
+    assert!(matches!(refused, Err(StateError::Invalid(m)) if m == TEXT));
+    assert_eq!(run.history.len(), before);
+    assert_eq!(run.ms.status, WorkflowExecutionStatus::Running as i32);
+}
+
+#[test]
+fn an_update_message_past_the_blob_limit_terminates_the_run() {
+    let mut run = Run::start();
+    run.blob_limit = 100;
+    let scheduled = run.ms.wft.as_ref().expect("scheduled").scheduled_event_id;
+    run.step(|t| t.start_wft(scheduled, "worker", "req"))
+        .expect("starts");
+    let req = RespondWorkflowTaskCompletedRequest {
+        messages: vec![temporalio_protos::temporal::api::protocol::v1::Message {
+            id: "m".into(),
+            protocol_instance_id: "u".into(),
+            body: Some(prost_wkt_types::Any {
+                type_url: "type.googleapis.com/temporal.api.update.v1.Response".into(),
+                value: vec![0; 200],
+            }),
+            ..Default::default()
+        }],
+        identity: "worker".into(),
+        ..Default::default()
+    };
+    let outcome = run
+        .step(|t| t.complete_wft(scheduled, 1, &req))
+        .expect("completes");
+    assert_eq!(
+        outcome,
+        CompletionOutcome::Failed {
+            cause: WorkflowTaskFailedCause::BadUpdateWorkflowExecutionMessage,
+            message: "BadUpdateWorkflowExecutionMessage: Message type temporal.api.update.v1.Response exceeds size limit.".into(),
+        }
+    );
+    assert_eq!(run.ms.status, WorkflowExecutionStatus::Terminated as i32);
 }

@@ -10,13 +10,24 @@ mod activity;
 mod close;
 mod marker;
 mod properties;
+mod sizes;
 mod timer;
+
+pub(crate) use sizes::cause_name;
 
 pub(super) use temporalio_protos::temporal::api::command::v1 as cmd;
 pub(super) use temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause as C;
 
 /// Why a command fails its workflow task: the cause and the message the worker is told.
 pub(super) type Refusal = (WorkflowTaskFailedCause, String);
+
+/// What refusing a completion's commands does to the run.
+pub(crate) enum Rejection {
+    /// The workflow task fails and is retried.
+    FailTask(Refusal),
+    /// A payload is past its size limit: the run is terminated.
+    Terminate(Refusal),
+}
 
 /// What the commands of one completion add up to, as they are checked in order: ids taken by
 /// earlier commands of the same task, and the pending counts the limits apply to.
@@ -35,8 +46,14 @@ pub(super) fn over(n: usize, max: usize) -> bool {
 }
 
 impl Transition<'_> {
-    /// Checks every command of a completion, in order, against the run and each other.
-    pub(super) fn validate_commands(&self, commands: &[Command]) -> Result<(), Refusal> {
+    /// Checks every command of a completion, in order, against the run and each other, then
+    /// the sizes of its update messages. A bad command fails the task; a payload past its size
+    /// limit terminates the run.
+    pub(super) fn validate_completion(
+        &self,
+        commands: &[Command],
+        messages: &[temporalio_protos::temporal::api::protocol::v1::Message],
+    ) -> Result<(), Rejection> {
         let signals = self
             .ms
             .external_requests
@@ -52,54 +69,67 @@ impl Transition<'_> {
             cancels: self.ms.external_requests.len() - signals,
         };
         for cmd in commands {
-            let Some(attrs) = &cmd.attributes else {
-                return Err((C::BadBinary, "command has no attributes".into()));
-            };
-            match attrs {
-                command::Attributes::ScheduleActivityTaskCommandAttributes(a) => {
-                    self.check_schedule_activity_task(a, &mut budget)?
-                }
-                command::Attributes::RequestCancelActivityTaskCommandAttributes(a) => {
-                    self.check_request_cancel_activity_task(a, &mut budget)?
-                }
-                command::Attributes::StartTimerCommandAttributes(a) => {
-                    self.check_start_timer(a, &mut budget)?
-                }
-                command::Attributes::CancelTimerCommandAttributes(a) => {
-                    self.check_cancel_timer(a, &mut budget)?
-                }
-                command::Attributes::RecordMarkerCommandAttributes(a) => {
-                    self.check_record_marker(a, &mut budget)?
-                }
-                command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
-                    self.check_upsert_workflow_search_attributes(a, &mut budget)?
-                }
-                command::Attributes::ModifyWorkflowPropertiesCommandAttributes(a) => {
-                    self.check_modify_workflow_properties(a, &mut budget)?
-                }
-                command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(a) => {
-                    self.check_signal_external_workflow_execution(a, &mut budget)?
-                }
-                command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
-                    self.check_request_cancel_external_workflow_execution(a, &mut budget)?
-                }
-                command::Attributes::StartChildWorkflowExecutionCommandAttributes(a) => {
-                    self.check_start_child_workflow_execution(a, &mut budget)?
-                }
-                command::Attributes::CompleteWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
-                | command::Attributes::ProtocolMessageCommandAttributes(_) => {}
-                _ => {
-                    return Err((
-                        C::BadBinary,
-                        format!(
-                            "command {:?} is not supported by this server yet",
-                            cmd.command_type()
-                        ),
-                    ));
-                }
+            self.check_command(cmd, &mut budget)
+                .map_err(Rejection::FailTask)?;
+            if let Some(refusal) = self.oversize(cmd) {
+                return Err(Rejection::Terminate(refusal));
+            }
+        }
+        match self.oversize_message(messages) {
+            Some(refusal) => Err(Rejection::Terminate(refusal)),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks one command against the run and the commands before it (`budget`).
+    fn check_command(&self, cmd: &Command, budget: &mut Budget) -> Result<(), Refusal> {
+        let Some(attrs) = &cmd.attributes else {
+            return Err((C::BadBinary, "command has no attributes".into()));
+        };
+        match attrs {
+            command::Attributes::ScheduleActivityTaskCommandAttributes(a) => {
+                self.check_schedule_activity_task(a, budget)?
+            }
+            command::Attributes::RequestCancelActivityTaskCommandAttributes(a) => {
+                self.check_request_cancel_activity_task(a, budget)?
+            }
+            command::Attributes::StartTimerCommandAttributes(a) => {
+                self.check_start_timer(a, budget)?
+            }
+            command::Attributes::CancelTimerCommandAttributes(a) => {
+                self.check_cancel_timer(a, budget)?
+            }
+            command::Attributes::RecordMarkerCommandAttributes(a) => {
+                self.check_record_marker(a, budget)?
+            }
+            command::Attributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
+                self.check_upsert_workflow_search_attributes(a, budget)?
+            }
+            command::Attributes::ModifyWorkflowPropertiesCommandAttributes(a) => {
+                self.check_modify_workflow_properties(a, budget)?
+            }
+            command::Attributes::SignalExternalWorkflowExecutionCommandAttributes(a) => {
+                self.check_signal_external_workflow_execution(a, budget)?
+            }
+            command::Attributes::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
+                self.check_request_cancel_external_workflow_execution(a, budget)?
+            }
+            command::Attributes::StartChildWorkflowExecutionCommandAttributes(a) => {
+                self.check_start_child_workflow_execution(a, budget)?
+            }
+            command::Attributes::CompleteWorkflowExecutionCommandAttributes(_)
+            | command::Attributes::FailWorkflowExecutionCommandAttributes(_)
+            | command::Attributes::CancelWorkflowExecutionCommandAttributes(_)
+            | command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
+            | command::Attributes::ProtocolMessageCommandAttributes(_) => {}
+            _ => {
+                return Err((
+                    C::BadBinary,
+                    format!(
+                        "command {:?} is not supported by this server yet",
+                        cmd.command_type()
+                    ),
+                ));
             }
         }
         Ok(())
