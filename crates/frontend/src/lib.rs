@@ -2,6 +2,7 @@
 //! It validates requests, resolves namespaces, composes matching and history, and is the only
 //! crate that knows tonic server types and maps errors to the wire.
 
+mod deadline;
 mod error;
 mod health;
 mod inflate;
@@ -20,6 +21,7 @@ use kairos_proto::operatorservice::operator_service_server::OperatorServiceServe
 use kairos_proto::workflowservice::workflow_service_server::WorkflowServiceServer;
 use tonic::codec::CompressionEncoding;
 
+pub use deadline::DeadlineLayer;
 pub use inflate::{InflateLayer, inflate_request};
 pub use panics::CatchPanicLayer;
 pub use workflow::Frontend;

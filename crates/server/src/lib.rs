@@ -254,6 +254,7 @@ impl Server {
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .layer(panics.clone())
+                .layer(kairos_frontend::DeadlineLayer)
                 .layer(inflate)
                 .add_service(services.workflow)
                 .add_service(services.operator)

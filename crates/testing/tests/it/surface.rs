@@ -554,3 +554,87 @@ async fn no_request_with_extreme_values_panics_the_server() -> anyhow::Result<()
     }
     server.shutdown().await
 }
+
+/// A request that arrives with no time left (`grpc-timeout` of zero) is answered
+/// DEADLINE_EXCEEDED and not executed: the workflow it would have started does not exist.
+#[tokio::test]
+async fn a_request_whose_deadline_has_passed_is_not_executed() -> anyhow::Result<()> {
+    use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkflowExecutionRequest;
+
+    let server = TestServer::builder().start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())?
+        .connect()
+        .await?;
+    let workflow_id = unique("expired");
+    let start = StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.clone(),
+        workflow_type: Some(WorkflowType { name: "w".into() }),
+        task_queue: Some(TaskQueue {
+            name: unique("tq"),
+            ..Default::default()
+        }),
+        request_id: unique("request"),
+        ..Default::default()
+    };
+    let call = |body: Vec<u8>, path: &'static str, timeout: Option<&'static str>| {
+        let channel = channel.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("the channel is ready");
+            let mut request = tonic::Request::new(body);
+            if let Some(t) = timeout {
+                request
+                    .metadata_mut()
+                    .insert("grpc-timeout", t.parse().expect("a metadata value"));
+            }
+            grpc.unary(request, path.parse().expect("a valid path"), RawCodec)
+                .await
+                .map(|_| ())
+        }
+    };
+    let start_path = "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution";
+    for expired in ["0m", "0n", "00S"] {
+        let refused = call(
+            prost::Message::encode_to_vec(&start),
+            start_path,
+            Some(expired),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{expired}");
+    }
+    let describe = DescribeWorkflowExecutionRequest {
+        namespace: "default".into(),
+        execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.clone(),
+            run_id: String::new(),
+        }),
+        ..Default::default()
+    };
+    let describe_path =
+        "/temporal.api.workflowservice.v1.WorkflowService/DescribeWorkflowExecution";
+    let missing = call(
+        prost::Message::encode_to_vec(&describe),
+        describe_path,
+        None,
+    )
+    .await
+    .expect_err("never started");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    // With time left the same request runs.
+    call(
+        prost::Message::encode_to_vec(&start),
+        start_path,
+        Some("10S"),
+    )
+    .await?;
+    call(
+        prost::Message::encode_to_vec(&describe),
+        describe_path,
+        None,
+    )
+    .await?;
+    Ok(())
+}
