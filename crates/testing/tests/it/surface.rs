@@ -611,7 +611,6 @@ async fn a_request_whose_deadline_has_passed_is_not_executed() -> anyhow::Result
             workflow_id: workflow_id.clone(),
             run_id: String::new(),
         }),
-        ..Default::default()
     };
     let describe_path =
         "/temporal.api.workflowservice.v1.WorkflowService/DescribeWorkflowExecution";
