@@ -446,6 +446,11 @@ class Resettable:
     def item(self, s: str) -> None:
         self.items.append(s)
 
+    @workflow.update
+    def add(self, s: str) -> int:
+        self.items.append(s)
+        return len(self.items)
+
 
 @workflow.defn
 class Tagged:
@@ -598,6 +603,9 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
         "accepted_request_sequencing_event_id",
     ],
     "workflow_execution_update_completed_event_attributes": ["accepted_event_id", "outcome"],
+    "workflow_execution_update_admitted_event_attributes": [
+        "request.input.name", "request.input.args", "request.meta.update_id", "origin",
+    ],
     "workflow_execution_canceled_event_attributes": ["details"],
     "workflow_execution_terminated_event_attributes": ["reason", "details", "identity"],
     "workflow_execution_timed_out_event_attributes": ["retry_state"],
@@ -932,6 +940,46 @@ async def _reset(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     return new, (outcome, old_history, uuid.UUID(answer.run_id).version)
 
 
+def _reset_with_update(exclude_updates: bool) -> Scenario:
+    async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+        """Reset to the first workflow task after an update was accepted and completed: the
+        new run gets the update again as an Admitted event (origin REAPPLY), unless the reset
+        excludes updates."""
+        from temporalio.api.common.v1 import WorkflowExecution as WE
+        from temporalio.api.enums.v1 import ResetReapplyExcludeType
+        from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+        handle = await client.start_workflow(Resettable.run, id=wf_id, task_queue=tq)
+        await _wait_for(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+        first = await handle.execute_update(Resettable.add, "u", id="update-1")
+        await _wait_for(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+        first_run = handle.first_execution_run_id
+        exclude = [ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_UPDATE] if exclude_updates else []
+        answer = await client.workflow_service.reset_workflow_execution(
+            ResetWorkflowExecutionRequest(
+                namespace="default",
+                workflow_execution=WE(workflow_id=wf_id, run_id=first_run),
+                reason="bug fixed",
+                workflow_task_finish_event_id=4,
+                request_id=str(uuid.uuid4()),
+                reset_reapply_exclude_types=exclude,
+            )
+        )
+        new = client.get_workflow_handle(wf_id, run_id=answer.run_id)
+        await _wait_for_task_after(new, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+        await new.signal(Resettable.item, "y")
+        if exclude_updates:
+            await _wait_for_task_after(new, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+            await new.signal(Resettable.item, "z")
+        outcome = await _outcome(new)
+        types = [e.event_type for e in (await new.fetch_history()).events]
+        admitted = types.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ADMITTED)
+        assert admitted == (0 if exclude_updates else 1), types
+        return new, (first, outcome)
+
+    return run
+
+
 async def _register_search_attributes(client: Client) -> None:
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -1223,6 +1271,8 @@ SCENARIOS: Dict[str, Scenario] = {
     "run_ids_time_ordered": _run_ids,
     "visibility": _visibility,
     "reset": _reset,
+    "reset_reapplies_updates": _reset_with_update(False),
+    "reset_excluding_updates": _reset_with_update(True),
     "children": _children,
     "parent_close_policies": _parent_close_policies,
     "cron": _cron,

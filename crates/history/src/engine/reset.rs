@@ -11,7 +11,7 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use super::{Engine, NextRun, TaskIdsRef, status_closed};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use crate::state::{CurrentData, MutableState, Transition, rebuild, settle_timers, signals_after};
+use crate::state::{CurrentData, MutableState, Transition, reapply_after, rebuild, settle_timers};
 
 /// Who terminates the run a reset replaces, as the reference writes it (with the reset's
 /// reason). A run terminated so neither reports to its parent nor applies its parent close
@@ -77,16 +77,20 @@ impl Engine {
             return Ok(current.run_id);
         }
         let prefix = &events[..(finish - 1) as usize];
-        let reapply = ResetReapplyType::try_from(req.reset_reapply_type)
+        // What comes back, as the reference reads the request: the legacy reapply type NONE
+        // re-applies nothing, SIGNAL only signals; the exclude types take out signals or
+        // updates.
+        let reapply_type = ResetReapplyType::try_from(req.reset_reapply_type)
             .unwrap_or(ResetReapplyType::Unspecified);
-        let excluded = req
-            .reset_reapply_exclude_types
-            .contains(&(ResetReapplyExcludeType::Signal as i32));
-        let signals = if reapply == ResetReapplyType::None || excluded {
-            Vec::new()
-        } else {
-            signals_after(&events[(finish - 1) as usize..])
-        };
+        let excluded =
+            |t: ResetReapplyExcludeType| req.reset_reapply_exclude_types.contains(&(t as i32));
+        let signals =
+            reapply_type != ResetReapplyType::None && !excluded(ResetReapplyExcludeType::Signal);
+        let updates = !matches!(
+            reapply_type,
+            ResetReapplyType::None | ResetReapplyType::Signal
+        ) && !excluded(ResetReapplyExcludeType::Update);
+        let reapplied = reapply_after(&events[(finish - 1) as usize..], signals, updates);
         let run_id = uuid::Uuid::new_v4().to_string(); // random (version 4), as the reference makes a reset run
         let mut ms = rebuild(&ns.id, &ns.name, &base_key.workflow_id, &run_id, prefix)
             .map_err(|e| Error::Invalid(format!("cannot reset to event {finish}: {e}.")))?;
@@ -106,7 +110,7 @@ impl Engine {
         let mut ids = TaskIdsRef(&shard.ids);
         let env = self.env_for(&ms);
         let mut t = Transition::new(&mut ms, now, env, &mut ids);
-        t.finish_reset(&base_key.run_id, &req.reason, signals);
+        t.finish_reset(&base_key.run_id, &req.reason, reapplied);
         let Transition {
             events: new_events,
             timers,

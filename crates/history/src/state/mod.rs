@@ -34,7 +34,7 @@ use temporalio_protos::temporal::api::workflowservice::v1::RespondWorkflowTaskCo
 
 pub use children::ChildStart;
 pub use model::*;
-pub use reset::{rebuild, signals_after};
+pub use reset::{Reapply, reapply_after, rebuild};
 pub use retry::{RetryDecision, normalize_retry_policy, validate as validate_retry_policy};
 pub use timers::{TimerChanges, forget_timer, settle_timers};
 

@@ -232,6 +232,11 @@ pub struct UpdateInfo {
     /// Rejected: no event was written, and the id may be used again.
     #[prost(bool, tag = "7")]
     pub rejected: bool,
+    /// Its WorkflowExecutionUpdateAdmitted event (a reset re-applied it), 0 if none: the worker
+    /// reads the request from history, so no protocol message carries it, and its acceptance
+    /// does not repeat the request.
+    #[prost(int64, tag = "8")]
+    pub admitted_event_id: i64,
 }
 
 /// A stored timer task that something in the state waits for; when that something goes, the

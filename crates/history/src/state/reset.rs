@@ -2,13 +2,13 @@
 //! task started. Its mutable state is rebuilt from those events ([`rebuild`]); the reset
 //! itself then fails that workflow task with cause RESET_WORKFLOW, re-arms what was pending at
 //! that point (activities, timers, children not yet started, signals and cancels not yet
-//! delivered), re-applies the signals the old run received after the point, and schedules a
+//! delivered), re-applies the signals and updates the old run received after the point, and schedules a
 //! workflow task ([`Transition::finish_reset`]).
 use kairos_core::time::{from_pb_duration, from_timestamp, to_millis, to_pb_duration};
 use temporalio_protos::temporal::api::common::v1::{Memo, SearchAttributes};
 use temporalio_protos::temporal::api::enums::v1::{
-    EventType, TimeoutType, UpdateWorkflowExecutionLifecycleStage, WorkflowExecutionStatus,
-    WorkflowTaskFailedCause,
+    EventType, TimeoutType, UpdateAdmittedEventOrigin, UpdateWorkflowExecutionLifecycleStage,
+    WorkflowExecutionStatus, WorkflowTaskFailedCause,
 };
 use temporalio_protos::temporal::api::failure::v1::Failure;
 use temporalio_protos::temporal::api::history::v1::{self as hist, HistoryEvent, history_event};
@@ -332,6 +332,21 @@ pub fn rebuild(
             | Some(A::WorkflowExecutionContinuedAsNewEventAttributes(_)) => {
                 return Err("the reset point lies after the run closed".into());
             }
+            Some(A::WorkflowExecutionUpdateAdmittedEventAttributes(a)) => {
+                let update_id = a
+                    .request
+                    .as_ref()
+                    .and_then(|r| r.meta.as_ref())
+                    .map(|m| m.update_id.clone())
+                    .unwrap_or_default();
+                ms.updates.push(UpdateInfo {
+                    update_id,
+                    request: a.request.clone(),
+                    stage: UpdateWorkflowExecutionLifecycleStage::Admitted as i32,
+                    admitted_event_id: ev.event_id,
+                    ..Default::default()
+                });
+            }
             Some(A::WorkflowExecutionUpdateAcceptedEventAttributes(a)) => {
                 let update_id = a
                     .accepted_request
@@ -339,6 +354,13 @@ pub fn rebuild(
                     .and_then(|r| r.meta.as_ref())
                     .map(|m| m.update_id.clone())
                     .unwrap_or_else(|| a.protocol_instance_id.clone());
+                if let Some(u) = ms.updates.iter_mut().find(|u| u.update_id == update_id) {
+                    // Admitted by an event earlier in the prefix.
+                    u.stage = UpdateWorkflowExecutionLifecycleStage::Accepted as i32;
+                    u.accepted_event_id = ev.event_id;
+                    u.delivered_in_wft = 1;
+                    continue;
+                }
                 ms.updates.push(UpdateInfo {
                     update_id,
                     request: a.accepted_request.clone(),
@@ -370,9 +392,9 @@ pub fn rebuild(
 
 impl Transition<'_> {
     /// Completes a reset run built by [`rebuild`]: fails the started workflow task with cause
-    /// RESET_WORKFLOW, re-arms what was pending, re-applies `signals` and schedules a workflow
+    /// RESET_WORKFLOW, re-arms what was pending, re-applies `reapply` and schedules a workflow
     /// task.
-    pub fn finish_reset(&mut self, base_run_id: &str, reason: &str, signals: Vec<Signal>) {
+    pub fn finish_reset(&mut self, base_run_id: &str, reason: &str, reapply: Vec<Reapply>) {
         let wft = self.ms.wft.take().unwrap_or_default();
         self.append(event(
             EventType::WorkflowTaskFailed,
@@ -480,30 +502,57 @@ impl Transition<'_> {
                 ..Default::default()
             });
         }
-        for signal in signals {
-            self.ms.signal_count += 1;
-            self.append(signal.into_event());
+        for input in reapply {
+            match input {
+                Reapply::Signal(signal) => {
+                    self.ms.signal_count += 1;
+                    self.append(signal.into_event());
+                }
+                Reapply::Update(request, origin) => self.reapply_update(*request, origin),
+            }
         }
         self.schedule_wft();
     }
 }
 
-/// The signals a reset re-applies: those `events` (the old run's, after the reset point)
-/// received.
-pub fn signals_after(events: &[HistoryEvent]) -> Vec<Signal> {
+/// What a reset re-applies from the old run's events after the reset point, in their order.
+#[derive(Debug)]
+pub enum Reapply {
+    Signal(Signal),
+    /// An update request and the origin its Admitted event states.
+    Update(
+        Box<temporalio_protos::temporal::api::update::v1::Request>,
+        UpdateAdmittedEventOrigin,
+    ),
+}
+
+/// The inputs a reset re-applies: the signals (unless `signals` is false) and the updates
+/// (unless `updates` is false) that `events` (the old run's, after the reset point) received.
+/// An update admitted by an event is taken from that event (origin unspecified, as it was); an
+/// accepted one from its acceptance (origin REAPPLY), unless an Admitted event carried it.
+pub fn reapply_after(events: &[HistoryEvent], signals: bool, updates: bool) -> Vec<Reapply> {
+    use history_event::Attributes as A;
     events
         .iter()
         .filter_map(|e| match &e.attributes {
-            Some(history_event::Attributes::WorkflowExecutionSignaledEventAttributes(a)) => {
-                Some(Signal {
+            Some(A::WorkflowExecutionSignaledEventAttributes(a)) if signals => {
+                Some(Reapply::Signal(Signal {
                     name: a.signal_name.clone(),
                     input: a.input.clone(),
                     identity: a.identity.clone(),
                     header: a.header.clone(),
                     request_id: String::new(),
                     external: a.external_workflow_execution.clone(),
-                })
+                }))
             }
+            Some(A::WorkflowExecutionUpdateAdmittedEventAttributes(a)) if updates => a
+                .request
+                .clone()
+                .map(|r| Reapply::Update(Box::new(r), UpdateAdmittedEventOrigin::Unspecified)),
+            Some(A::WorkflowExecutionUpdateAcceptedEventAttributes(a)) if updates => a
+                .accepted_request
+                .clone()
+                .map(|r| Reapply::Update(Box::new(r), UpdateAdmittedEventOrigin::Reapply)),
             _ => None,
         })
         .collect()

@@ -66,6 +66,38 @@ impl Transition<'_> {
         Ok(info)
     }
 
+    /// Re-applies an update a reset found after its reset point: a WorkflowExecutionUpdateAdmitted
+    /// event with its request (`origin` REAPPLY when the old run had accepted it), which the
+    /// next workflow task delivers. An id the run already has is skipped.
+    pub fn reapply_update(
+        &mut self,
+        request: temporalio_protos::temporal::api::update::v1::Request,
+        origin: temporalio_protos::temporal::api::enums::v1::UpdateAdmittedEventOrigin,
+    ) {
+        let update_id = request
+            .meta
+            .as_ref()
+            .map(|m| m.update_id.clone())
+            .unwrap_or_default();
+        if self.update_index(&update_id).is_some() {
+            return;
+        }
+        let id = self.append(event(
+            EventType::WorkflowExecutionUpdateAdmitted,
+            hist::WorkflowExecutionUpdateAdmittedEventAttributes {
+                request: Some(request.clone()),
+                origin: origin as i32,
+            },
+        ));
+        self.ms.updates.push(UpdateInfo {
+            update_id,
+            request: Some(request),
+            stage: Stage::Admitted as i32,
+            admitted_event_id: id,
+            ..Default::default()
+        });
+    }
+
     /// The protocol messages a starting workflow task carries: every admitted update not yet
     /// accepted or rejected (again, if an earlier task carrying it failed).
     pub fn update_messages(
@@ -79,6 +111,9 @@ impl Transition<'_> {
                 continue;
             }
             u.delivered_in_wft = scheduled_event_id;
+            if u.admitted_event_id > 0 {
+                continue; // in the task's history already
+            }
             let body = u.request.clone().unwrap_or_default().encode_to_vec();
             messages.push(Message {
                 id: format!("{}/request", u.update_id),
@@ -109,7 +144,13 @@ impl Transition<'_> {
                 if self.ms.updates[pos].stage != Stage::Admitted as i32 {
                     return;
                 }
-                let stored = self.ms.updates[pos].request.clone();
+                // An update admitted by an event has its request there already.
+                let stored = (self.ms.updates[pos].admitted_event_id == 0)
+                    .then(|| {
+                        acc.accepted_request
+                            .or(self.ms.updates[pos].request.clone())
+                    })
+                    .flatten();
                 let id = self.append(event(
                     EventType::WorkflowExecutionUpdateAccepted,
                     hist::WorkflowExecutionUpdateAcceptedEventAttributes {
@@ -117,7 +158,7 @@ impl Transition<'_> {
                         accepted_request_message_id: acc.accepted_request_message_id,
                         accepted_request_sequencing_event_id: acc
                             .accepted_request_sequencing_event_id,
-                        accepted_request: acc.accepted_request.or(stored),
+                        accepted_request: stored,
                     },
                 ));
                 let u = &mut self.ms.updates[pos];
