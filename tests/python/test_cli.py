@@ -293,3 +293,49 @@ async def test_kairos_commands_with_a_worker(kairos_target: str) -> None:
                       "--reason", "again")
         assert r.returncode == 0 and "RunId" in r.stdout, r
         await cli(t, "workflow", "terminate", "-w", wf, "--reason", "cleanup")
+
+
+@pytest.mark.asyncio
+async def test_worker_commands_list_what_workers_heartbeat(kairos_target: str) -> None:
+    """A heartbeat sent as the SDKs send it shows in `kairos worker list|describe|count`, and
+    the official `temporal worker` commands read the same from Kairos."""
+    from temporalio.api.enums.v1 import WorkerStatus
+    from temporalio.api.worker.v1 import WorkerHeartbeat, WorkerHostInfo, WorkerSlotsInfo
+    from temporalio.api.workflowservice.v1 import RecordWorkerHeartbeatRequest
+
+    t = kairos_target
+    client = await Client.connect(t, namespace="default")
+    tq = f"cli-heartbeat-{uuid.uuid4()}"
+    key = f"worker-{uuid.uuid4()}"
+    await client.workflow_service.record_worker_heartbeat(RecordWorkerHeartbeatRequest(
+        namespace="default",
+        worker_heartbeat=[WorkerHeartbeat(
+            worker_instance_key=key, worker_identity="4242@kitchen", task_queue=tq,
+            host_info=WorkerHostInfo(host_name="kitchen", process_id="4242"),
+            sdk_name="temporal-python", sdk_version="1.0.0",
+            status=WorkerStatus.WORKER_STATUS_RUNNING,
+            activity_task_slots_info=WorkerSlotsInfo(current_available_slots=9, current_used_slots=1),
+        )],
+    ))
+    query = f"TaskQueue = '{tq}'"
+    listed = kairos_json(t, "worker", "list", "--query", query)
+    assert [w["workerHeartbeat"]["workerInstanceKey"] for w in listed] == [key]
+    hb = listed[0]["workerHeartbeat"]
+    assert hb["status"] == "WORKER_STATUS_RUNNING" and hb["hostInfo"]["hostName"] == "kitchen"
+    assert hb["activityTaskSlotsInfo"]["currentUsedSlots"] == 1
+    text = kairos(t, "worker", "list", "--query", query).stdout
+    assert "WorkerInstanceKey" in text and key in text and "Running" in text
+    described = kairos_json(t, "worker", "describe", "--worker-instance-key", key)
+    assert described["workerHeartbeat"]["taskQueue"] == tq
+    assert "1 used, 9 available" in kairos(t, "worker", "describe", "--worker-instance-key", key).stdout
+    assert kairos_json(t, "worker", "count", "--query", query) == {"count": "1"}
+    missing = kairos(t, "worker", "describe", "--worker-instance-key", "nobody", ok=False)
+    assert missing.returncode == 1 and "Worker nobody not found" in missing.stderr
+    assert kairos_json(t, "worker", "list", "--query", "TaskQueue = 'nowhere'") == []
+    if temporal_cli() is None:
+        pytest.skip("no `temporal` CLI to compare with")
+    theirs = temporal_json(t, "worker", "list", "--query", query)
+    assert [w["workerHeartbeat"]["workerInstanceKey"] for w in theirs] == [key]
+    assert theirs[0]["workerHeartbeat"]["status"] in ("WORKER_STATUS_RUNNING", "Running")
+    theirs = temporal_json(t, "worker", "describe", "--worker-instance-key", key)
+    assert theirs["workerHeartbeat"]["hostInfo"]["hostName"] == "kitchen"

@@ -51,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         command: client::ActivityCommand,
     },
+    /// The workers that heartbeat: list, describe, count.
+    Worker {
+        #[command(flatten)]
+        flags: client::ClientFlags,
+        #[command(subcommand)]
+        command: client::WorkerCommand,
+    },
     /// Database administration.
     Admin {
         #[command(subcommand)]
@@ -230,6 +237,23 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
                     format!("--dynamic-config-value: {key} needs a duration such as \"1s\", got {value:?}")
                 })?;
             true
+        } else if key == "matching.workerRegistryEntryTTL" {
+            config.options.worker_heartbeat_ttl = parse_duration(value.trim())
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("--dynamic-config-value: {key} needs a duration such as \"5m\", got {value:?}")
+                })?;
+            true
+        } else if key == "matching.workerRegistryMaxEntries" {
+            config.options.worker_heartbeat_max_entries = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!("--dynamic-config-value: {key} needs a positive integer, got {value:?}")
+                })?;
+            true
         } else if key == "system.enableActivityEagerExecution" {
             config.options.eager_activities = match value.trim() {
                 "true" => true,
@@ -375,6 +399,8 @@ fn run() -> anyhow::Result<()> {
                 .activity(command)
                 .await
         }),
+        Command::Worker { flags, command } => runtime()?
+            .block_on(async { client::Client::connect(&flags).await?.worker(command).await }),
         Command::Operator { flags, command } => runtime()?.block_on(async {
             client::Client::connect(&flags)
                 .await?

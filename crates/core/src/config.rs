@@ -153,6 +153,12 @@ pub struct ServerOptions {
     /// How often a server confirms the leases of the shards it holds, so one that another
     /// server took is given up even while nothing is committed on it.
     pub shard_renew_interval: Duration,
+    /// How long a worker's last heartbeat keeps it in `ListWorkers`
+    /// (`matching.workerRegistryEntryTTL`, 5 min as in the reference).
+    pub worker_heartbeat_ttl: Duration,
+    /// Worker heartbeats kept at most, all namespaces together
+    /// (`matching.workerRegistryMaxEntries`).
+    pub worker_heartbeat_max_entries: usize,
 }
 
 impl Default for ServerOptions {
@@ -167,6 +173,8 @@ impl Default for ServerOptions {
             eager_activities: false,
             continue_as_new_min_interval: Duration::from_secs(1),
             shard_renew_interval: Duration::from_secs(10),
+            worker_heartbeat_ttl: Duration::from_secs(300),
+            worker_heartbeat_max_entries: 1_000_000,
             limits: Limits::default(),
         }
     }

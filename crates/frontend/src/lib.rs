@@ -10,6 +10,7 @@ mod links;
 mod operator;
 mod panics;
 mod validate;
+mod workers;
 mod workflow;
 
 use std::sync::Arc;

@@ -37,6 +37,8 @@ pub struct Frontend {
     matching: kairos_matching::Handle,
     options: Arc<ServerOptions>,
     queries: Arc<parking_lot::Mutex<HashMap<String, PendingQuery>>>,
+    /// Worker heartbeats (`RecordWorkerHeartbeat`), in memory.
+    workers: Arc<crate::workers::Registry>,
 }
 
 /// A query waiting for a worker's answer. Queries are not durable (as in the reference): one
@@ -172,6 +174,10 @@ impl Frontend {
         Self {
             engine,
             matching,
+            workers: Arc::new(crate::workers::Registry::new(
+                options.worker_heartbeat_ttl,
+                options.worker_heartbeat_max_entries,
+            )),
             options,
             queries: Default::default(),
         }
@@ -490,6 +496,7 @@ impl Frontend {
             eager_workflow_start: false,
             sync_update: true,
             async_update: true,
+            worker_heartbeats: true,
             ..Default::default()
         });
         info.limits = Some(namespace_info::Limits {
@@ -1651,7 +1658,48 @@ impl WorkflowService for Frontend {
                     .close_queue(&ns.id, &req.sticky_task_queue, TaskKind::Workflow);
             self.engine.sticky_worker_gone(stranded).await;
         }
+        // Its last heartbeat (status SHUTDOWN removes it from the list).
+        if let Some(heartbeat) = req.worker_heartbeat {
+            self.workers.record(&ns.id, heartbeat);
+        }
         Ok(Response::new(ShutdownWorkerResponse::default()))
+    }
+
+    async fn record_worker_heartbeat(
+        &self,
+        request: Request<RecordWorkerHeartbeatRequest>,
+    ) -> Reply<RecordWorkerHeartbeatResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        crate::workers::rpc::record(&self.workers, &ns.id, req);
+        Ok(Response::new(RecordWorkerHeartbeatResponse::default()))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<ListWorkersRequest>,
+    ) -> Reply<ListWorkersResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        crate::workers::rpc::list(&self.workers, &ns.id, &req).map(Response::new)
+    }
+
+    async fn count_workers(
+        &self,
+        request: Request<CountWorkersRequest>,
+    ) -> Reply<CountWorkersResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        crate::workers::rpc::count(&self.workers, &ns.id, &req).map(Response::new)
+    }
+
+    async fn describe_worker(
+        &self,
+        request: Request<DescribeWorkerRequest>,
+    ) -> Reply<DescribeWorkerResponse> {
+        let req = request.into_inner();
+        let ns = self.namespace(&req.namespace)?;
+        crate::workers::rpc::describe(&self.workers, &ns.id, &req).map(Response::new)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The client commands of `kairos`: the same names, flags, output shapes and exit codes as the
-//! official `temporal` CLI for the workflow, activity and operator commands. Each command is
+//! official `temporal` CLI for the workflow, activity, worker and operator commands. Each command is
 //! one or a few gRPC calls; errors are one line on stderr and exit code 1.
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,11 +24,13 @@ use tonic::transport::Channel;
 
 mod activity;
 mod operator;
+mod worker;
 mod workflow;
 
 pub use activity::ActivityCommand;
 pub use operator::OperatorCommand;
 pub(crate) use operator::indexed_value_type;
+pub use worker::WorkerCommand;
 pub use workflow::WorkflowCommand;
 use workflow::*;
 

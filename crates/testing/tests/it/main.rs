@@ -12,4 +12,5 @@ mod surface;
 mod tidy;
 mod updates;
 mod versioning;
+mod workers;
 mod workflows;
