@@ -431,3 +431,67 @@ async fn workflows_signal_others_and_learn_when_the_target_does_not_exist() -> a
     server.shutdown().await?;
     result
 }
+
+/// A worker that stops (ShutdownWorker with its sticky queue) hands its cached workflows on at
+/// once: the next task of a run that was sticky to it goes to the normal queue, where another
+/// worker takes it, instead of waiting out the sticky schedule-to-start timeout (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_workers_sticky_runs_move_to_another_worker_at_once() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let rt = runtime()?;
+    let tq = unique("tq");
+    // Two builds: one process may not run two workers of one build on one queue.
+    let options = |build: &str| -> anyhow::Result<temporalio_sdk::WorkerOptions> {
+        Ok(temporalio_sdk::WorkerOptions::new(tq.as_str())
+            .deployment_options(
+                temporalio_common::worker::WorkerDeploymentOptions::from_build_id(build.to_owned()),
+            )
+            .sticky_queue_schedule_to_start_timeout(Duration::from_secs(60))
+            .graceful_shutdown_period(Duration::from_secs(2))
+            .register_workflow::<Collector>()?
+            .build())
+    };
+    let mut first = Worker::new(&rt, client.clone(), options("first")?)?;
+    let h = run_with_worker(&mut first, async {
+        let h = client
+            .start_workflow(Collector::run, 2, start_options(&tq, &unique("moves")))
+            .await?;
+        h.signal(Collector::item, 1, WorkflowSignalOptions::default())
+            .await?;
+        // Until the first worker answered the task that took the signal: the run is cached
+        // there and its next task would be sticky to it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = h
+                .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+                .into_events()
+                .await?;
+            let types: Vec<EventType> = events.iter().map(|e| e.event_type()).collect();
+            let signal = types
+                .iter()
+                .position(|t| *t == EventType::WorkflowExecutionSignaled);
+            if signal.is_some_and(|i| types[i..].contains(&EventType::WorkflowTaskCompleted)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the signal's task never completed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(h)
+    })
+    .await?;
+    let mut second = Worker::new(&rt, client.clone(), options("second")?)?;
+    run_with_worker(&mut second, async {
+        h.signal(Collector::item, 2, WorkflowSignalOptions::default())
+            .await?;
+        let got = within(20, h.get_result(WorkflowGetResultOptions::default())).await??;
+        assert_eq!(got, vec![1, 2]);
+        anyhow::Ok(())
+    })
+    .await?;
+    server.shutdown().await?;
+    Ok(())
+}
