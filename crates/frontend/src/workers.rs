@@ -357,6 +357,49 @@ mod tests {
     }
 
     #[test]
+    fn lists_page_in_key_order_and_hide_system_workers() {
+        use temporalio_protos::temporal::api::workflowservice::v1::ListWorkersRequest;
+        let r = Registry::new(Duration::from_secs(60), 100);
+        for key in ["c", "a", "d", "b"] {
+            r.record("ns", worker(key, "q", WorkerStatus::Running, 1));
+        }
+        r.record(
+            "ns",
+            worker("sys", "temporal-sys-scheduler", WorkerStatus::Running, 1),
+        );
+        let mut req = ListWorkersRequest {
+            page_size: 3,
+            ..Default::default()
+        };
+        let page = rpc::list(&r, "ns", &req).expect("lists");
+        let keys: Vec<_> = page
+            .workers
+            .iter()
+            .map(|w| w.worker_instance_key.clone())
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        #[allow(deprecated)]
+        let full = page.workers_info.len();
+        assert_eq!(full, 3, "the deprecated list is filled too");
+        req.next_page_token = page.next_page_token;
+        let page = rpc::list(&r, "ns", &req).expect("lists");
+        let keys: Vec<_> = page
+            .workers
+            .iter()
+            .map(|w| w.worker_instance_key.clone())
+            .collect();
+        assert_eq!(keys, ["d"]);
+        assert!(page.next_page_token.is_empty());
+        req.next_page_token = Vec::new();
+        req.page_size = 0;
+        req.include_system_workers = true;
+        assert_eq!(rpc::list(&r, "ns", &req).expect("lists").workers.len(), 5);
+        req.next_page_token = b"junk".to_vec();
+        let bad = rpc::list(&r, "ns", &req).expect_err("a bad token");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
     fn page_tokens_carry_the_last_key() {
         assert_eq!(after_key(&token_for("k\"7")).as_deref(), Ok("k\"7"));
         assert!(after_key(b"junk").is_err());
