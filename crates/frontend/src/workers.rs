@@ -141,7 +141,12 @@ enum Field {
 fn field(w: &WorkerHeartbeat, name: &str) -> Field {
     let text = |s: &str| Field::Text((!s.is_empty()).then(|| s.to_string()));
     let time = |t: Option<&prost_wkt_types::Timestamp>| {
-        Field::Time(t.map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos)))
+        // Saturating: a heartbeat's timestamps are whatever the worker sent.
+        Field::Time(t.map(|t| {
+            t.seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(t.nanos))
+        }))
     };
     let version = w.deployment_version.as_ref();
     match name {
@@ -353,6 +358,26 @@ mod tests {
         assert_eq!(
             status_name(WorkerStatus::ShuttingDown as i32),
             "ShuttingDown"
+        );
+        // Timestamps at the ends of the range compare without overflowing.
+        let mut extreme = w.clone();
+        extreme.start_time = Some(prost_wkt_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: i32::MAX,
+        });
+        assert!(
+            Filter::parse("StartTime > 0")
+                .expect("parses")
+                .matches(&extreme)
+        );
+        extreme.start_time = Some(prost_wkt_types::Timestamp {
+            seconds: i64::MIN,
+            nanos: i32::MIN,
+        });
+        assert!(
+            !Filter::parse("StartTime > 0")
+                .expect("parses")
+                .matches(&extreme)
         );
     }
 
