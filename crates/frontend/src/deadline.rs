@@ -63,7 +63,51 @@ fn no_time_left(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::no_time_left;
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    /// Answers OK and counts its calls.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Service<Request<Body>> for Counting {
+        type Response = Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = Ready<Result<Response<Body>, Self::Error>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _req: Request<Body>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            ready(Ok(Response::new(Body::empty())))
+        }
+    }
+
+    fn request(timeout: Option<&str>) -> Request<Body> {
+        let mut req = Request::builder()
+            .uri("/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution");
+        if let Some(t) = timeout {
+            req = req.header("grpc-timeout", t);
+        }
+        req.body(Body::empty()).expect("a request")
+    }
+
+    #[tokio::test]
+    async fn an_expired_request_is_answered_without_running() {
+        let inner = Counting::default();
+        let mut svc = DeadlineLayer.layer(inner.clone());
+        let answer = svc.call(request(Some("0m"))).await.expect("answers");
+        let status = tonic::Status::from_header_map(answer.headers()).expect("a grpc status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(inner.0.load(Ordering::SeqCst), 0, "not executed");
+        for live in [Some("5S"), None] {
+            svc.call(request(live)).await.expect("answers");
+        }
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn only_a_zero_timeout_has_no_time_left() {
