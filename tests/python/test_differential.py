@@ -221,6 +221,24 @@ class Oversized:
 
 
 @workflow.defn
+class ManyTimers:
+    """Starts zero-duration and short timers in one task, and waits on a condition with a
+    short timeout."""
+
+    @workflow.run
+    async def run(self) -> List[str]:
+        # Far enough apart that each server fires the zero ones first, in a batch of their own.
+        sleeps = [workflow.sleep(0) for _ in range(4)] + [workflow.sleep(1.5) for _ in range(3)]
+        await asyncio.gather(*sleeps)
+        try:
+            await workflow.wait_condition(lambda: False, timeout=0.2)
+            waited = "condition"
+        except asyncio.TimeoutError:
+            waited = "timed out"
+        return [str(len(sleeps)), waited]
+
+
+@workflow.defn
 class Collector:
     """Returns the numbers signalled to it once `want` arrived."""
 
@@ -481,7 +499,7 @@ WORKFLOWS = [
     MemoEditor,
     Tagged,
     Resettable,
-    Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Oversized, Collector, Tipper, Saga,
+    Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Oversized, ManyTimers, Collector, Tipper, Saga,
     Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
@@ -1298,6 +1316,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "schedule_to_close_timeout": _simple(TimesOut.run, "schedule_to_close"),
     "heartbeat_timeout": _simple(TimesOut.run, "heartbeat"),
     "workflow_task_failure_retried": _simple(BuggyOnce.run),
+    "many_and_zero_timers": _simple(ManyTimers.run),
     # The completion is refused as too large (RESOURCE_EXHAUSTED, gRPC's wording), so the SDK
     # fails the task with cause GRPC_MESSAGE_TOO_LARGE; the retried task completes.
     "oversize_result_fails_the_task": _simple(Oversized.run),

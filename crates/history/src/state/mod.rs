@@ -1441,26 +1441,41 @@ impl<'a> Transition<'a> {
     // ----- timers -----
 
     /// A user timer fired.
+    /// A user timer's time came: it fires, and with it every other timer of the run due by
+    /// then, in the order of their fire times (then of their started events), before one
+    /// workflow task, as the reference fires a run's due timers in one batch.
     pub fn user_timer_fired(&mut self, started_event_id: i64) {
         if closed(self.ms.status) {
             return;
         }
-        let Some(pos) = self
+        let Some(this) = self
             .ms
             .timers
             .iter()
-            .position(|t| t.started_event_id == started_event_id)
+            .find(|t| t.started_event_id == started_event_id)
         else {
             return;
         };
-        let timer = self.ms.timers.remove(pos);
-        self.add_external(event(
-            EventType::TimerFired,
-            hist::TimerFiredEventAttributes {
-                timer_id: timer.timer_id,
-                started_event_id,
-            },
-        ));
+        let due_by = this.fire_time_ms.max(self.now_ms());
+        let mut due: Vec<TimerInfo> = Vec::new();
+        self.ms.timers.retain(|t| {
+            let fires = t.fire_time_ms <= due_by;
+            if fires {
+                due.push(t.clone());
+            }
+            !fires
+        });
+        due.sort_by_key(|t| (t.fire_time_ms, t.started_event_id));
+        for timer in due {
+            self.add_external_quiet(event(
+                EventType::TimerFired,
+                hist::TimerFiredEventAttributes {
+                    timer_id: timer.timer_id,
+                    started_event_id: timer.started_event_id,
+                },
+            ));
+        }
+        self.schedule_wft();
     }
 
     // ----- whole-run operations -----

@@ -1062,3 +1062,77 @@ fn an_update_message_past_the_blob_limit_terminates_the_run() {
     );
     assert_eq!(run.ms.status, WorkflowExecutionStatus::Terminated as i32);
 }
+
+fn start_timer_for(id: &str, timeout: Option<prost_wkt_types::Duration>) -> Command {
+    Command {
+        command_type: CommandType::StartTimer as i32,
+        attributes: Some(command::Attributes::StartTimerCommandAttributes(
+            StartTimerCommandAttributes {
+                timer_id: id.into(),
+                start_to_fire_timeout: timeout,
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn zero_timers_are_accepted_and_due_timers_fire_together() {
+    let mut run = Run::start();
+    let secs = |s: i64| {
+        Some(prost_wkt_types::Duration {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    // A negative timeout fails the task with the reference's words.
+    let refused = run.complete(vec![start_timer_for("bad", secs(-1))]);
+    assert_eq!(
+        refused,
+        CompletionOutcome::Failed {
+            cause: WorkflowTaskFailedCause::BadStartTimerAttributes,
+            message: "An invalid StartToFireTimeout is set on StartTimerCommand: negative duration. TimerId=bad".into(),
+        }
+    );
+    // Zero, missing and later timers in one task; the later one started first.
+    let outcome = run.complete(vec![
+        start_timer_for("later", secs(5)),
+        start_timer_for("zero", secs(0)),
+        start_timer_for("unset", None),
+    ]);
+    assert_eq!(outcome, CompletionOutcome::Applied);
+    assert_eq!(run.ms.timers.len(), 3);
+    assert_eq!(run.stored.len(), 3, "each timer has its row");
+    let zero = run
+        .ms
+        .timers
+        .iter()
+        .find(|t| t.timer_id == "zero")
+        .expect("started")
+        .started_event_id;
+    // The first due timer's firing takes the other due one with it, then one task.
+    let before = run.history.len();
+    run.step(|t| t.user_timer_fired(zero));
+    let fired: Vec<(E, String)> = run.history[before..]
+        .iter()
+        .map(|e| {
+            let id = match &e.attributes {
+                Some(history_event::Attributes::TimerFiredEventAttributes(a)) => a.timer_id.clone(),
+                _ => String::new(),
+            };
+            (e.event_type(), id)
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            (E::TimerFired, "zero".to_string()),
+            (E::TimerFired, "unset".to_string()),
+            (E::WorkflowTaskScheduled, String::new()),
+        ]
+    );
+    let left: Vec<&str> = run.ms.timers.iter().map(|t| t.timer_id.as_str()).collect();
+    assert_eq!(left, ["later"]);
+    assert_eq!(run.stored.len(), 1, "the fired timers' rows go");
+    run.check_ids();
+}

@@ -1,6 +1,9 @@
 //! Timer commands: starting a user timer and cancelling one.
 use super::*;
 
+/// The longest a user timer waits (the reference's cap).
+const MAX_TIMER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Transition<'_> {
     /// Checks a start timer command.
     pub(super) fn check_start_timer(
@@ -14,11 +17,26 @@ impl Transition<'_> {
                 "TimerId is not set on command.".into(),
             ));
         }
-        if dur(a.start_to_fire_timeout.as_ref()).is_zero() {
-            return Err((
-                C::BadStartTimerAttributes,
-                "A valid StartToFireTimeout is not set on command.".into(),
-            ));
+        // A missing or zero timeout is a timer that fires at once (through the timer queue,
+        // as every timer), as the reference accepts it since 1.23; only a negative one, or one
+        // whose seconds and nanoseconds disagree in sign, is refused.
+        if let Some(d) = &a.start_to_fire_timeout {
+            let why = if d.seconds < 0 && d.nanos > 0 || d.seconds > 0 && d.nanos < 0 {
+                Some("duration has seconds and nanos with different signs")
+            } else if d.seconds < 0 || d.nanos < 0 {
+                Some("negative duration")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err((
+                    C::BadStartTimerAttributes,
+                    format!(
+                        "An invalid StartToFireTimeout is set on StartTimerCommand: {why}. TimerId={}",
+                        a.timer_id
+                    ),
+                ));
+            }
         }
         if self.ms.timers.iter().any(|t| t.timer_id == a.timer_id)
             || budget.new_timer_ids.contains(&a.timer_id)
@@ -47,7 +65,8 @@ impl Transition<'_> {
                 workflow_task_completed_event_id: completed_id,
             },
         ));
-        let fire_at = self.now + dur(a.start_to_fire_timeout.as_ref());
+        // Past 100 years a timer is held to 100 years, as the reference caps it.
+        let fire_at = self.now + dur(a.start_to_fire_timeout.as_ref()).min(MAX_TIMER);
         self.ms.timers.push(TimerInfo {
             timer_id: a.timer_id.clone(),
             started_event_id: id,
