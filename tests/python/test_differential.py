@@ -521,7 +521,7 @@ KEY_ATTRIBUTES: Dict[str, List[str]] = {
         "attempt", "initiator", "first_workflow_task_backoff", "continued_failure.message",
         "parent_workflow_namespace", "parent_workflow_execution.workflow_id",
         "parent_initiated_event_id", "root_workflow_execution.workflow_id", "cron_schedule",
-        "last_completion_result",
+        "last_completion_result", "eager_execution_accepted",
     ],
     "start_child_workflow_execution_initiated_event_attributes": [
         "namespace", "workflow_id", "workflow_type.name", "task_queue.name", "input",
@@ -1206,6 +1206,23 @@ async def _memo_upserts(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHa
     return handle, (outcome, {k: bytes(v.data) for k, v in memo.items()})
 
 
+async def _eager_start(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A start asking for eager execution gets its first workflow task in the answer (the
+    worker on the same client runs it); a delayed start is not eager."""
+    handle = await client.start_workflow(
+        Delivery.run, "order-eager", id=wf_id, task_queue=tq, request_eager_start=True)
+    eager = getattr(handle, "__temporal_eagerly_started", None)
+    assert eager is True, "the first workflow task came with the start"
+    outcome = await _outcome(handle)
+    delayed = await client.start_workflow(
+        Delivery.run, "order-later", id=f"{wf_id}-delayed", task_queue=tq,
+        request_eager_start=True, start_delay=timedelta(milliseconds=100))
+    delayed_eager = getattr(delayed, "__temporal_eagerly_started", None)
+    assert delayed_eager is False
+    await _outcome(delayed)
+    return handle, (eager, outcome, delayed_eager)
+
+
 async def _run_ids(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
     """A started run's id is a time-ordered UUID (version 7); the reference makes the run that
     continues it as new with a random one (version 4)."""
@@ -1287,6 +1304,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "reset_to_task_started": _reset_to_task_started,
     "update_polls": _update_polls,
     "run_ids_time_ordered": _run_ids,
+    "eager_workflow_start": _eager_start,
     "visibility": _visibility,
     "reset": _reset,
     "reset_reapplies_updates": _reset_with_update(False),

@@ -254,6 +254,15 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
                     format!("--dynamic-config-value: {key} needs a positive integer, got {value:?}")
                 })?;
             true
+        } else if key == "system.enableEagerWorkflowStart" {
+            config.options.eager_workflow_start = match value.trim() {
+                "true" => true,
+                "false" => false,
+                other => anyhow::bail!(
+                    "--dynamic-config-value: {key} needs true or false, got {other:?}"
+                ),
+            };
+            true
         } else if key == "system.enableActivityEagerExecution" {
             config.options.eager_activities = match value.trim() {
                 "true" => true,

@@ -146,6 +146,9 @@ pub struct ServerOptions {
     /// Hand activities a worker asks to run eagerly back in its workflow task completion answer
     /// (`system.enableActivityEagerExecution`; off by default, as in the reference server).
     pub eager_activities: bool,
+    /// Start a workflow's first task inside its start when the client asks
+    /// (`system.enableEagerWorkflowStart`, on by default as in the reference since 1.29).
+    pub eager_workflow_start: bool,
     /// Runs of one workflow id started by continue-as-new or a retry are at least this far
     /// apart: a shorter-lived run's successor waits out the rest as a start backoff
     /// (`history.continueAsNewMinInterval`, 1 s as in the reference).
@@ -171,6 +174,7 @@ impl Default for ServerOptions {
             default_retention: Duration::from_secs(30 * 24 * 3600),
             cache_size: 10_000,
             eager_activities: false,
+            eager_workflow_start: true,
             continue_as_new_min_interval: Duration::from_secs(1),
             shard_renew_interval: Duration::from_secs(10),
             worker_heartbeat_ttl: Duration::from_secs(300),

@@ -493,7 +493,7 @@ impl Frontend {
     fn describe_namespace_response(&self, ns: &Namespace) -> DescribeNamespaceResponse {
         let mut info = ns.info.clone();
         info.capabilities = Some(namespace_info::Capabilities {
-            eager_workflow_start: false,
+            eager_workflow_start: self.options.eager_workflow_start,
             sync_update: true,
             async_update: true,
             worker_heartbeats: true,
@@ -546,7 +546,7 @@ impl WorkflowService for Frontend {
                 encoded_failure_attributes: true,
                 build_id_based_versioning: false,
                 upsert_memo: true,
-                eager_workflow_start: false,
+                eager_workflow_start: true,
                 sdk_metadata: true,
                 count_group_by_execution_status: false,
                 nexus: false,
@@ -679,6 +679,7 @@ impl WorkflowService for Frontend {
             run_id: outcome.run_id,
             started: outcome.started,
             status: WorkflowExecutionStatus::Running as i32,
+            eager_workflow_task: outcome.eager_task.map(|t| *t),
             ..Default::default()
         }))
     }

@@ -226,6 +226,7 @@ impl Server {
                 history_long_poll_timeout: config.options.history_long_poll_timeout,
                 cache_size: config.options.cache_size,
                 eager_activities: config.options.eager_activities,
+                eager_workflow_start: config.options.eager_workflow_start,
                 continue_as_new_min_interval: config.options.continue_as_new_min_interval,
                 shard_renew_interval: config.options.shard_renew_interval,
             },

@@ -77,6 +77,8 @@ pub struct EngineOptions {
     pub cache_size: usize,
     /// Start eagerly requested activities inside the workflow task completion.
     pub eager_activities: bool,
+    /// Start a workflow's first task inside its start when the client asks.
+    pub eager_workflow_start: bool,
     /// Minimum time between the starts of a run and the run continuing it.
     pub continue_as_new_min_interval: Duration,
     /// How often the held shards' leases are confirmed with the store.
@@ -105,12 +107,14 @@ struct Inner {
 }
 
 /// What a start request did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StartOutcome {
     /// The run that holds the workflow id now.
     pub run_id: String,
     /// False when an existing run was returned (dedup or USE_EXISTING).
     pub started: bool,
+    /// The first workflow task, started for the caller's own worker (eager start).
+    pub eager_task: Option<Box<ws::PollWorkflowTaskQueueResponse>>,
 }
 
 struct TaskIdsRef<'a>(&'a Mutex<CounterIds>);

@@ -73,6 +73,7 @@ impl Engine {
                 return Ok(StartOutcome {
                     run_id: current.run_id.clone(),
                     started: false,
+                    ..Default::default()
                 });
             }
             let already = |what: &str| Error::AlreadyStarted {
@@ -99,6 +100,7 @@ impl Engine {
                     return Ok(StartOutcome {
                         run_id: current.run_id.clone(),
                         started: false,
+                        ..Default::default()
                     });
                 }
                 match conflict {
@@ -106,6 +108,7 @@ impl Engine {
                         return Ok(StartOutcome {
                             run_id: current.run_id.clone(),
                             started: false,
+                            ..Default::default()
                         });
                     }
                     WorkflowIdConflictPolicy::TerminateExisting => {
@@ -163,6 +166,15 @@ impl Engine {
         };
         let now = self.inner.clock.now();
         let (mut ms, mut started) = new_run(&ns.id, &ns.name, req, &run_id, now);
+        // Eager start, as the reference grants it: a plain start asking for it, with no start
+        // backoff (a delay, a cron schedule); anything else starts as usual, silently.
+        let eager = req.request_eager_execution
+            && self.inner.options.eager_workflow_start
+            && signal.is_none()
+            && update.is_none()
+            && parent.is_none()
+            && ms.execution_time_ms <= to_millis(now);
+        started.eager_execution_accepted = eager;
         if let Some((parent, root)) = parent {
             set_parent(&mut ms, &mut started, parent, root);
         }
@@ -176,7 +188,16 @@ impl Engine {
             t.admit_update(update)
                 .map_err(|e| Error::Invalid(format!("{e:?}")))?;
         }
+        // The eager task is started for the caller (its identity, its request id) before any
+        // waiting poller could take it.
+        let eager_wft = if eager {
+            let scheduled = t.ms.wft.as_ref().map(|w| w.scheduled_event_id);
+            scheduled.and_then(|s| t.start_wft(s, &req.identity, &req.request_id).ok())
+        } else {
+            None
+        };
         let handoffs = self.start_for_waiting_pollers(&mut t);
+        let eager_run = eager_wft.as_ref().map(|_| StartedRun::of(t.ms));
         let Transition {
             events,
             timers,
@@ -188,6 +209,20 @@ impl Engine {
         let (transfers, _) = drop_taken_transfers(transfers, transfers_done);
         let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
         ms.state_transition_count = 1;
+        let eager_task = match (eager_wft, eager_run) {
+            (Some(wft), Some(run)) => {
+                let answer = workflow_task(&run, &wft, Vec::new(), encode_all(&events));
+                // Our own encoding read back as the API's type (it cannot fail; if it did, the
+                // started task would time out and be retried like a lost one).
+                ws::PollWorkflowTaskQueueResponse::decode(answer.encode_to_vec().as_slice())
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "failed to build an eager workflow task"),
+                    )
+                    .ok()
+                    .map(Box::new)
+            }
+            _ => None,
+        };
         let next = NextRun {
             key,
             ms,
@@ -200,6 +235,7 @@ impl Engine {
         Ok(StartOutcome {
             run_id,
             started: true,
+            eager_task,
         })
     }
 
