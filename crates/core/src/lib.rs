@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod filter;
 pub mod ids;
+pub mod names;
 pub mod time;
 pub mod wire;
 

@@ -189,18 +189,8 @@ impl Client {
 }
 
 fn status_text(status: i32) -> String {
-    WorkerStatus::try_from(status)
-        .unwrap_or(WorkerStatus::Unspecified)
-        .as_str_name()
-        .trim_start_matches("WORKER_STATUS_")
-        .split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next().map_or(String::new(), |f| {
-                f.to_string() + &c.as_str().to_ascii_lowercase()
-            })
-        })
-        .collect()
+    let status = WorkerStatus::try_from(status).unwrap_or(WorkerStatus::Unspecified);
+    kairos_core::names::pascal_case(status.as_str_name(), "WORKER_STATUS_")
 }
 
 /// `name@buildId`, as the temporal CLI shows a worker's deployment version.

@@ -730,13 +730,13 @@ impl<'a> Transition<'a> {
     /// Ends the started workflow task as failed (by the worker, a timeout, or a refused
     /// completion): records why, flushes the buffer and schedules the next attempt on the normal
     /// queue.
-    /// The WorkflowTaskFailed event of a completion whose payloads were past their limits.
+    /// The WorkflowTaskFailed event of a started task.
     fn append_wft_failed(
         &mut self,
         wft: &WorkflowTaskInfo,
         cause: WorkflowTaskFailedCause,
         failure: Option<Failure>,
-        req: &RespondWorkflowTaskCompletedRequest,
+        (identity, binary_checksum): (&str, &str),
     ) {
         self.append(event(
             EventType::WorkflowTaskFailed,
@@ -745,8 +745,8 @@ impl<'a> Transition<'a> {
                 started_event_id: wft.started_event_id,
                 cause: cause as i32,
                 failure,
-                identity: req.identity.clone(),
-                binary_checksum: req.binary_checksum.clone(),
+                identity: identity.to_string(),
+                binary_checksum: binary_checksum.to_string(),
                 ..Default::default()
             },
         ));
@@ -759,17 +759,7 @@ impl<'a> Transition<'a> {
         failure: Option<Failure>,
         identity: &str,
     ) {
-        self.append(event(
-            EventType::WorkflowTaskFailed,
-            hist::WorkflowTaskFailedEventAttributes {
-                scheduled_event_id: wft.scheduled_event_id,
-                started_event_id: wft.started_event_id,
-                cause: cause as i32,
-                failure,
-                identity: identity.to_string(),
-                ..Default::default()
-            },
-        ));
+        self.append_wft_failed(wft, cause, failure, (identity, ""));
         self.ms.wft = None;
         self.ms.sticky_task_queue.clear();
         // Core waits for the server to retry; an unhandled-command failure is not the worker's
@@ -901,7 +891,12 @@ impl<'a> Transition<'a> {
                     )),
                     ..Default::default()
                 };
-                self.append_wft_failed(&wft, cause, Some(failure), req);
+                self.append_wft_failed(
+                    &wft,
+                    cause,
+                    Some(failure),
+                    (&req.identity, &req.binary_checksum),
+                );
                 self.ms.wft = None;
                 self.flush_buffer();
                 self.terminate(&text, None, "history-service")?;

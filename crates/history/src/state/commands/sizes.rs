@@ -156,17 +156,7 @@ impl Transition<'_> {
 /// A workflow task failed cause as the reference spells it in messages: the enum value's name
 /// in CamelCase (`BadScheduleActivityAttributes`).
 pub(crate) fn cause_name(cause: WorkflowTaskFailedCause) -> String {
-    cause
-        .as_str_name()
-        .trim_start_matches("WORKFLOW_TASK_FAILED_CAUSE_")
-        .split('_')
-        .map(|word| {
-            let mut chars = word.chars();
-            chars.next().map_or(String::new(), |first| {
-                first.to_string() + &chars.as_str().to_ascii_lowercase()
-            })
-        })
-        .collect()
+    kairos_core::names::pascal_case(cause.as_str_name(), "WORKFLOW_TASK_FAILED_CAUSE_")
 }
 
 #[cfg(test)]
