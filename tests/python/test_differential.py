@@ -356,7 +356,11 @@ class Dispatcher:
 
 @workflow.defn
 class Kitchen:
-    """A child: cooks, burns (fails), or takes forever."""
+    """A child: cooks, burns (fails), or takes forever ("held": once cancelled, it finishes
+    cancelling only when released, so the test decides when its parent hears of it)."""
+
+    def __init__(self) -> None:
+        self.released = False
 
     @workflow.run
     async def run(self, dish: str) -> str:
@@ -364,7 +368,17 @@ class Kitchen:
             raise ApplicationError("burnt", type="Burnt", non_retryable=True)
         if dish == "slow":
             await workflow.sleep(3600)
+        if dish == "held":
+            try:
+                await workflow.sleep(3600)
+            except asyncio.CancelledError:
+                await workflow.wait_condition(lambda: self.released)
+                raise
         return f"cooked {dish}"
+
+    @workflow.signal
+    def release(self) -> None:
+        self.released = True
 
 
 def _child_error(e: ChildWorkflowError) -> str:
@@ -400,7 +414,7 @@ class Restaurant:
             )
         except ChildWorkflowError as e:
             seen.append(_child_error(e))
-        child = await workflow.start_child_workflow(Kitchen.run, "slow", id=f"{prefix}-cancelled")
+        child = await workflow.start_child_workflow(Kitchen.run, "held", id=f"{prefix}-cancelled")
         # Cancelling at once would race the child's first task (whether the request lands
         # before or after the child starts its timer differs from run to run on either
         # server), so the test says when: after the child sleeps.
@@ -882,6 +896,16 @@ async def _children(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle
         assert time.monotonic() < deadline, "the parent never saw the cancelled child start"
         await asyncio.sleep(0.05)
     await handle.signal(Restaurant.cancel)
+    # Until the parent's task after its cancel request completed; only then may the child
+    # finish cancelling (else whether its close lands before or after that task is a race).
+    while True:
+        types = [e.event_type for e in (await handle.fetch_history()).events]
+        asked = EventType.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+        if asked in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(asked):]:
+            break
+        assert time.monotonic() < deadline, "the parent's cancel request never completed"
+        await asyncio.sleep(0.05)
+    await client.get_workflow_handle(f"{wf_id}-cancelled").signal(Kitchen.release)
     await asleep("terminated")
     await client.get_workflow_handle(f"{wf_id}-terminated").terminate(reason="kitchen closed")
     outcome = await _outcome(handle)
