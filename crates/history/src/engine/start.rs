@@ -70,10 +70,26 @@ impl Engine {
             expected_run_id = Some(current.run_id.clone());
             let running = !status_closed(data.status);
             if !req.request_id.is_empty() && data.start_request_id == req.request_id {
+                // A retried eager start gets its task again while that task is still the
+                // first one, started for this start (the reference's rule).
+                let eager_task = if req.request_eager_execution
+                    && self.inner.options.eager_workflow_start
+                    && signal.is_none()
+                    && update.is_none()
+                {
+                    let key = RunKey {
+                        namespace_id: ns.id.clone(),
+                        workflow_id: req.workflow_id.clone(),
+                        run_id: current.run_id.clone(),
+                    };
+                    self.eager_again(&key, &req.request_id).await
+                } else {
+                    None
+                };
                 return Ok(StartOutcome {
                     run_id: current.run_id.clone(),
                     started: false,
-                    ..Default::default()
+                    eager_task,
                 });
             }
             let already = |what: &str| Error::AlreadyStarted {
@@ -210,17 +226,7 @@ impl Engine {
         let timers = settle_timers(&MutableState::default(), &mut ms, timers).write;
         ms.state_transition_count = 1;
         let eager_task = match (eager_wft, eager_run) {
-            (Some(wft), Some(run)) => {
-                let answer = workflow_task(&run, &wft, Vec::new(), encode_all(&events));
-                // Our own encoding read back as the API's type (it cannot fail; if it did, the
-                // started task would time out and be retried like a lost one).
-                ws::PollWorkflowTaskQueueResponse::decode(answer.encode_to_vec().as_slice())
-                    .inspect_err(
-                        |e| tracing::warn!(error = %e, "failed to build an eager workflow task"),
-                    )
-                    .ok()
-                    .map(Box::new)
-            }
+            (Some(wft), Some(run)) => eager_task(&run, &wft, &events),
             _ => None,
         };
         let next = NextRun {
@@ -255,4 +261,37 @@ impl Engine {
         self.transact(&key, None, |t| t.terminate(reason, None, identity))
             .await
     }
+}
+
+impl Engine {
+    /// The eager task of a start retried with its request id, if the run's task is still the
+    /// first one, started for that start.
+    async fn eager_again(
+        &self,
+        key: &RunKey,
+        request_id: &str,
+    ) -> Option<Box<ws::PollWorkflowTaskQueueResponse>> {
+        let ms = self.read_state(key).await.ok()?;
+        let wft = ms
+            .wft
+            .clone()
+            .filter(|w| w.started_event_id == 3 && w.attempt == 1 && w.request_id == request_id)?;
+        let events = self.read_events(key, 1, wft.started_event_id).await.ok()?;
+        eager_task(&StartedRun::of(&ms), &wft, &events)
+    }
+}
+
+/// A started first task as `StartWorkflowExecutionResponse.eager_workflow_task`: our own
+/// encoding read back as the API's type (it cannot fail; if it did, the started task would time
+/// out and be retried like a lost one).
+fn eager_task(
+    run: &StartedRun,
+    wft: &crate::state::WorkflowTaskInfo,
+    events: &[HistoryEvent],
+) -> Option<Box<ws::PollWorkflowTaskQueueResponse>> {
+    let answer = workflow_task(run, wft, Vec::new(), encode_all(events));
+    ws::PollWorkflowTaskQueueResponse::decode(answer.encode_to_vec().as_slice())
+        .inspect_err(|e| tracing::warn!(error = %e, "failed to build an eager workflow task"))
+        .ok()
+        .map(Box::new)
 }

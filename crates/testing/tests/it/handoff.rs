@@ -316,3 +316,89 @@ async fn a_handed_off_task_carries_a_history_longer_than_the_cache() -> anyhow::
     );
     Ok(())
 }
+
+/// An eager start (the caller's own worker has a free slot) gets its first workflow task in the
+/// answer, started in the start's transaction with the caller's identity; a retried start with
+/// the same request id gets the same task again while it is still open, and none once done.
+#[tokio::test]
+async fn an_eager_start_hands_its_first_task_to_the_caller_and_again_on_a_retry()
+-> anyhow::Result<()> {
+    use temporalio_common::protos::temporal::api::command::v1::CompleteWorkflowExecutionCommandAttributes;
+
+    let server = TestServer::start().await?;
+    let client = connect(&server).await?;
+    let mut svc = client.connection().workflow_service();
+    let tq = unique("eager");
+    let start = StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: unique("eager"),
+        workflow_type: Some(WorkflowType { name: "w".into() }),
+        task_queue: queue(&tq),
+        request_id: unique("request"),
+        identity: "the-starter".into(),
+        request_eager_execution: true,
+        ..Default::default()
+    };
+    let first = svc
+        .start_workflow_execution(tonic::Request::new(start.clone()))
+        .await?
+        .into_inner();
+    let task = first
+        .eager_workflow_task
+        .expect("the first task comes with the start");
+    assert_eq!(task.started_event_id, 3);
+    let events = task
+        .history
+        .as_ref()
+        .map(|h| h.events.clone())
+        .unwrap_or_default();
+    let types: Vec<EventType> = events.iter().map(|e| e.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            EventType::WorkflowExecutionStarted,
+            EventType::WorkflowTaskScheduled,
+            EventType::WorkflowTaskStarted
+        ]
+    );
+    match &events[2].attributes {
+        Some(temporalio_common::protos::temporal::api::history::v1::history_event::Attributes::WorkflowTaskStartedEventAttributes(a)) => {
+            assert_eq!((a.identity.as_str(), a.request_id.as_str()), ("the-starter", start.request_id.as_str()));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        server.queued_tasks(&tq, TaskKind::Workflow),
+        0,
+        "nothing left for pollers"
+    );
+    let again = svc
+        .start_workflow_execution(tonic::Request::new(start.clone()))
+        .await?
+        .into_inner();
+    assert_eq!(again.run_id, first.run_id);
+    let same = again.eager_workflow_task.expect("the open task again");
+    assert_eq!(same.task_token, task.task_token);
+    svc.respond_workflow_task_completed(tonic::Request::new(RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token.clone(),
+        commands: vec![Command {
+            command_type: CommandType::CompleteWorkflowExecution as i32,
+            attributes: Some(
+                command::Attributes::CompleteWorkflowExecutionCommandAttributes(
+                    CompleteWorkflowExecutionCommandAttributes::default(),
+                ),
+            ),
+            ..Default::default()
+        }],
+        identity: "the-starter".into(),
+        ..Default::default()
+    }))
+    .await?;
+    let later = svc
+        .start_workflow_execution(tonic::Request::new(start))
+        .await?
+        .into_inner();
+    assert!(later.eager_workflow_task.is_none(), "its task is done");
+    Ok(())
+}
