@@ -231,59 +231,48 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
             .split_once('=')
             .with_context(|| format!("--dynamic-config-value {kv:?}: expected KEY=VALUE"))?;
         let key = key.trim();
+        let value = value.trim();
+        let flag = || -> anyhow::Result<bool> {
+            match value {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => anyhow::bail!(
+                    "--dynamic-config-value: {key} needs true or false, got {other:?}"
+                ),
+            }
+        };
+        let positive = || -> anyhow::Result<usize> {
+            value.parse().ok().filter(|n| *n > 0).with_context(|| {
+                format!("--dynamic-config-value: {key} needs a positive integer, got {value:?}")
+            })
+        };
+        let duration = |example: &str| -> anyhow::Result<std::time::Duration> {
+            parse_duration(value).with_context(|| {
+                format!("--dynamic-config-value: {key} needs a duration such as \"{example}\", got {value:?}")
+            })
+        };
         let known = if key == "history.continueAsNewMinInterval" {
-            config.options.continue_as_new_min_interval = parse_duration(value.trim())
-                .with_context(|| {
-                    format!("--dynamic-config-value: {key} needs a duration such as \"1s\", got {value:?}")
-                })?;
+            config.options.continue_as_new_min_interval = duration("1s")?;
             true
         } else if key == "matching.workerRegistryEntryTTL" {
-            config.options.worker_heartbeat_ttl = parse_duration(value.trim())
-                .filter(|d| !d.is_zero())
-                .with_context(|| {
-                    format!("--dynamic-config-value: {key} needs a duration such as \"5m\", got {value:?}")
-                })?;
+            let ttl = duration("5m")?;
+            anyhow::ensure!(
+                !ttl.is_zero(),
+                "--dynamic-config-value: {key} needs a duration such as \"5m\", got {value:?}"
+            );
+            config.options.worker_heartbeat_ttl = ttl;
             true
         } else if key == "matching.workerRegistryMaxEntries" {
-            config.options.worker_heartbeat_max_entries = value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .with_context(|| {
-                    format!("--dynamic-config-value: {key} needs a positive integer, got {value:?}")
-                })?;
+            config.options.worker_heartbeat_max_entries = positive()?;
             true
         } else if key == "system.enableEagerWorkflowStart" {
-            config.options.eager_workflow_start = match value.trim() {
-                "true" => true,
-                "false" => false,
-                other => anyhow::bail!(
-                    "--dynamic-config-value: {key} needs true or false, got {other:?}"
-                ),
-            };
+            config.options.eager_workflow_start = flag()?;
             true
         } else if key == "system.enableActivityEagerExecution" {
-            config.options.eager_activities = match value.trim() {
-                "true" => true,
-                "false" => false,
-                other => anyhow::bail!(
-                    "--dynamic-config-value: {key} needs true or false, got {other:?}"
-                ),
-            };
+            config.options.eager_activities = flag()?;
             true
         } else if key == "history.cacheMaxSize" {
-            config.options.cache_size =
-                value
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| {
-                        format!(
-                            "--dynamic-config-value: {key} needs a positive integer, got {value:?}"
-                        )
-                    })?;
+            config.options.cache_size = positive()?;
             true
         } else {
             config
