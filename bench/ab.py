@@ -29,14 +29,17 @@ def one_run(bin_dir: Path, bench: Path, scratch: Path, label: str, args: argpars
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     server = Server(label, [str(bin_dir / "kairos"), "server", "start-dev", "--port", str(port),
                             "--db-filename", str(db), "--log-level", "warn"],
-                    port, scratch / f"{label}.log")
+                    port, scratch / f"{label}.log", metrics=label in args.metrics)
     try:
         time.sleep(1)
-        report = run_bench(bench, server, args.activities, args.concurrency, args.duration, label)
+        report = run_bench(bench, server, args.activities, args.concurrency, args.duration, label,
+                           args.pollers)
     finally:
         server.stop()
     return {"wf_per_s": report["workflows_per_s"],
-            "cpu_ms_per_wf": report["server"]["cpu_ms_per_workflow"]}
+            "cpu_ms_per_wf": report["server"]["cpu_ms_per_workflow"],
+            "p50_ms": report["latency_ms"]["p50"], "p99_ms": report["latency_ms"]["p99"],
+            "store": report.get("store")}
 
 
 def main() -> None:
@@ -47,6 +50,10 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--activities", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--pollers", type=int, default=None,
+                    help="tuned mode (kairos-bench --pollers N); default: the SDK's settings")
+    ap.add_argument("--metrics", default="",
+                    help="builds that serve /metrics (e.g. 'b'): their syncs per workflow are recorded")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     bench = args.b / "kairos-bench"
@@ -57,24 +64,30 @@ def main() -> None:
         for label, bin_dir in order:
             r = one_run(bin_dir, bench, scratch, label, args)
             runs[label].append(r)
-            print(f"round {i + 1} {label}: {r['wf_per_s']:.1f} wf/s, {r['cpu_ms_per_wf']:.3f} ms CPU/wf",
-                  flush=True)
+            syncs = f", {r['store']['syncs_per_workflow']:.2f} syncs/wf" if r["store"] else ""
+            print(f"round {i + 1} {label}: {r['wf_per_s']:.1f} wf/s, {r['cpu_ms_per_wf']:.3f} ms CPU/wf, "
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms{syncs}", flush=True)
     above = sum(b["cpu_ms_per_wf"] > a["cpu_ms_per_wf"] for a, b in zip(runs["a"], runs["b"]))
     summary = {}
     for label in ("a", "b"):
         summary[label] = {
             "wf_per_s": statistics.median(r["wf_per_s"] for r in runs[label]),
             "cpu_ms_per_wf": statistics.median(r["cpu_ms_per_wf"] for r in runs[label]),
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs[label]),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs[label]),
         }
     change = summary["b"]["cpu_ms_per_wf"] / summary["a"]["cpu_ms_per_wf"] - 1
     print(f"medians: A {summary['a']['wf_per_s']:.1f} wf/s {summary['a']['cpu_ms_per_wf']:.3f} ms; "
           f"B {summary['b']['wf_per_s']:.1f} wf/s {summary['b']['cpu_ms_per_wf']:.3f} ms; "
+          f"p50 {summary['a']['p50_ms']:.1f} vs {summary['b']['p50_ms']:.1f} ms, "
+          f"p99 {summary['a']['p99_ms']:.1f} vs {summary['b']['p99_ms']:.1f} ms; "
           f"B's CPU/wf {change:+.1%}, above A's in {above} of {args.rounds} rounds")
     if args.out:
         args.out.write_text(json.dumps({"a": str(args.a), "b": str(args.b), "rounds": runs,
                                         "medians": summary, "b_cpu_above_a": above,
                                         "load": {"activities": args.activities,
                                                  "concurrency": args.concurrency,
+                                                 "pollers": args.pollers,
                                                  "duration_s": args.duration}}, indent=2) + "\n")
 
 

@@ -127,9 +127,16 @@ def health_check(port: int, timeout: float = 1.0) -> bool:
 class Server:
     """One server process: started, timed to its first SERVING health check, stopped."""
 
-    def __init__(self, name: str, argv: List[str], port: int, log: Path) -> None:
+    def __init__(self, name: str, argv: List[str], port: int, log: Path,
+                 metrics: bool = False) -> None:
         self.name = name
         self.on_postgres = "--db-url" in argv
+        # Kairos serves /metrics when asked: kairos-bench reads commits and syncs from it.
+        self.metrics: Optional[str] = None
+        if metrics:
+            metrics_port = free_port()
+            argv = argv + ["--metrics-port", str(metrics_port)]
+            self.metrics = f"127.0.0.1:{metrics_port}"
         self.port = port
         self.target = f"127.0.0.1:{port}"
         self.log = open(log, "w")
@@ -181,7 +188,8 @@ def run_bench(bench: Path, server: Server, activities: int, concurrency: int, se
         "--concurrency", str(concurrency), "--workflows", "10000000",
         "--duration", str(seconds), "--server-pid", str(server.proc.pid),
         "--json", "--quiet", "--label", label,
-    ] + ([] if pollers is None else ["--pollers", str(pollers)])
+    ] + ([] if pollers is None else ["--pollers", str(pollers)]) \
+        + ([] if server.metrics is None else ["--metrics", server.metrics])
     pg_before = postgres_cpu_s() if server.on_postgres else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
     if out.returncode != 0:
@@ -287,7 +295,7 @@ def main() -> None:
         if args.eager_activities else []
     kairos = Server("kairos", [args.kairos_bin, "server", "start-dev", "--port", str(kp),
                                "--db-filename", str(scratch / "kairos.db"), "--log-level", "warn"]
-                    + dyn, kp, scratch / "kairos.log")
+                    + dyn, kp, scratch / "kairos.log", metrics=True)
     reference = Server("reference", [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
                                      "--port", str(rp), "--log-level", "error"] + dyn,
                        rp, scratch / "reference.log")
@@ -298,7 +306,7 @@ def main() -> None:
         url = f"{args.postgres}{sep}schema=kairos_bench_{os.getpid()}"
         servers.insert(1, Server("kairos-postgres", [args.kairos_bin, "server", "start-dev", "--port",
                                                       str(pp), "--db-url", url, "--log-level", "warn"]
-                                 + dyn, pp, scratch / "kairos-postgres.log"))
+                                 + dyn, pp, scratch / "kairos-postgres.log", metrics=True))
     time.sleep(3)  # let them settle before reading idle memory
     result: Dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -320,8 +328,10 @@ def main() -> None:
                 print(f"== {name} on {server.name} ({secs} s)", file=sys.stderr, flush=True)
                 report = run_bench(Path(args.bench_bin), server, k, c, secs, name, pollers)
                 result["runs"].append(report)
+                store = report.get("store") or {}
+                syncs = f", {store['syncs_per_workflow']:.2f} syncs/wf" if store else ""
                 print(f"   {report['workflows_per_s']:.1f} wf/s, p99 {report['latency_ms']['p99']:.0f} ms, "
-                      f"cpu {report['server']['cpu_ms_per_workflow']:.2f} ms/wf, "
+                      f"cpu {report['server']['cpu_ms_per_workflow']:.2f} ms/wf{syncs}, "
                       f"peak rss {report['server']['rss_peak_mib']:.0f} MiB, errors {report['errors']}",
                       file=sys.stderr, flush=True)
         for s in servers:
@@ -375,12 +385,17 @@ def print_table(result: Dict[str, Any]) -> None:
             ("load-gen CPU per workflow (ms)", load_gen_cpu(a), load_gen_cpu(b)),
             ("errors", a["errors"], b["errors"]),
         ]
+        for what, key in (("store syncs per workflow", "syncs_per_workflow"),
+                          ("store commits per workflow", "commits_per_workflow")):
+            if a.get("store"):
+                print(f"{label + ' ' + what:34} {a['store'][key]:12.2f} {'-':>12} {'-':>10}")
         for what, x, y in rows:
             print(f"{label + ' ' + what:34} {x:12.2f} {y:12.2f} {ratio(x, y):10.3f}")
         pg = by.get((label, "kairos-postgres"))
         if pg:
             rows = [
                 ("workflows/s", pg["workflows_per_s"], b["workflows_per_s"]),
+                ("p50 latency (ms)", pg["latency_ms"]["p50"], b["latency_ms"]["p50"]),
                 ("p99 latency (ms)", pg["latency_ms"]["p99"], b["latency_ms"]["p99"]),
                 ("server+PostgreSQL CPU/wf (ms)", pg["server"]["cpu_ms_per_workflow"],
                  b["server"]["cpu_ms_per_workflow"]),
@@ -388,6 +403,8 @@ def print_table(result: Dict[str, Any]) -> None:
             ]
             for what, x, y in rows:
                 print(f"{label + ' on PostgreSQL ' + what:34} {x:12.2f} {y:12.2f} {ratio(x, y):10.3f}")
+            if pg.get("store"):
+                print(f"{label + ' on PostgreSQL syncs/wf':34} {pg['store']['syncs_per_workflow']:12.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! `kairos-bench`: runs the same workload against any Temporal-compatible endpoint (Kairos or the
 //! reference server) with an in-process worker built on the official Rust SDK, and reports
 //! throughput, start-to-result latency and, given the server's PID, its CPU time and memory.
+mod metrics;
 mod procstat;
 mod workload;
 
@@ -73,6 +74,10 @@ struct Args {
     /// PID of the server process, to report its CPU time and resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// HOST:PORT of the server's Prometheus `/metrics` (Kairos: `--metrics-port`), to report
+    /// the store's commits and syncs per workflow.
+    #[arg(long)]
+    metrics: Option<String>,
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -115,6 +120,8 @@ struct Report {
     transitions_per_s: f64,
     latency_ms: Latency,
     server: Option<ServerUsage>,
+    /// The store's work per workflow, from the server's `/metrics` (with --metrics).
+    store: Option<StoreUsage>,
     load_generator: LoadGeneratorUsage,
 }
 
@@ -131,6 +138,12 @@ struct Latency {
     p95: f64,
     p99: f64,
     max: f64,
+}
+
+#[derive(Serialize, Debug)]
+struct StoreUsage {
+    commits_per_workflow: f64,
+    syncs_per_workflow: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -242,6 +255,10 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         latencies: Mutex::new(Vec::new()),
         stop_starting: AtomicBool::new(false),
     });
+    let store_before = match &args.metrics {
+        Some(at) => metrics::store_counters(at).await,
+        None => None,
+    };
     let cpu_before = args.server_pid.and_then(procstat::cpu_time);
     let own_cpu_before = procstat::cpu_time(std::process::id());
     let rss_before = args.server_pid.and_then(procstat::rss_bytes);
@@ -339,6 +356,17 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             rss_peak_mib: mib(peak_rss.load(Ordering::Relaxed)),
         }
     });
+    let store_after = match &args.metrics {
+        Some(at) => metrics::store_counters(at).await,
+        None => None,
+    };
+    let store = match (store_before, store_after) {
+        (Some((c0, s0)), Some((c1, s1))) => Some(StoreUsage {
+            commits_per_workflow: (c1 - c0) / completed.max(1) as f64,
+            syncs_per_workflow: (s1 - s0) / completed.max(1) as f64,
+        }),
+        _ => None,
+    };
     // This process's own CPU (the SDK worker and the clients): on a machine it shares with the
     // server, it bounds the throughput any server can reach.
     let own_cpu = match (own_cpu_before, procstat::cpu_time(std::process::id())) {
@@ -373,6 +401,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             max: latencies.last().map(ms).unwrap_or(0.0),
         },
         server,
+        store,
         load_generator: LoadGeneratorUsage {
             cpu_s: own_cpu,
             cpu_ms_per_workflow: own_cpu * 1000.0 / completed.max(1) as f64,
@@ -565,6 +594,12 @@ fn print_report(r: &Report) {
         println!(
             "server       pid {}  cpu {:.2} s ({:.2} ms/workflow)  rss before {:.1} MiB  peak {:.1} MiB",
             s.pid, s.cpu_s, s.cpu_ms_per_workflow, s.rss_before_mib, s.rss_peak_mib
+        );
+    }
+    if let Some(s) = &r.store {
+        println!(
+            "store        {:.2} commits/workflow  {:.2} syncs/workflow",
+            s.commits_per_workflow, s.syncs_per_workflow
         );
     }
     println!(

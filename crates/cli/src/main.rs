@@ -143,6 +143,10 @@ struct StartDev {
     /// are honoured (e.g. `limit.historyCount.error=1000`); other keys are accepted and ignored.
     #[arg(long = "dynamic-config-value", value_name = "KEY=VALUE")]
     dynamic_config: Vec<String>,
+    /// Port for the `/metrics` HTTP endpoint (Prometheus text format), on the --ip address; 0
+    /// picks a free port. Off unless given.
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Accepted for compatibility with `temporal server start-dev`; the web UI is not built yet.
     #[arg(long)]
     headless: bool,
@@ -223,6 +227,7 @@ fn dev_plan(args: StartDev) -> anyhow::Result<DevPlan> {
         database,
         namespaces,
         search_attributes,
+        metrics: args.metrics_port.map(|port| SocketAddr::new(args.ip, port)),
         ..Config::default()
     };
     let mut ignored_keys = Vec::new();
@@ -322,6 +327,9 @@ async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<()> {
     );
     println!("Data: {storage}");
     println!("Namespaces: {}", namespaces.join(", "));
+    if let Some(addr) = server.metrics_addr() {
+        println!("Metrics: http://{addr}/metrics");
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("failed to listen for SIGTERM")?;
     tokio::select! {

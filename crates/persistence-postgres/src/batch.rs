@@ -38,18 +38,29 @@ struct Step<'a> {
 /// Commits `batches` on one pooled connection, in one transaction when they all succeed: one
 /// pipeline, one WAL flush for all of them. When any fails (a condition, a lost lease, an
 /// error), the transaction is rolled back and each batch is committed again on its own, so
-/// one failing batch never fails another. The results are in the batches' order.
+/// one failing batch never fails another. The results are in the batches' order. With `synced`
+/// false, the transactions do not wait for the server's log flush (`synchronous_commit` off for
+/// them alone). `commits` counts the transactions committed.
 pub(crate) async fn commit_group(
     client: &mut deadpool_postgres::Object,
     batches: &[WriteBatch],
     lock_space: i32,
+    synced: bool,
+    commits: &mut u64,
 ) -> Vec<Result<()>> {
-    if batches.len() > 1 && try_together(client, batches, lock_space).await.is_ok() {
+    if batches.len() > 1
+        && try_together(client, batches, lock_space, synced)
+            .await
+            .is_ok()
+    {
+        *commits += 1;
         return batches.iter().map(|_| Ok(())).collect();
     }
     let mut results = Vec::with_capacity(batches.len());
     for batch in batches {
-        results.push(try_together(client, std::slice::from_ref(batch), lock_space).await);
+        let result = try_together(client, std::slice::from_ref(batch), lock_space, synced).await;
+        *commits += u64::from(result.is_ok());
+        results.push(result);
     }
     results
 }
@@ -59,6 +70,7 @@ async fn try_together(
     client: &mut deadpool_postgres::Object,
     batches: &[WriteBatch],
     lock_space: i32,
+    synced: bool,
 ) -> Result<()> {
     let client: &Client = client;
     let plans = batches.iter().map(Plan::of).collect::<Result<Vec<_>>>()?;
@@ -72,7 +84,11 @@ async fn try_together(
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
     let mut steps: Vec<Step<'_>> = Vec::new();
-    let begin = client.batch_execute("BEGIN");
+    let begin = client.batch_execute(if synced {
+        "BEGIN"
+    } else {
+        "BEGIN; SET LOCAL synchronous_commit TO off"
+    });
     // The shard's lock and lease check once per (shard, lease) in the group, before the first
     // of its batches' writes: the lock is held to the end of the transaction.
     let mut checked: Vec<(i32, i64)> = Vec::new();

@@ -12,8 +12,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, pin_mut};
 use kairos_core::filter::Filter;
 use kairos_persistence::{
-    CurrentRow, Error, ExecutionRow, NamespaceRow, PutNamespace, Result, ShardLease, Store,
-    TimerTask, TransferTask, VisibilityCursor, VisibilityRow, WriteBatch,
+    CurrentRow, Durability, Error, ExecutionRow, NamespaceRow, PutNamespace, Result, ShardLease,
+    Store, StoreCounters, TimerTask, TransferTask, VisibilityCursor, VisibilityRow, WriteBatch,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -37,6 +37,14 @@ pub struct PostgresStore {
     options: Arc<Options>,
     /// The queue of batches waiting for a committer (started with the first commit).
     commits: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Pending>>>,
+    counters: Arc<Counters>,
+}
+
+/// Transactions committed, and those of them that waited for the server's log flush.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: std::sync::atomic::AtomicU64,
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 /// A batch waiting to be committed, and where its result goes.
@@ -73,6 +81,7 @@ impl PostgresStore {
             pool,
             options: Arc::new(options),
             commits: Arc::new(std::sync::OnceLock::new()),
+            counters: Arc::new(Counters::default()),
         })
     }
 
@@ -159,9 +168,10 @@ impl PostgresStore {
                 let rx = rx.clone();
                 let pool = self.pool.clone();
                 let options = self.options.clone();
+                let counters = self.counters.clone();
                 tokio::spawn(async move {
                     while let Some(group) = next_group(&rx).await {
-                        commit_pending(&pool, &options, group).await;
+                        commit_pending(&pool, &options, group, &counters).await;
                     }
                 });
             }
@@ -201,27 +211,48 @@ async fn next_group(
     Some(group)
 }
 
-/// Commits a group on one connection and answers each batch.
-async fn commit_pending(pool: &Pool, options: &Options, group: Vec<Pending>) {
-    let (batches, replies): (Vec<WriteBatch>, Vec<oneshot::Sender<Result<()>>>) =
-        group.into_iter().unzip();
-    let results = match pool.get().await {
-        Ok(mut client) => batch::commit_group(&mut client, &batches, options.lock_space()).await,
+/// Commits a group on one connection and answers each batch: first the batches that need only
+/// be committed (their transaction does not wait for the log flush), then the others.
+async fn commit_pending(pool: &Pool, options: &Options, group: Vec<Pending>, counters: &Counters) {
+    use std::sync::atomic::Ordering;
+    let (committed, synced): (Vec<Pending>, Vec<Pending>) = group
+        .into_iter()
+        .partition(|(batch, _)| batch.durability == Durability::Committed);
+    let mut client = match pool.get().await {
+        Ok(client) => client,
         Err(e) => {
             let message = pool_err(&options.describe(), e).with_causes();
-            batches
-                .iter()
-                .map(|_| {
-                    Err(Error::Unavailable {
-                        message: message.clone(),
-                        source: None,
-                    })
-                })
-                .collect()
+            for (_, reply) in committed.into_iter().chain(synced) {
+                let _ = reply.send(Err(Error::Unavailable {
+                    message: message.clone(),
+                    source: None,
+                }));
+            }
+            return;
         }
     };
-    for (reply, result) in replies.into_iter().zip(results) {
-        let _ = reply.send(result);
+    for (part, wait_for_flush) in [(committed, false), (synced, true)] {
+        if part.is_empty() {
+            continue;
+        }
+        let (batches, replies): (Vec<WriteBatch>, Vec<oneshot::Sender<Result<()>>>) =
+            part.into_iter().unzip();
+        let mut commits = 0;
+        let results = batch::commit_group(
+            &mut client,
+            &batches,
+            options.lock_space(),
+            wait_for_flush,
+            &mut commits,
+        )
+        .await;
+        counters.commits.fetch_add(commits, Ordering::Relaxed);
+        if wait_for_flush {
+            counters.syncs.fetch_add(commits, Ordering::Relaxed);
+        }
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
     }
 }
 
@@ -233,6 +264,14 @@ fn unstorable(keys: &[&str]) -> bool {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn counters(&self) -> StoreCounters {
+        use std::sync::atomic::Ordering;
+        StoreCounters {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
+        }
+    }
+
     async fn commit(&self, batch: WriteBatch) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.commit_queue()

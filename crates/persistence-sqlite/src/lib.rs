@@ -1,7 +1,7 @@
-//! The SQLite backend: WAL, `synchronous=FULL`, one writer thread that group-commits every batch
-//! waiting in its queue into a single transaction (replayed with a savepoint around each batch if
-//! one fails, so one failed condition does not undo the others), and a small pool of reader
-//! connections.
+//! The SQLite backend: WAL, one writer thread that group-commits every batch waiting in its queue
+//! into a single transaction (replayed with a savepoint around each batch if one fails, so one
+//! failed condition does not undo the others) and syncs the log after it (`sync`), and a small
+//! pool of reader connections.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 
 use kairos_core::filter::Filter;
 use kairos_persistence::{
-    CurrentRow, CurrentWrite, Error, ExecutionRow, ExecutionWrite, NamespaceRow, PutNamespace,
-    Result, ShardLease, Store, TimerTask, TransferTask, VisibilityCursor, VisibilityRow,
-    VisibilityWrite, WriteBatch,
+    CurrentRow, CurrentWrite, Durability, Error, ExecutionRow, ExecutionWrite, NamespaceRow,
+    PutNamespace, Result, ShardLease, Store, TimerTask, TransferTask, VisibilityCursor,
+    VisibilityRow, VisibilityWrite, WriteBatch,
 };
 
 mod batch;
@@ -26,6 +26,7 @@ mod history;
 mod readers;
 mod schema;
 mod store;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod visibility;
@@ -38,6 +39,7 @@ use file::*;
 use history::*;
 use readers::*;
 use schema::*;
+use sync::*;
 use visibility::*;
 use writer::*;
 
@@ -128,6 +130,11 @@ impl SqliteStore {
             .map_err(sql_err("failed to configure sqlite"))?;
         persist_wal(&writer);
         let creation: Creation = Arc::new(Mutex::new(created));
+        let counters = Arc::new(Counters::default());
+        let log = match location {
+            Location::File(path) => Some(Arc::new(LogSync::new(path, counters.clone()))),
+            Location::Memory => None,
+        };
         if creation.lock().is_some() {
             let pending = creation.clone();
             // Returning true turns the commit into a rollback: nothing is committed (synced) on
@@ -151,6 +158,8 @@ impl SqliteStore {
                 inline: Mutex::new(Some(writer)),
                 thread: std::sync::OnceLock::new(),
                 creation,
+                log,
+                counters,
             }),
             readers: read_tx,
             reader_pool,

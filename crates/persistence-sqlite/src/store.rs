@@ -172,6 +172,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn counters(&self) -> kairos_persistence::StoreCounters {
+        kairos_persistence::StoreCounters {
+            commits: self.writer.counters.commits.load(Ordering::Relaxed),
+            syncs: self.writer.counters.syncs.load(Ordering::Relaxed),
+        }
+    }
+
     fn start_serving(&self) -> Result<()> {
         self.start_writer()
     }

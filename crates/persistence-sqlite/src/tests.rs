@@ -70,6 +70,67 @@ async fn writes_run_here_until_the_writer_thread_starts() {
     assert_eq!(on.await.unwrap(), writer);
 }
 
+/// While serving, a group is committed without a sync and the log synced after it: a synced
+/// batch is answered after one sync, a batch that need only be committed after none, and each
+/// is readable once answered; writes from jobs are synced by their own commit (`FULL`).
+#[tokio::test]
+async fn committed_batches_are_answered_without_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&Location::File(dir.path().join("k.db"))).unwrap();
+    let lease = store.acquire_shards(&[0]).await.unwrap().remove(0);
+    store.start_writer().unwrap();
+    let batch = |n: i64, durability| crate::WriteBatch {
+        shard_id: lease.shard_id,
+        range_id: lease.range_id,
+        namespace_id: "ns".into(),
+        workflow_id: format!("wf-{n}"),
+        transfers_add: vec![crate::TransferTask {
+            task_id: (lease.range_id << 40) + n,
+            shard_id: lease.shard_id,
+            namespace_id: "ns".into(),
+            workflow_id: format!("wf-{n}"),
+            run_id: "r".into(),
+            data: vec![1],
+        }],
+        durability,
+        ..Default::default()
+    };
+    let stored = || async { store.load_transfers(&[0]).await.unwrap().len() };
+    assert_eq!(
+        store.counters(),
+        kairos_persistence::StoreCounters::default()
+    );
+    store
+        .commit(batch(1, crate::Durability::Synced))
+        .await
+        .unwrap();
+    assert_eq!(stored().await, 1);
+    let after_synced = store.counters();
+    assert_eq!((after_synced.commits, after_synced.syncs), (1, 1));
+    store
+        .commit(batch(2, crate::Durability::Committed))
+        .await
+        .unwrap();
+    assert_eq!(stored().await, 2, "readable once answered");
+    let after_committed = store.counters();
+    assert_eq!((after_committed.commits, after_committed.syncs), (2, 1));
+    let synchronous = store.write_job(|conn| {
+        Ok(query_one(conn, "PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap())
+    });
+    assert_eq!(synchronous.await.unwrap(), 2, "jobs run with FULL");
+    // Many at once: every synced one is answered, with fewer syncs than batches.
+    let many = (10..74).map(|n| store.commit(batch(n, crate::Durability::Synced)));
+    for result in futures::future::join_all(many).await {
+        result.unwrap();
+    }
+    assert_eq!(stored().await, 66);
+    let after_many = store.counters();
+    assert!(
+        after_many.syncs > 1 && after_many.syncs <= 1 + 64,
+        "{after_many:?}"
+    );
+}
+
 /// No reader thread runs before the first read; concurrent reads start more, never more
 /// than `READERS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

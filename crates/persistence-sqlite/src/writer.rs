@@ -21,6 +21,10 @@ pub(crate) struct Writer {
     pub(crate) thread: std::sync::OnceLock<mpsc::Sender<WriteRequest>>,
     /// A file this open created, until its bytes are synced (see [`Unsynced`]).
     pub(crate) creation: Creation,
+    /// The log the writer thread syncs after its commits (`None` for a private database,
+    /// written without syncs).
+    pub(crate) log: Option<Arc<LogSync>>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -43,9 +47,11 @@ impl Writer {
         let conn = inline.take().ok_or_else(closed)?;
         let (tx, rx) = mpsc::channel::<WriteRequest>();
         let creation = self.creation.clone();
+        let log = self.log.clone();
+        let counters = self.counters.clone();
         std::thread::Builder::new()
             .name("kairos-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, creation))
+            .spawn(move || writer_loop(conn, rx, creation, log, counters))
             .map_err(|e| Error::unavailable("failed to start the sqlite writer", e))?;
         Ok(self.thread.get_or_init(|| tx))
     }
@@ -66,11 +72,16 @@ impl Writer {
 }
 
 /// Takes every request waiting in the queue and commits all batches among them in one
-/// transaction: one fsync for many transitions.
+/// transaction: one fsync for many transitions. With `log` (a database file), the group is
+/// committed unsynced and the log synced after it ([`Syncer`]), so the next group is built and
+/// committed while the last one syncs, and batches that need only be committed are answered
+/// without waiting for a sync; jobs run with `synchronous=FULL`, as before the thread started.
 pub(crate) fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<WriteRequest>,
     creation: Creation,
+    log: Option<Arc<LogSync>>,
+    counters: Arc<Counters>,
 ) {
     const MAX_GROUP: usize = 256;
     // A file this open created is synced by the first synced commit (the commit hook), or
@@ -94,16 +105,41 @@ pub(crate) fn writer_loop(
             Err(mpsc::RecvTimeoutError::Disconnected) => None,
         }
     };
-    while let Some(first) = next() {
+    let mut syncer = log.map(Syncer::new);
+    let set_synchronous = |conn: &Connection, value: &str| {
+        if let Err(error) = conn.execute_batch(&format!("PRAGMA synchronous={value}")) {
+            tracing::error!(%error, value, "failed to set synchronous");
+        }
+    };
+    if syncer.is_some() {
+        set_synchronous(&conn, "NORMAL");
+    }
+    let mut carried: Option<WriteRequest> = None;
+    loop {
+        let Some(first) = carried.take().or_else(&next) else {
+            break;
+        };
         let mut batches = Vec::new();
         let mut pending = Some(first);
         loop {
             match pending.take() {
                 Some(WriteRequest::Job(job)) => {
                     if !batches.is_empty() {
-                        commit_group(&mut conn, std::mem::take(&mut batches));
+                        let done = commit_group(
+                            &mut conn,
+                            std::mem::take(&mut batches),
+                            &syncer,
+                            &counters,
+                        );
+                        answer(done, &mut syncer, true);
                     }
-                    job(&mut conn);
+                    if syncer.is_some() {
+                        set_synchronous(&conn, "FULL");
+                        job(&mut conn);
+                        set_synchronous(&conn, "NORMAL");
+                    } else {
+                        job(&mut conn);
+                    }
                 }
                 Some(WriteRequest::Batch(batch, reply)) => batches.push((*batch, reply)),
                 None => break,
@@ -114,15 +150,50 @@ pub(crate) fn writer_loop(
             pending = rx.try_recv().ok();
         }
         if !batches.is_empty() {
-            commit_group(&mut conn, batches);
+            let done = commit_group(&mut conn, batches, &syncer, &counters);
+            // Whether another request already waits: then the sync goes to the syncer thread
+            // and this thread commits the next group meanwhile.
+            carried = rx.try_recv().ok();
+            answer(done, &mut syncer, carried.is_some());
         }
     }
 }
 
+/// Answers the batches of a committed group: at once those that failed or need only be
+/// committed, the others once the log is synced.
+fn answer(done: Vec<Committed>, syncer: &mut Option<Syncer>, busy: bool) {
+    let mut after_sync = Vec::new();
+    for (durability, reply, result) in done {
+        match (syncer.as_ref(), durability, &result) {
+            (Some(_), Durability::Synced, Ok(())) => after_sync.push(reply),
+            _ => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+    if let Some(syncer) = syncer {
+        syncer.answer_when_synced(after_sync, busy);
+    }
+}
+
+/// A batch of a group once the group's transaction ended: how it must be answered, where, and
+/// its result.
+pub(crate) type Committed = (Durability, oneshot::Sender<Result<()>>, Result<()>);
+
 pub(crate) fn commit_group(
     conn: &mut Connection,
     batches: Vec<(WriteBatch, oneshot::Sender<Result<()>>)>,
-) {
+    syncer: &Option<Syncer>,
+    counters: &Counters,
+) -> Vec<Committed> {
+    if let Some(syncer) = syncer
+        && syncer.log().failed()
+    {
+        return batches
+            .into_iter()
+            .map(|(batch, reply)| (batch.durability, reply, Err(sync_failed())))
+            .collect();
+    }
     // Batches rarely fail (a lost race on a version or a current run), so the group is first
     // applied as one plain transaction. Only if a batch fails is it rolled back and applied again
     // with a savepoint around each batch, so the failure stays with its own batch. Savepoints on
@@ -137,9 +208,12 @@ pub(crate) fn commit_group(
     };
     match outcome {
         Ok(results) => {
-            for ((_, reply), result) in batches.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            batches
+                .into_iter()
+                .zip(results)
+                .map(|((batch, reply), result)| (batch.durability, reply, result))
+                .collect()
         }
         Err(error) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -151,12 +225,16 @@ pub(crate) fn commit_group(
                 other => other.to_string(),
             };
             tracing::error!(error = %message, batches = batches.len(), "failed to commit a group of transitions");
-            for (_, reply) in batches {
-                let _ = reply.send(Err(Error::Unavailable {
-                    message: message.clone(),
-                    source: None,
-                }));
-            }
+            batches
+                .into_iter()
+                .map(|(batch, reply)| {
+                    let failed = Err(Error::Unavailable {
+                        message: message.clone(),
+                        source: None,
+                    });
+                    (batch.durability, reply, failed)
+                })
+                .collect()
         }
     }
 }

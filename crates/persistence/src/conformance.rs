@@ -12,8 +12,8 @@ use kairos_core::filter::Value;
 use kairos_visibility::AttrType;
 
 use crate::{
-    CurrentWrite, Error, ExecutionWrite, NamespaceRow, PutNamespace, ShardLease, Store, TimerKey,
-    TimerTask, TransferTask, VisibilityRow, VisibilityWrite, WriteBatch,
+    CurrentWrite, Durability, Error, ExecutionWrite, NamespaceRow, PutNamespace, ShardLease, Store,
+    TimerKey, TimerTask, TransferTask, VisibilityRow, VisibilityWrite, WriteBatch,
 };
 
 /// Runs every case of the suite as its own `#[tokio::test]`, each on a store from `$fresh`
@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             namespaces_and_metadata_are_kept,
             visibility_queries_select_the_right_runs,
             whatever_compiles_runs_on_the_store,
+            committed_batches_are_kept_and_fenced_like_synced_ones,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1282,4 +1283,46 @@ pub async fn whatever_compiles_runs_on_the_store(store: Arc<dyn Store>) {
         compiled_ok > 50,
         "the generator must reach valid queries too ({compiled_ok})"
     );
+}
+
+/// A batch answered once committed (not yet synced) is as readable and as fenced as any, is
+/// counted as a commit and never waits for a sync.
+pub async fn committed_batches_are_kept_and_fenced_like_synced_ones(store: Arc<dyn Store>) {
+    let old = lease(&store).await;
+    let before = store.counters();
+    let mut first = batch(old, "wf");
+    first.executions = vec![insert("run")];
+    first.current = set_current("run", None);
+    first.durability = Durability::Committed;
+    store.commit(first).await.expect("the owner commits");
+    let row = store.get_execution(NS, "wf", "run").await.unwrap();
+    assert!(row.is_some(), "readable once answered");
+    let after = store.counters();
+    assert!(after.commits > before.commits, "{before:?} -> {after:?}");
+    assert_eq!(after.syncs, before.syncs, "no sync waited for");
+    let mut conflicting = batch(old, "wf");
+    conflicting.executions = vec![(
+        "run".into(),
+        ExecutionWrite::Update {
+            state: b"v2".to_vec(),
+            expected_version: 7,
+        },
+    )];
+    conflicting.durability = Durability::Committed;
+    let result = store.commit(conflicting).await;
+    assert!(
+        matches!(result, Err(Error::ConditionFailed(_))),
+        "{result:?}"
+    );
+    let new = store.acquire_shards(&[0]).await.unwrap()[0].range_id;
+    assert!(new > old);
+    let mut stale = batch(old, "wf");
+    stale.timers_add = vec![timer(0, 1, 10)];
+    stale.durability = Durability::Committed;
+    let result = store.commit(stale).await;
+    assert!(
+        matches!(result, Err(Error::ShardOwnershipLost { shard_id: 0 })),
+        "{result:?}"
+    );
+    assert!(store.load_timers(&[0]).await.unwrap().is_empty());
 }

@@ -176,6 +176,23 @@ pub struct WriteBatch {
     pub transfers_delete: Vec<i64>,
     /// Visibility rows to write or remove, in the same transaction as the state change.
     pub visibility: Vec<VisibilityWrite>,
+    /// When the commit may be answered.
+    pub durability: Durability,
+}
+
+/// When a commit is answered: after its transaction is on stable storage, or as soon as it is
+/// committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Answered once the transaction is on stable storage.
+    #[default]
+    Synced,
+    /// Answered once the transaction is committed (every later read and write sees it), maybe
+    /// before it is on stable storage. Every later synced commit covers it (logs are synced in
+    /// order); a crash of the machine (or of the database server) before that may lose it, a
+    /// crash of the Kairos process may not. Only for writes whose loss a restart repairs: a
+    /// task's start, whose task row stays until the start is recorded.
+    Committed,
 }
 
 /// A change to the visibility record of a run.
@@ -251,6 +268,15 @@ pub struct ShardLease {
     pub max_task_id: i64,
 }
 
+/// What a store has done since it opened (for metrics and the benchmark).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Transactions committed that carried batches.
+    pub commits: u64,
+    /// Waits for stable storage: log syncs, or commits waiting for the database's log flush.
+    pub syncs: u64,
+}
+
 /// A persistence backend. Every method is one atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -297,6 +323,10 @@ pub trait Store: Send + Sync + 'static {
     /// Called once serving has stopped: leaves the store tidy for the next start (SQLite folds
     /// its write-ahead log into the file). The store stays usable.
     async fn close(&self) -> Result<()>;
+    /// What the store has done since it opened.
+    fn counters(&self) -> StoreCounters {
+        StoreCounters::default()
+    }
     /// Hands every stored timer of the shards `shard_ids` to `each`, in fire order, one row at
     /// a time: with many open workflows the rows never sit in memory all at once beside
     /// whatever `each` keeps of them. Read when shards are acquired (as is `load_transfers`;

@@ -13,6 +13,8 @@ use kairos_persistence_sqlite::{Location, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+mod metrics;
+
 /// Where the server keeps its data.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -61,6 +63,8 @@ pub struct Config {
     /// clients connecting during start-up wait in its backlog instead of being refused); `None`
     /// binds in [`Server::start`].
     pub listener: Option<std::net::TcpListener>,
+    /// Where to serve `/metrics` (port 0 picks a free port); `None` serves none.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A database being opened while the caller starts its async runtime. `kairos server
@@ -137,6 +141,7 @@ impl Default for Config {
             database: Database::SqliteMemory,
             namespaces: vec!["default".to_string()],
             search_attributes: Vec::new(),
+            metrics: None,
             options: ServerOptions::default(),
             clock: Arc::new(SystemClock),
             opening: None,
@@ -154,6 +159,8 @@ pub struct Server {
     matching: kairos_matching::Handle,
     panics: kairos_frontend::CatchPanicLayer,
     engine: Engine,
+    /// `/metrics`: where it is served and the task serving it.
+    metrics: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Server {
@@ -245,6 +252,22 @@ impl Server {
             max_request: config.options.limits.request_size,
         };
         let panics = kairos_frontend::CatchPanicLayer::default();
+        let metrics = match config.metrics {
+            Some(at) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("failed to listen on {at} for /metrics"))?;
+                let sources = metrics::Sources {
+                    store: serving_store.clone(),
+                    panics: panics.clone(),
+                };
+                Some((
+                    listener.local_addr()?,
+                    tokio::spawn(metrics::serve(listener, sources)),
+                ))
+            }
+            None => None,
+        };
         let services =
             kairos_frontend::services(engine.clone(), matching.clone(), config.options.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -272,7 +295,13 @@ impl Server {
             matching,
             panics,
             engine,
+            metrics,
         })
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The address the server listens on.
@@ -324,6 +353,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some((_, task)) = &self.metrics {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -449,5 +481,57 @@ mod tests {
         // The file the opening finished is a database that opens again.
         drop(SqliteStore::open(&Location::File(path.clone())).expect("the new file opens"));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Reads `path` from `addr` with one HTTP/1.1 request: (status line, body).
+    async fn http(addr: SocketAddr, request: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .await
+            .expect("read to the close");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head.lines().next().unwrap_or_default().to_string();
+        (status, body.to_string())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_when_asked_for() {
+        let path = scratch_db("metrics");
+        let server = Server::start(Config {
+            listen: any_port(),
+            database: Database::SqliteFile(path.clone()),
+            metrics: Some(any_port()),
+            ..Config::default()
+        })
+        .await
+        .expect("server starts");
+        let at = server.metrics_addr().expect("metrics served");
+        assert_ne!(at.port(), 0);
+        let (status, body) = http(at, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        for name in [
+            "kairos_store_commits_total",
+            "kairos_store_syncs_total",
+            "kairos_handler_panics_total",
+        ] {
+            let value = body
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing from {body}"));
+            assert!(value.parse::<u64>().is_ok(), "{name} {value}");
+            assert!(body.contains(&format!("# TYPE {name} counter")), "{body}");
+        }
+        let (status, _) = http(at, "GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        let (status, _) = http(at, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+        server.shutdown().await.expect("clean stop");
+        let _ = std::fs::remove_dir_all(path.parent().expect("has a parent"));
     }
 }
