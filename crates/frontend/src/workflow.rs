@@ -833,14 +833,18 @@ impl WorkflowService for Frontend {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_token(&ns, &req.task_token)
             .map_err(to_status)?;
         let cancel_requested = self
             .engine
-            .update_activity(&key, |t| {
-                t.heartbeat_activity(scheduled, attempt, req.details.clone())
+            .update_activity(&target, |t| {
+                t.heartbeat_activity(
+                    target.scheduled_event_id,
+                    target.attempt,
+                    req.details.clone(),
+                )
             })
             .await
             .map_err(to_status)?;
@@ -857,15 +861,19 @@ impl WorkflowService for Frontend {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
         let cancel_requested = self
             .engine
-            .update_activity(&key, |t| {
-                t.heartbeat_activity(scheduled, attempt, req.details.clone())
+            .update_activity(&target, |t| {
+                t.heartbeat_activity(
+                    target.scheduled_event_id,
+                    target.attempt,
+                    req.details.clone(),
+                )
             })
             .await
             .map_err(to_status)?;
@@ -882,13 +890,18 @@ impl WorkflowService for Frontend {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_token(&ns, &req.task_token)
             .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| {
-                t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity)
+            .update_activity(&target, |t| {
+                t.complete_activity(
+                    target.scheduled_event_id,
+                    target.attempt,
+                    req.result.clone(),
+                    &req.identity,
+                )
             })
             .await
             .map_err(to_status)?;
@@ -904,14 +917,19 @@ impl WorkflowService for Frontend {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| {
-                t.complete_activity(scheduled, attempt, req.result.clone(), &req.identity)
+            .update_activity(&target, |t| {
+                t.complete_activity(
+                    target.scheduled_event_id,
+                    target.attempt,
+                    req.result.clone(),
+                    &req.identity,
+                )
             })
             .await
             .map_err(to_status)?;
@@ -930,15 +948,15 @@ impl WorkflowService for Frontend {
             .failure
             .clone()
             .ok_or_else(|| invalid("Failure is not set on request."))?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_token(&ns, &req.task_token)
             .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| {
+            .update_activity(&target, |t| {
                 t.fail_activity(
-                    scheduled,
-                    attempt,
+                    target.scheduled_event_id,
+                    target.attempt,
                     failure,
                     req.last_heartbeat_details.clone(),
                     &req.identity,
@@ -959,16 +977,16 @@ impl WorkflowService for Frontend {
             .failure
             .clone()
             .ok_or_else(|| invalid("Failure is not set on request."))?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| {
+            .update_activity(&target, |t| {
                 t.fail_activity(
-                    scheduled,
-                    attempt,
+                    target.scheduled_event_id,
+                    target.attempt,
                     failure,
                     req.last_heartbeat_details.clone(),
                     &req.identity,
@@ -987,13 +1005,18 @@ impl WorkflowService for Frontend {
     ) -> Reply<RespondActivityTaskCanceledResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_token(&ns, &req.task_token)
             .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| {
-                t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity)
+            .update_activity(&target, |t| {
+                t.cancel_activity(
+                    target.scheduled_event_id,
+                    target.attempt,
+                    req.details.clone(),
+                    &req.identity,
+                )
             })
             .await
             .map_err(to_status)?;
@@ -1006,14 +1029,19 @@ impl WorkflowService for Frontend {
     ) -> Reply<RespondActivityTaskCanceledByIdResponse> {
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
-        let (key, scheduled, attempt) = self
+        let target = self
             .engine
             .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
             .await
             .map_err(to_status)?;
         self.engine
-            .update_activity(&key, |t| {
-                t.cancel_activity(scheduled, attempt, req.details.clone(), &req.identity)
+            .update_activity(&target, |t| {
+                t.cancel_activity(
+                    target.scheduled_event_id,
+                    target.attempt,
+                    req.details.clone(),
+                    &req.identity,
+                )
             })
             .await
             .map_err(to_status)?;

@@ -12,7 +12,7 @@ pub mod namespace;
 pub mod state;
 pub mod token;
 
-pub use engine::{Engine, EngineOptions};
+pub use engine::{ActivityTarget, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use namespace::{Namespace, Namespaces};
 pub use state::Signal;

@@ -1,7 +1,8 @@
 //! Tests that run the real `kairos` binary as a subprocess: start-up flags and errors, the
-//! database file's safety, hostile requests, and SIGKILL crashes of the server in the middle of
-//! a workflow.
+//! database file's safety, hostile requests, SIGKILL crashes of the server in the middle of a
+//! workflow, and task starts answered before they are synced.
 mod crash;
 mod flags;
 mod robustness;
 mod support;
+mod task_starts;

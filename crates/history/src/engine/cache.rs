@@ -123,6 +123,28 @@ impl Cached {
         }
     }
 
+    /// Events `first..=last` if all are held, those from `new.0` on taken from `new.1` (the
+    /// events of a transition not yet appended).
+    pub(super) fn events_with(
+        &self,
+        first: i64,
+        last: i64,
+        (new_first, new): (i64, &[Vec<u8>]),
+    ) -> Option<Vec<Vec<u8>>> {
+        if new.is_empty() || last < new_first {
+            return self.events(first, last);
+        }
+        let mut out = if first < new_first {
+            self.events(first, new_first - 1)?
+        } else {
+            Vec::new()
+        };
+        let from = (first.max(new_first) - new_first) as usize;
+        let to = (last - new_first) as usize;
+        out.extend_from_slice(new.get(from..=to)?);
+        Some(out)
+    }
+
     /// Events `first..=last` if all are held.
     pub(super) fn events(&self, first: i64, last: i64) -> Option<Vec<Vec<u8>>> {
         let end = self.tail_first + self.tail.len() as i64;

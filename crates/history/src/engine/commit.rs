@@ -2,6 +2,15 @@
 //! the run's shard, cache, effects), and the polls a transition starts tasks for.
 use super::*;
 
+/// A transition decided, not yet committed.
+struct Decision<T> {
+    out: T,
+    /// What commits it; `None` when nothing changed.
+    plan: Option<Plan>,
+    /// The run's locked slot, for `apply` (with a plan).
+    held: Option<tokio::sync::OwnedMutexGuard<Option<Cached>>>,
+}
+
 impl Engine {
     /// Applies `f` to the run as one transition and commits it. `extra_timer_delete` removes a
     /// fired timer in the same transaction.
@@ -11,18 +20,77 @@ impl Engine {
         extra_timer_delete: Option<TimerKey>,
         f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
     ) -> Result<T> {
-        self.transact_then(key, extra_timer_delete, f, None).await
+        self.transact_then(key, extra_timer_delete, f, None, Durability::Synced)
+            .await
     }
 
     /// [`Engine::transact`], with `successor` (a run built elsewhere, a reset's) created and
-    /// made current in the same transaction.
+    /// made current in the same transaction, answered with `durability`.
     pub(super) async fn transact_then<T>(
         &self,
         key: &RunKey,
         extra_timer_delete: Option<TimerKey>,
         f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
         successor: Option<NextRun>,
+        durability: Durability,
     ) -> Result<T> {
+        let decision = self.decide(key, extra_timer_delete, f, successor).await?;
+        if let Some(plan) = decision.plan {
+            self.apply(plan.answered(durability), decision.held).await?;
+        }
+        Ok(decision.out)
+    }
+
+    /// Starts a task a poll took (`f`, a start transition on the task's run) and returns its
+    /// result with what `answer(result, before, new)` builds of it (`before`: the run as cached
+    /// before the start; `new`: the start's events, from their first id), without waiting for
+    /// the commit. The start commits in the background, answered once committed (not synced),
+    /// holding the run's lock until then, so the attempt's completion, or anything else on the
+    /// run, waits for it. If the commit fails, the cached run is dropped and the task goes back
+    /// to matching; the answered attempt's completion is then refused as not found. If the
+    /// machine crashes before a later synced commit covers the start, the task's row (deleted
+    /// only by the start) is still stored: the task is dispatched again, and the lost attempt's
+    /// token no longer matches (its start time).
+    pub(super) async fn start_task<T, A>(
+        &self,
+        task: &QueuedTask,
+        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+        answer: impl FnOnce(&T, &Cached, (i64, &[Vec<u8>])) -> A,
+    ) -> Result<(T, A)> {
+        let key = RunKey {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+        };
+        let decision = self.decide(&key, None, f, None).await?;
+        let (Some(plan), Some(held)) = (decision.plan, decision.held) else {
+            // A start always changes the run: nothing to commit means nothing started.
+            return Err(Error::NotFound("the task was not started".into()));
+        };
+        let before = held.as_ref().expect("loaded before the transition");
+        let built = answer(&decision.out, before, plan.new_events());
+        let engine = self.clone();
+        let task = task.clone();
+        tokio::spawn(async move {
+            let plan = plan.answered(Durability::Committed);
+            if engine.apply(plan, Some(held)).await.is_err() {
+                // Logged by `apply`. The task's row is still stored: it waits in matching again.
+                engine.inner.matching.add_task(task);
+            }
+        });
+        Ok((decision.out, built))
+    }
+
+    /// Loads the run and applies `f` to it as one transition, without committing: the result,
+    /// the plan that writes it (none when nothing changed; a fired timer's row is then deleted
+    /// here) and the run's locked slot for `apply`.
+    async fn decide<T>(
+        &self,
+        key: &RunKey,
+        extra_timer_delete: Option<TimerKey>,
+        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+        successor: Option<NextRun>,
+    ) -> Result<Decision<T>> {
         let slot = self.slot(key);
         let mut guard = slot.lock_owned().await;
         self.load(key, &mut guard).await?;
@@ -66,7 +134,11 @@ impl Engine {
                 self.apply(self.plan_drop_timer(key, &shard, timer), None)
                     .await?;
             }
-            return Ok(out);
+            return Ok(Decision {
+                out,
+                plan: None,
+                held: None,
+            });
         }
         ms.state_transition_count += 1;
         ms.last_update_ms = to_millis(now);
@@ -87,8 +159,11 @@ impl Engine {
             decided,
             successor,
         );
-        self.apply(plan, Some(guard)).await?;
-        Ok(out)
+        Ok(Decision {
+            out,
+            plan: Some(plan),
+            held: Some(guard),
+        })
     }
 
     /// Creates the run `next` in a transaction of its own (a start; a reset when the current

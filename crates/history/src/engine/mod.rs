@@ -30,7 +30,7 @@ use kairos_core::ids::{RunKey, shard_for};
 use kairos_core::time::{from_millis, from_pb_duration, to_millis, to_pb_duration, to_timestamp};
 use kairos_core::wire::PollWorkflowTaskAnswer;
 use kairos_core::{Clock, Limits};
-use kairos_persistence::{ShardLease, Store, TimerKey, TimerTask, TransferTask};
+use kairos_persistence::{Durability, ShardLease, Store, TimerKey, TimerTask, TransferTask};
 use parking_lot::Mutex;
 use prost::Message;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
@@ -62,6 +62,7 @@ use runs::*;
 use shards::*;
 
 pub use reads::{HistoryPage, RunProgress};
+pub use tasks::ActivityTarget;
 
 /// Options of the engine.
 #[derive(Debug, Clone)]

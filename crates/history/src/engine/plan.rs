@@ -43,6 +43,26 @@ enum CacheStep {
     Forget,
 }
 
+impl Plan {
+    /// The events a transition's plan appends, from their first id (none for other plans).
+    pub(super) fn new_events(&self) -> (i64, &[Vec<u8>]) {
+        match &self.cache {
+            CacheStep::Advance {
+                first_event_id,
+                encoded,
+                ..
+            } => (*first_event_id, encoded),
+            _ => (0, &[]),
+        }
+    }
+
+    /// When the plan's commit may be answered (synced by default).
+    pub(super) fn answered(mut self, durability: kairos_persistence::Durability) -> Self {
+        self.batch.durability = durability;
+        self
+    }
+}
+
 impl Engine {
     fn empty_plan(&self, key: &RunKey, shard: &Shard, cache: CacheStep) -> Plan {
         Plan {

@@ -2,6 +2,7 @@
 //! up to a finished workflow task, the current run terminated, all in one place under the
 //! workflow's start lock.
 use kairos_core::ids::RunKey;
+use kairos_persistence::Durability;
 use prost::Message;
 use temporalio_protos::temporal::api::enums::v1::{
     EventType, ResetReapplyExcludeType, ResetReapplyType,
@@ -151,6 +152,7 @@ impl Engine {
                     t.terminate(&req.reason, None, RESET_IDENTITY)
                 },
                 Some(new_run),
+                Durability::Synced,
             )
             .await?;
             return Ok(run_id);

@@ -2,28 +2,31 @@
 use super::*;
 
 impl Engine {
-    /// Records that a poller took a workflow task and builds the poll response. `Ok(None)`
-    /// means the task was stale and the poller should keep waiting.
+    /// Records that a poller took a workflow task and builds the poll response (answered before
+    /// the start commits: [`Engine::start_task`]). `Ok(None)` means the task was stale and the
+    /// poller should keep waiting.
     pub async fn record_workflow_task_started(
         &self,
         task: &QueuedTask,
         identity: &str,
         request_id: &str,
     ) -> Result<Option<PollWorkflowTaskAnswer>> {
-        let key = RunKey {
-            namespace_id: task.namespace_id.clone(),
-            workflow_id: task.workflow_id.clone(),
-            run_id: task.run_id.clone(),
-        };
         let started = self
-            .transact(&key, None, |t| {
-                let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
-                let messages = t.update_messages(wft.scheduled_event_id, wft.started_event_id);
-                // What the answer needs of the run, not a copy of all of it.
-                Ok((wft, StartedRun::of(t.ms), messages))
-            })
+            .start_task(
+                task,
+                |t| {
+                    let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
+                    let messages = t.update_messages(wft.scheduled_event_id, wft.started_event_id);
+                    // What the answer needs of the run, not a copy of all of it.
+                    Ok((wft, StartedRun::of(t.ms), messages))
+                },
+                |(wft, ms, _), before, new| {
+                    let first = workflow_task_first_event(ms, wft);
+                    before.events_with(first, wft.started_event_id, new)
+                },
+            )
             .await;
-        let (wft, ms, messages) = match started {
+        let ((wft, ms, messages), held) = match started {
             Ok(v) => v,
             Err(Error::NotFound(_)) => {
                 self.drop_stale_transfer(task).await;
@@ -31,16 +34,19 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let first = workflow_task_first_event(&ms, &wft);
-        let held = self
-            .slot(&key)
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|c| c.events(first, wft.started_event_id));
         let events = match held {
             Some(events) => events,
-            None => encode_all(&self.read_events(&key, first, wft.started_event_id).await?),
+            None => {
+                let key = RunKey {
+                    namespace_id: task.namespace_id.clone(),
+                    workflow_id: task.workflow_id.clone(),
+                    run_id: task.run_id.clone(),
+                };
+                let first = workflow_task_first_event(&ms, &wft);
+                // Read once the start has committed (its commit holds the run's lock).
+                drop(self.slot(&key).lock().await);
+                encode_all(&self.read_events(&key, first, wft.started_event_id).await?)
+            }
         };
         Ok(Some(workflow_task(&ms, &wft, messages, events)))
     }
@@ -89,6 +95,7 @@ impl Engine {
         let eager = self.inner.options.eager_activities;
         let (outcome, started) = self
             .transact(&key, None, |t| {
+                t.check_wft_start(data.started_time_ms)?;
                 let outcome = t.complete_wft(data.scheduled_event_id, data.attempt, req)?;
                 let started = if eager && outcome == crate::state::CompletionOutcome::Applied {
                     t.start_eager_activities(req)
@@ -136,6 +143,7 @@ impl Engine {
             temporalio_protos::temporal::api::enums::v1::WorkflowTaskFailedCause::Unspecified,
         );
         self.transact(&key, None, |t| {
+            t.check_wft_start(data.started_time_ms)?;
             t.fail_wft(
                 data.scheduled_event_id,
                 data.attempt,
@@ -176,8 +184,8 @@ impl Engine {
         }
     }
 
-    /// Records that a poller took an activity attempt and builds the poll response; `Ok(None)`
-    /// when the task was stale.
+    /// Records that a poller took an activity attempt and builds the poll response (answered
+    /// before the start commits: [`Engine::start_task`]); `Ok(None)` when the task was stale.
     pub async fn record_activity_task_started(
         &self,
         task: &QueuedTask,
@@ -190,13 +198,21 @@ impl Engine {
             run_id: task.run_id.clone(),
         };
         let started = self
-            .transact(&key, None, |t| {
-                let act =
-                    t.start_activity(task.scheduled_event_id, task.attempt, identity, request_id)?;
-                Ok((act, t.ms.workflow_type.clone(), t.ms.namespace.clone()))
-            })
+            .start_task(
+                task,
+                |t| {
+                    let act = t.start_activity(
+                        task.scheduled_event_id,
+                        task.attempt,
+                        identity,
+                        request_id,
+                    )?;
+                    Ok((act, t.ms.workflow_type.clone(), t.ms.namespace.clone()))
+                },
+                |_, _, _| (),
+            )
             .await;
-        let (act, workflow_type, namespace) = match started {
+        let ((act, workflow_type, namespace), ()) = match started {
             Ok(v) => v,
             Err(Error::NotFound(_)) => {
                 self.drop_stale_transfer(task).await;
@@ -207,14 +223,14 @@ impl Engine {
         Ok(Some(activity_task(&key, &act, &workflow_type, &namespace)))
     }
 
-    /// Finds the activity a by-id request names: (run key, scheduled event id, attempt).
+    /// Finds the started activity attempt a by-id request names.
     pub async fn activity_by_id(
         &self,
         ns: &Namespace,
         workflow_id: &str,
         run_id: &str,
         activity_id: &str,
-    ) -> Result<(RunKey, i64, i32)> {
+    ) -> Result<ActivityTarget> {
         let key = self.resolve_run(ns, workflow_id, run_id).await?;
         let ms = self.read_state(&key).await?;
         if status_closed(ms.status) {
@@ -232,30 +248,51 @@ impl Engine {
                 "activity {activity_id} is not started"
             )));
         }
-        Ok((key, act.scheduled_event_id, act.attempt))
+        Ok(ActivityTarget {
+            scheduled_event_id: act.scheduled_event_id,
+            attempt: act.attempt,
+            started_time_ms: 0,
+            key,
+        })
     }
 
-    /// Resolves an activity task token to (run key, scheduled event id, attempt).
-    pub fn activity_token(&self, ns: &Namespace, token_bytes: &[u8]) -> Result<(RunKey, i64, i32)> {
+    /// Resolves an activity task token to the attempt it names.
+    pub fn activity_token(&self, ns: &Namespace, token_bytes: &[u8]) -> Result<ActivityTarget> {
         let data = token::decode(token_bytes, token::ACTIVITY_TASK)?;
         if data.namespace_id != ns.id {
             return Err(Error::Invalid(
                 "task token does not belong to this namespace".into(),
             ));
         }
-        Ok((
-            Self::token_key(&data),
-            data.scheduled_event_id,
-            data.attempt,
-        ))
+        Ok(ActivityTarget {
+            key: Self::token_key(&data),
+            scheduled_event_id: data.scheduled_event_id,
+            attempt: data.attempt,
+            started_time_ms: data.started_time_ms,
+        })
     }
 
-    /// Runs an activity input against a run.
+    /// Runs an activity input against the run of `target`, refused as not found when a token
+    /// names a start the run does not hold.
     pub async fn update_activity<T>(
         &self,
-        key: &RunKey,
+        target: &ActivityTarget,
         f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
     ) -> Result<T> {
-        self.transact(key, None, f).await
+        self.transact(&target.key, None, |t| {
+            t.check_activity_start(target.scheduled_event_id, target.started_time_ms)?;
+            f(t)
+        })
+        .await
     }
+}
+
+/// The started activity attempt a worker's request names, by task token or by id.
+#[derive(Debug, Clone)]
+pub struct ActivityTarget {
+    pub key: RunKey,
+    pub scheduled_event_id: i64,
+    pub attempt: i32,
+    /// From a task token: the start it was issued for (0 by id: the current one).
+    started_time_ms: i64,
 }

@@ -727,6 +727,40 @@ impl<'a> Transition<'a> {
         }
     }
 
+    /// Refuses a worker's token for a start the run does not hold: `started_time_ms` (0 in
+    /// tokens that do not carry it) must be the current started task's. A start answered before
+    /// it was synced and lost with a crash is dispatched again as the same attempt; only its
+    /// start time tells the two tokens apart.
+    pub fn check_wft_start(&self, started_time_ms: i64) -> Result<(), StateError> {
+        match &self.ms.wft {
+            Some(w) if started_time_ms != 0 && w.started_time_ms != started_time_ms => {
+                Err(StateError::NotFound("workflow task not found".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Transition::check_wft_start`] for an activity's started attempt.
+    pub fn check_activity_start(
+        &self,
+        scheduled_event_id: i64,
+        started_time_ms: i64,
+    ) -> Result<(), StateError> {
+        let held = self
+            .ms
+            .activities
+            .iter()
+            .find(|a| a.scheduled_event_id == scheduled_event_id);
+        match held {
+            Some(a)
+                if started_time_ms != 0 && a.started && a.started_time_ms != started_time_ms =>
+            {
+                Err(StateError::NotFound("activity task not found".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Ends the started workflow task as failed (by the worker, a timeout, or a refused
     /// completion): records why, flushes the buffer and schedules the next attempt on the normal
     /// queue.
