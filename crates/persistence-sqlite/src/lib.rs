@@ -132,7 +132,13 @@ impl SqliteStore {
         let creation: Creation = Arc::new(Mutex::new(created));
         let counters = Arc::new(Counters::default());
         let log = match location {
-            Location::File(path) => Some(Arc::new(LogSync::new(path, counters.clone()))),
+            // The file as SQLite names it (a path through a symbolic link resolved), so the log
+            // synced is the one SQLite writes.
+            Location::File(path) => {
+                let named = writer.path().filter(|p| !p.is_empty()).map(PathBuf::from);
+                let db = named.unwrap_or_else(|| path.clone());
+                Some(Arc::new(LogSync::new(&db, counters.clone())))
+            }
             Location::Memory => None,
         };
         if creation.lock().is_some() {
@@ -173,9 +179,14 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
+        let log = self.writer.log.clone();
         let job: ReadJob = Box::new(move |conn| {
             let result = match conn {
-                Ok(conn) => f(conn),
+                // Answered once every commit the read could have seen is synced.
+                Ok(conn) => f(conn).and_then(|value| match &log {
+                    Some(log) => log.wait_synced(log.committing()).map(|()| value),
+                    None => Ok(value),
+                }),
                 Err(e) => Err(Error::Unavailable {
                     message: format!("a sqlite reader could not open the database: {e}"),
                     source: None,

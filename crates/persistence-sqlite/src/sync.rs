@@ -6,6 +6,11 @@
 //! order, so one sync covers every commit written before it began; a checkpoint (which copies
 //! the log into the main file) syncs the log first and the main file after, so a commit already
 //! moved out of the log is durable too.
+//!
+//! A commit written with `NORMAL` is visible to readers before it is synced (with `FULL` SQLite
+//! syncs before it publishes the commit), so a read answers only once the log is synced past
+//! every commit it could have seen ([`LogSync::wait_synced`]): no answer rests on data a crash
+//! of the machine could still take back.
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
@@ -23,6 +28,11 @@ pub(crate) struct Counters {
 pub(crate) struct LogSync {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
+    /// Groups whose `COMMIT` has begun (numbered from 1).
+    committing: AtomicU64,
+    /// The last group known synced, and its waiters.
+    synced: Mutex<u64>,
+    synced_changed: parking_lot::Condvar,
     /// Set when a sync failed: what the log holds on disk is then unknown (a failed fsync may
     /// drop the pages it could not write), so no later write is answered as durable.
     failed: AtomicBool,
@@ -30,13 +40,16 @@ pub(crate) struct LogSync {
 }
 
 impl LogSync {
-    /// The log beside the database file `db`.
+    /// The log of the database file `db`, as SQLite names the file.
     pub(crate) fn new(db: &Path, counters: Arc<Counters>) -> Self {
         let mut name = db.as_os_str().to_owned();
         name.push("-wal");
         Self {
             path: PathBuf::from(name),
             file: Mutex::new(None),
+            committing: AtomicU64::new(0),
+            synced: Mutex::new(0),
+            synced_changed: parking_lot::Condvar::new(),
             failed: AtomicBool::new(false),
             counters,
         }
@@ -47,12 +60,44 @@ impl LogSync {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Syncs the log: every commit written before the call is on stable storage after it.
-    pub(crate) fn sync(&self) -> Result<()> {
+    /// Numbers the group about to commit; called just before its `COMMIT`, so a reader that
+    /// saw the commit also sees its number.
+    pub(crate) fn begin_commit(&self) -> u64 {
+        self.committing.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The last group whose `COMMIT` has begun.
+    pub(crate) fn committing(&self) -> u64 {
+        self.committing.load(Ordering::Acquire)
+    }
+
+    /// Waits until every group up to `group` is synced; an error once a sync has failed.
+    pub(crate) fn wait_synced(&self, group: u64) -> Result<()> {
+        let mut synced = self.synced.lock();
+        loop {
+            if self.failed() {
+                return Err(sync_failed());
+            }
+            if *synced >= group {
+                return Ok(());
+            }
+            self.synced_changed.wait(&mut synced);
+        }
+    }
+
+    /// Syncs the log for the groups up to `group` (each one's `COMMIT` has returned): every
+    /// commit written before the call is on stable storage after it.
+    pub(crate) fn sync(&self, group: u64) -> Result<()> {
+        if *self.synced.lock() >= group {
+            return Ok(());
+        }
+        let mut file = self.file.lock();
+        // Checked under the file's lock: a sync that failed while this one waited for the lock
+        // leaves pages the kernel may have dropped, which a later successful sync does not
+        // bring back.
         if self.failed() {
             return Err(sync_failed());
         }
-        let mut file = self.file.lock();
         if file.is_none() {
             // The writer connection keeps the log (PERSIST_WAL, and the connection lives as
             // long as the store), so the file opened once stays the log.
@@ -61,13 +106,27 @@ impl LogSync {
             })?;
             *file = Some(opened);
         }
-        let synced = file.as_ref().expect("opened above").sync_data();
+        let outcome = file.as_ref().expect("opened above").sync_data();
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-        synced.map_err(|e| {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(path = %self.path.display(), error = %e, "failed to sync the write-ahead log; no later write is answered");
-            Error::unavailable(format!("failed to sync {}", self.path.display()), e)
-        })
+        match outcome {
+            Ok(()) => {
+                let mut synced = self.synced.lock();
+                *synced = (*synced).max(group);
+                self.synced_changed.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                // Readers waiting for a sync learn it failed.
+                let _synced = self.synced.lock();
+                self.synced_changed.notify_all();
+                tracing::error!(path = %self.path.display(), error = %e, "failed to sync the write-ahead log; no later write or read is answered");
+                Err(Error::unavailable(
+                    format!("failed to sync {}", self.path.display()),
+                    e,
+                ))
+            }
+        }
     }
 }
 
@@ -78,11 +137,12 @@ pub(crate) fn sync_failed() -> Error {
     }
 }
 
-/// Answers `replies` once the log is synced: here, or on the syncer thread (started the first
-/// time it is needed) when `busy` says the writer has more to do.
+/// Syncs the log after each group and answers the group's `replies` once it is synced: here,
+/// or on the syncer thread (started the first time it is needed) when `busy` says the writer
+/// has more to do.
 pub(crate) struct Syncer {
     log: Arc<LogSync>,
-    thread: Option<mpsc::Sender<Vec<SyncedReply>>>,
+    thread: Option<mpsc::Sender<(u64, Vec<SyncedReply>)>>,
 }
 
 impl Syncer {
@@ -94,26 +154,27 @@ impl Syncer {
         &self.log
     }
 
-    pub(crate) fn answer_when_synced(&mut self, replies: Vec<SyncedReply>, busy: bool) {
-        if replies.is_empty() {
-            return;
-        }
+    /// After a group: syncs the log up to the last group that began committing and then answers
+    /// `replies` (every group is synced, answered or not: reads wait for it).
+    pub(crate) fn after_group(&mut self, replies: Vec<SyncedReply>, busy: bool) {
+        let group = self.log.committing();
         if !busy {
-            answer(&self.log, replies);
+            answer(&self.log, group, replies);
             return;
         }
         if self.thread.is_none() {
-            let (tx, rx) = mpsc::channel::<Vec<SyncedReply>>();
+            let (tx, rx) = mpsc::channel::<(u64, Vec<SyncedReply>)>();
             let log = self.log.clone();
             let spawned = std::thread::Builder::new()
                 .name("kairos-sqlite-sync".into())
                 .spawn(move || {
-                    while let Ok(first) = rx.recv() {
-                        let mut replies = first;
-                        while let Ok(more) = rx.try_recv() {
-                            replies.extend(more);
+                    while let Ok((first, replies)) = rx.recv() {
+                        let (mut group, mut replies) = (first, replies);
+                        while let Ok((more, also)) = rx.try_recv() {
+                            group = group.max(more);
+                            replies.extend(also);
                         }
-                        answer(&log, replies);
+                        answer(&log, group, replies);
                     }
                 });
             if spawned.is_ok() {
@@ -121,18 +182,18 @@ impl Syncer {
             }
         }
         let replies = match &self.thread {
-            Some(tx) => match tx.send(replies) {
+            Some(tx) => match tx.send((group, replies)) {
                 Ok(()) => return,
-                Err(mpsc::SendError(replies)) => replies,
+                Err(mpsc::SendError((_, replies))) => replies,
             },
             None => replies,
         };
-        answer(&self.log, replies);
+        answer(&self.log, group, replies);
     }
 }
 
-fn answer(log: &LogSync, replies: Vec<SyncedReply>) {
-    let synced = log.sync();
+fn answer(log: &LogSync, group: u64, replies: Vec<SyncedReply>) {
+    let synced = log.sync(group);
     for reply in replies {
         let _ = reply.send(match &synced {
             Ok(()) => Ok(()),

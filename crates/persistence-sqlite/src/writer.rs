@@ -172,7 +172,7 @@ fn answer(done: Vec<Committed>, syncer: &mut Option<Syncer>, busy: bool) {
         }
     }
     if let Some(syncer) = syncer {
-        syncer.answer_when_synced(after_sync, busy);
+        syncer.after_group(after_sync, busy);
     }
 }
 
@@ -198,11 +198,12 @@ pub(crate) fn commit_group(
     // applied as one plain transaction. Only if a batch fails is it rolled back and applied again
     // with a savepoint around each batch, so the failure stays with its own batch. Savepoints on
     // every batch cost a copy of each page they touch into the statement journal.
-    let outcome = match apply_group(conn, &batches, false) {
+    let log = syncer.as_ref().map(Syncer::log);
+    let outcome = match apply_group(conn, &batches, false, log) {
         Ok(results) if results.iter().all(Result::is_ok) => Ok(results),
         Ok(_) => {
             let _ = conn.execute_batch("ROLLBACK");
-            apply_group(conn, &batches, true)
+            apply_group(conn, &batches, true, log)
         }
         Err(error) => Err(error),
     };
@@ -242,11 +243,13 @@ pub(crate) fn commit_group(
 /// Applies every batch in one transaction. Without `isolate`, the first failing batch stops the
 /// group and the transaction is left open for the caller to roll back (its result is the only
 /// error in the answer). With `isolate`, each batch runs in a savepoint and a failing one is
-/// undone alone; the transaction is committed.
+/// undone alone; the transaction is committed (numbered first in `log`, whose readers then
+/// wait for its sync).
 pub(crate) fn apply_group(
     conn: &mut Connection,
     batches: &[(WriteBatch, oneshot::Sender<Result<()>>)],
     isolate: bool,
+    log: Option<&LogSync>,
 ) -> Result<Vec<Result<()>>> {
     // Cached statements: these run several times per group, parsing them each time showed in
     // profiles.
@@ -279,6 +282,9 @@ pub(crate) fn apply_group(
         }
         run(conn, "RELEASE b", "failed to release")?;
         results.push(applied);
+    }
+    if let Some(log) = log {
+        log.begin_commit();
     }
     run(conn, "COMMIT", "failed to commit")?;
     Ok(results)

@@ -44,13 +44,23 @@ pub(crate) fn render(sources: &Sources) -> String {
 /// Serves `/metrics` on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, sources: Sources) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: try again shortly rather than spin.
+                tracing::warn!(%error, "failed to accept a metrics connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let sources = sources.clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &sources).await {
-                tracing::debug!(%error, "a metrics request failed");
+            let answered =
+                tokio::time::timeout(std::time::Duration::from_secs(10), answer(stream, &sources));
+            match answered.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "a metrics request failed"),
+                Err(_) => tracing::debug!("a metrics request took too long; closed"),
             }
         });
     }

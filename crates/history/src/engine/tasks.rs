@@ -45,7 +45,12 @@ impl Engine {
                 let first = workflow_task_first_event(&ms, &wft);
                 // Read once the start has committed (its commit holds the run's lock).
                 drop(self.slot(&key).lock().await);
-                encode_all(&self.read_events(&key, first, wft.started_event_id).await?)
+                let read = self.read_events(&key, first, wft.started_event_id).await?;
+                if read.last().map(|e| e.event_id) != Some(wft.started_event_id) {
+                    // The start did not commit: its task is back in matching.
+                    return Ok(None);
+                }
+                encode_all(&read)
             }
         };
         Ok(Some(workflow_task(&ms, &wft, messages, events)))
