@@ -32,6 +32,7 @@ from google.protobuf.json_format import MessageToDict
 
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.client import (
     Client,
@@ -236,6 +237,29 @@ class ManyTimers:
         except asyncio.TimeoutError:
             waited = "timed out"
         return [str(len(sleeps)), waited]
+
+
+@workflow.defn
+class Annotated:
+    """Summaries and details on its start, an activity, a timer, a child and a continue-as-new;
+    current details set from inside (read through the SDK's metadata query)."""
+
+    @workflow.run
+    async def run(self, step: int) -> str:
+        workflow.set_current_details(f"at step {step}")
+        if step == 0:
+            await workflow.execute_activity(
+                prepare, "annotated", start_to_close_timeout=timedelta(seconds=10),
+                summary="prepare the order",
+            )
+            # Past the 1 s continue-as-new minimum on both servers, so neither backs off.
+            await workflow.sleep(1.1, summary="let the dough rest")
+            await workflow.execute_child_workflow(
+                Annotated.run, 2, id=f"{workflow.info().workflow_id}-child",
+                static_summary="the child", static_details="made by its parent",
+            )
+            workflow.continue_as_new(1)
+        return f"done {step}"
 
 
 @workflow.defn
@@ -514,7 +538,7 @@ WORKFLOWS = [
     Tagged,
     Resettable,
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Oversized, ManyTimers, Collector, Tipper, Saga,
-    Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter,
+    Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter, Annotated,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
@@ -802,6 +826,36 @@ async def _chain(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, A
     outcome = await _outcome(handle)
     last = await client.get_workflow_handle(wf_id).fetch_history()
     return handle, (outcome, reduce_history(list(last.events)))
+
+
+async def _user_metadata(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Where summaries and details are kept: on the events their start or command made, in
+    describe (the start's only), the child's start; not on a continue-as-new successor."""
+    handle = await client.start_workflow(
+        Annotated.run, 0, id=wf_id, task_queue=tq,
+        static_summary="an order", static_details="with **details**",
+    )
+    outcome = await _outcome(handle)
+    convert = client.data_converter.payload_converter
+
+    def text(metadata: Any, field: str) -> Any:
+        return convert.from_payload(getattr(metadata, field), str) if metadata.HasField(field) else None
+
+    async def kept(h: WorkflowHandle) -> Any:
+        events = [
+            (EventType.Name(e.event_type), text(e.user_metadata, "summary"), text(e.user_metadata, "details"))
+            for e in (await h.fetch_history()).events
+            if e.HasField("user_metadata")
+        ]
+        described = (await h.describe()).raw_description.execution_config.user_metadata
+        return events, (text(described, "summary"), text(described, "details"))
+
+    first = client.get_workflow_handle(wf_id, run_id=handle.first_execution_run_id)
+    last = client.get_workflow_handle(wf_id)
+    child = client.get_workflow_handle(f"{wf_id}-child")
+    current = await last.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return handle, (outcome, await kept(first), await kept(last), await kept(child),
+                    current.current_details)
 
 
 def _workflow_retries(fatal: bool, attempts: int) -> Scenario:
@@ -1349,6 +1403,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "workflow_retry_gives_up": _workflow_retries(False, 2),
     "workflow_retry_non_retryable": _workflow_retries(True, 5),
     "continue_as_new_chain": _chain,
+    "user_metadata": _user_metadata,
     "cancel_with_compensation": _saga,
     "updates": _updates,
     "queries": _queries,

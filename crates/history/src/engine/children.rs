@@ -42,6 +42,7 @@ impl Engine {
             return Delivery::Done;
         };
         let a = child.command.clone().unwrap_or_default();
+        let user_metadata = child.user_metadata.clone();
         let policy = child.parent_close_policy;
         let namespace = child.namespace.clone();
         // Started before, by an attempt whose result was not recorded (the child may have
@@ -82,6 +83,7 @@ impl Engine {
                     search_attributes: a.search_attributes.clone(),
                     header: a.header.clone(),
                     priority: a.priority.clone(),
+                    user_metadata,
                     ..Default::default()
                 };
                 let info = ParentInfo {

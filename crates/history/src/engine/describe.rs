@@ -55,7 +55,7 @@ impl Engine {
                 workflow_execution_timeout: ms.execution_timeout,
                 workflow_run_timeout: ms.run_timeout,
                 default_workflow_task_timeout: ms.wft_timeout,
-                user_metadata: None,
+                user_metadata: ms.user_metadata.clone(),
             }),
             workflow_execution_info: Some(info),
             pending_activities: ms.activities.iter().map(pending_activity).collect(),

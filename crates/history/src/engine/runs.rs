@@ -41,6 +41,7 @@ pub(super) fn new_run(
         execution_timeout: to_pb_duration(execution_timeout),
         wft_timeout: to_pb_duration(wft_timeout),
         start_request_id: req.request_id.clone(),
+        user_metadata: req.user_metadata.clone(),
         memo: req.memo.clone(),
         search_attributes: req.search_attributes.clone(),
         attempt: 1,

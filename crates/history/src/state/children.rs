@@ -146,6 +146,7 @@ impl Transition<'_> {
                 child.run_id = run_id.clone();
                 child.transfer_task_id = 0;
                 let command = child.command.take().unwrap_or_default();
+                child.user_metadata = None;
                 let namespace = child.namespace.clone();
                 let ev = event(
                     EventType::ChildWorkflowExecutionStarted,

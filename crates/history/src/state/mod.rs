@@ -459,7 +459,9 @@ impl<'a> Transition<'a> {
         self.ms.execution_time_ms = to_millis(self.now + start_delay);
         self.ms.wft_attempt = 1;
         started.original_execution_run_id = self.ms.run_id.clone();
-        self.append(event(EventType::WorkflowExecutionStarted, started));
+        let mut started = event(EventType::WorkflowExecutionStarted, started);
+        started.user_metadata = self.ms.user_metadata.clone();
+        self.append(started);
         if let Some(mut signal) = signal {
             self.ms.signal_count += 1;
             if !signal.request_id.is_empty() {

@@ -132,6 +132,10 @@ pub struct MutableState {
     /// The first completed workflow task of each worker binary (`state::reset_points`).
     #[prost(message, repeated, tag = "49")]
     pub reset_points: Vec<temporalio_protos::temporal::api::workflow::v1::ResetPointInfo>,
+    /// The summary and details the start gave (its started event carries them; describe shows
+    /// them). Continue-as-new, retry and cron runs have none, as in the reference.
+    #[prost(message, optional, tag = "50")]
+    pub user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
 }
 
 /// Where a child run reports its close.
@@ -180,6 +184,9 @@ pub struct ChildInfo {
     pub command: Option<
         temporalio_protos::temporal::api::command::v1::StartChildWorkflowExecutionCommandAttributes,
     >,
+    /// The command's user metadata, the child's start metadata (kept until it is started).
+    #[prost(message, optional, tag = "11")]
+    pub user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
 }
 
 /// A signal or cancel request for another workflow, waiting to be delivered.

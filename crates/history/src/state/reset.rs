@@ -52,6 +52,7 @@ pub fn rebuild(
         match &ev.attributes {
             Some(A::WorkflowExecutionStartedEventAttributes(a)) => {
                 ms.first_execution_run_id = a.first_execution_run_id.clone();
+                ms.user_metadata = ev.user_metadata.clone();
                 ms.workflow_type = a
                     .workflow_type
                     .as_ref()
@@ -224,6 +225,7 @@ pub fn rebuild(
                         .unwrap_or_default(),
                     parent_close_policy: a.parent_close_policy,
                     command: Some(command),
+                    user_metadata: ev.user_metadata.clone(),
                     ..Default::default()
                 });
             }

@@ -142,6 +142,31 @@ impl Transition<'_> {
         completed_id: i64,
         identity: &str,
     ) -> bool {
+        let first = self.events.len();
+        let needs_task = self.apply_command_attributes(cmd, completed_id, identity);
+        // The event the command made carries its summary and details, as in the reference.
+        if let (Some(metadata), Some(made)) = (&cmd.user_metadata, self.events.get_mut(first)) {
+            made.user_metadata = Some(metadata.clone());
+            // A child starts with them too.
+            let initiated = made.event_id;
+            if let Some(child) = self
+                .ms
+                .children
+                .iter_mut()
+                .find(|c| c.initiated_event_id == initiated)
+            {
+                child.user_metadata = Some(metadata.clone());
+            }
+        }
+        needs_task
+    }
+
+    fn apply_command_attributes(
+        &mut self,
+        cmd: &Command,
+        completed_id: i64,
+        identity: &str,
+    ) -> bool {
         let Some(attrs) = &cmd.attributes else {
             return false;
         };
