@@ -149,6 +149,11 @@ def test_the_temporal_cli_agrees_with_kairos(kairos_target: str) -> None:
         return sorted((w["execution"]["workflowId"], w["execution"]["runId"], w["type"]["name"],
                        w["status"], w["taskQueue"]) for w in items)
 
+    # `temporal operator cluster describe` (GetClusterInfo) works, and names one cluster.
+    cluster = temporal_json(t, "operator", "cluster", "describe")
+    assert cluster["clusterName"] == "active"
+    assert temporal_json(t, "operator", "cluster", "describe")["clusterId"] == cluster["clusterId"]
+
     theirs = temporal_json(t, "workflow", "list", "--query", query)
     ours = kairos_json(t, "workflow", "list", "--query", query)
     assert summary(ours) == summary(theirs) and len(ours) == 3

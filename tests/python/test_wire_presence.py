@@ -27,6 +27,7 @@ from temporalio.api.enums.v1 import CommandType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkflowExecutionRequest,
+    GetClusterInfoRequest,
     GetWorkflowExecutionHistoryRequest,
     ListWorkflowExecutionsRequest,
     PollActivityTaskQueueRequest,
@@ -208,6 +209,7 @@ async def walk(target: str, tq: str, wf_id: str) -> Dict[str, Set[str]]:
             GetWorkflowExecutionHistoryRequest(namespace="default", execution=execution)
         ),
     )
+    record("cluster_info", await svc.get_cluster_info(GetClusterInfoRequest()))
     return seen
 
 
@@ -227,3 +229,23 @@ async def test_answers_set_the_same_message_fields_as_the_reference(
             if not accepted(path):
                 problems.append(f"set by Kairos, absent on the reference: {path}")
     assert not problems, "\n".join(problems)
+
+
+async def test_cluster_info_says_what_the_reference_says(
+    kairos_target: str, reference_target: str
+) -> None:
+    """GetClusterInfo (`temporal operator cluster describe`): the same supported clients, cluster
+    name and failover numbers as the reference; the id, shard count and stores are Kairos's own."""
+    ours = await (await Client.connect(kairos_target)).workflow_service.get_cluster_info(
+        GetClusterInfoRequest()
+    )
+    theirs = await (await Client.connect(reference_target)).workflow_service.get_cluster_info(
+        GetClusterInfoRequest()
+    )
+    assert dict(ours.supported_clients) == dict(theirs.supported_clients)
+    for field in ("cluster_name", "initial_failover_version", "failover_version_increment"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert str(uuid.UUID(ours.cluster_id)) == ours.cluster_id
+    assert ours.persistence_store in ("sqlite", "postgres12")
+    assert ours.visibility_store == ours.persistence_store
+    assert ours.history_shard_count > 0

@@ -30,6 +30,9 @@ use crate::error::{
 };
 use crate::{links, validate};
 
+/// The reference server version Kairos answers as (GetSystemInfo, GetClusterInfo).
+const SERVER_VERSION: &str = "1.29.0";
+
 /// The WorkflowService implementation (cheap clone).
 #[derive(Clone)]
 pub struct Frontend {
@@ -537,7 +540,7 @@ impl WorkflowService for Frontend {
         _request: Request<GetSystemInfoRequest>,
     ) -> Reply<GetSystemInfoResponse> {
         Ok(Response::new(GetSystemInfoResponse {
-            server_version: "1.29.0".into(),
+            server_version: SERVER_VERSION.into(),
             capabilities: Some(get_system_info_response::Capabilities {
                 signal_and_query_header: true,
                 internal_error_differentiation: false,
@@ -552,6 +555,39 @@ impl WorkflowService for Frontend {
                 nexus: false,
                 ..Default::default()
             }),
+        }))
+    }
+
+    async fn get_cluster_info(
+        &self,
+        _request: Request<GetClusterInfoRequest>,
+    ) -> Reply<GetClusterInfoResponse> {
+        let (cluster_id, store) = self.engine.cluster().await.map_err(to_status)?;
+        // The client versions the reference says it supports (the CLI and SDKs may check).
+        let supported_clients = [
+            ("temporal-cli", "<2.0.0"),
+            ("temporal-go", "<2.0.0"),
+            ("temporal-java", "<2.0.0"),
+            ("temporal-php", "<2.0.0"),
+            ("temporal-server", "<2.0.0"),
+            ("temporal-typescript", "<2.0.0"),
+            ("temporal-ui", "<3.0.0"),
+            ("Nexus-go-sdk", "<2.0.0"),
+        ]
+        .into_iter()
+        .map(|(client, versions)| (client.to_string(), versions.to_string()))
+        .collect();
+        Ok(Response::new(GetClusterInfoResponse {
+            supported_clients,
+            server_version: SERVER_VERSION.into(),
+            cluster_id,
+            version_info: None,
+            cluster_name: "active".into(),
+            history_shard_count: self.options.shard_count,
+            persistence_store: store.into(),
+            visibility_store: store.into(),
+            initial_failover_version: 1,
+            failover_version_increment: 10,
         }))
     }
 

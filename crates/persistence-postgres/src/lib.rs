@@ -264,6 +264,11 @@ fn unstorable(keys: &[&str]) -> bool {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        // The reference's name for its PostgreSQL plugin.
+        "postgres12"
+    }
+
     fn counters(&self) -> StoreCounters {
         use std::sync::atomic::Ordering;
         StoreCounters {

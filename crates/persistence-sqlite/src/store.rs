@@ -172,6 +172,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn counters(&self) -> kairos_persistence::StoreCounters {
         kairos_persistence::StoreCounters {
             commits: self.writer.counters.commits.load(Ordering::Relaxed),

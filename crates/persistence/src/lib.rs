@@ -323,6 +323,8 @@ pub trait Store: Send + Sync + 'static {
     /// Called once serving has stopped: leaves the store tidy for the next start (SQLite folds
     /// its write-ahead log into the file). The store stays usable.
     async fn close(&self) -> Result<()>;
+    /// The store's kind as GetClusterInfo names it (`sqlite`, `postgres12`).
+    fn kind(&self) -> &'static str;
     /// What the store has done since it opened.
     fn counters(&self) -> StoreCounters {
         StoreCounters::default()

@@ -105,6 +105,8 @@ struct Inner {
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<RunProgress>>>,
     timers: Arc<timers::Queue>,
+    /// This cluster's id, made once and kept in the store's metadata.
+    cluster_id: tokio::sync::OnceCell<String>,
 }
 
 /// What a start request did.
@@ -163,6 +165,7 @@ impl Engine {
                 workflow_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
                 timers: Arc::new(timers::Queue::default()),
+                cluster_id: tokio::sync::OnceCell::new(),
             }),
         };
         let every_shard: Vec<i32> = (0..engine.inner.options.shard_count).collect();

@@ -40,4 +40,24 @@ impl Engine {
             .await?;
         Ok(())
     }
+
+    /// This cluster's id (a UUID made the first time it is asked for, kept in the store) and
+    /// the store's kind: what GetClusterInfo reports.
+    pub async fn cluster(&self) -> Result<(String, &'static str)> {
+        const KEY: &str = "cluster_id";
+        let store = &self.inner.store;
+        let id = self
+            .inner
+            .cluster_id
+            .get_or_try_init(|| async {
+                if let Some(kept) = store.get_metadata(KEY).await? {
+                    return Ok::<_, Error>(String::from_utf8_lossy(&kept).into_owned());
+                }
+                let made = uuid::Uuid::new_v4().to_string();
+                store.put_metadata(KEY, made.clone().into_bytes()).await?;
+                Ok(made)
+            })
+            .await?;
+        Ok((id.clone(), store.kind()))
+    }
 }
