@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Tuple
 
@@ -59,6 +59,7 @@ SCENARIO_TIMEOUT_S = 60.0
 CUSTOMER = SearchAttributeKey.for_keyword("CustomerId")
 AMOUNT = SearchAttributeKey.for_int("Amount")
 TAGS = SearchAttributeKey.for_keyword_list("Tags")
+DELIVER_BY = SearchAttributeKey.for_datetime("DeliverBy")
 
 
 # --------------------------------------------------------------------------
@@ -1094,6 +1095,7 @@ async def _register_search_attributes(client: Client) -> None:
                 "CustomerId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
                 "Amount": IndexedValueType.INDEXED_VALUE_TYPE_INT,
                 "Tags": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+                "DeliverBy": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
             },
         )
     )
@@ -1107,6 +1109,35 @@ async def _eventually(fetch: Callable[[], Awaitable[Any]], want: Callable[[Any],
         if want(got) or time.monotonic() > deadline:
             return got
         await asyncio.sleep(0.1)
+
+
+async def _datetime_attribute(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A datetime search attribute with an offset and microseconds: the run, describe and a list
+    each give it back as the reference does (lists write the time again, RFC 3339 with `T`)."""
+    await _register_search_attributes(client)
+    when = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2)))
+    handle = await client.start_workflow(
+        Tagged.run, True, id=wf_id, task_queue=tq,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(DELIVER_BY, when)]),
+    )
+    outcome = await _outcome(handle)
+
+    def raw(sa: Any) -> Any:
+        return sa.indexed_fields["DeliverBy"].data.decode() if "DeliverBy" in sa.indexed_fields else None
+
+    started = (await handle.fetch_history()).events[0]
+    described = (await handle.describe()).raw_description.workflow_execution_info
+    listed = await _eventually(
+        lambda: _collect(client.list_workflows(f"WorkflowId = '{wf_id}' AND DeliverBy IS NOT NULL")),
+        lambda got: len(got) == 1,
+    )
+    return handle, (
+        outcome,
+        raw(started.workflow_execution_started_event_attributes.search_attributes),
+        raw(described.search_attributes),
+        [raw(w.raw_info.search_attributes) for w in listed],
+        [w.typed_search_attributes.get(DELIVER_BY) == when for w in listed],
+    )
 
 
 async def _visibility(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
@@ -1391,6 +1422,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "run_ids_time_ordered": _run_ids,
     "eager_workflow_start": _eager_start,
     "visibility": _visibility,
+    "datetime_search_attribute": _datetime_attribute,
     "reset": _reset,
     "reset_reapplies_updates": _reset_with_update(False),
     "reset_excluding_updates": _reset_with_update(True),

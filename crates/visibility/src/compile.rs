@@ -373,6 +373,29 @@ pub fn parse_datetime_ns(s: &str) -> Option<i64> {
         .and_then(|t| t.timestamp_nanos_opt())
 }
 
+/// An RFC 3339 time written as the reference's visibility store gives it back: its own offset
+/// (`Z` for zero), the fraction of a second without trailing zeros (none when whole), as Go's
+/// `time.RFC3339Nano`. `None` for text that is not an RFC 3339 time.
+pub fn rfc3339_nano(s: &str) -> Option<String> {
+    let t = DateTime::parse_from_rfc3339(s.trim()).ok()?;
+    let mut out = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let nanos = t.timestamp_subsec_nanos();
+    if nanos > 0 {
+        let fraction = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    let offset = t.offset().local_minus_utc();
+    if offset == 0 {
+        out.push('Z');
+    } else {
+        let sign = if offset < 0 { '-' } else { '+' };
+        let minutes = offset.unsigned_abs() / 60;
+        out.push_str(&format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60));
+    }
+    Some(out)
+}
+
 /// `300ms`, `2h45m`, `1d`, `01:02:03` or plain nanoseconds.
 pub fn parse_duration_ns(s: &str) -> Option<i64> {
     let s = s.trim();

@@ -186,3 +186,27 @@ fn names_resolve_through_aliases_and_the_temporal_prefix() {
         AttrType::Keyword
     );
 }
+
+#[test]
+fn datetimes_are_written_back_as_the_reference_writes_them() {
+    use crate::compile::rfc3339_nano;
+    for (given, written) in [
+        (
+            "2024-01-02T03:04:05.678000+02:00",
+            Some("2024-01-02T03:04:05.678+02:00"),
+        ),
+        ("2024-01-02T03:04:05+00:00", Some("2024-01-02T03:04:05Z")),
+        (
+            "2024-01-02T03:04:05.000000001Z",
+            Some("2024-01-02T03:04:05.000000001Z"),
+        ),
+        (
+            "2024-01-02T03:04:05.5-05:30",
+            Some("2024-01-02T03:04:05.5-05:30"),
+        ),
+        ("2024-01-02 03:04:05Z", Some("2024-01-02T03:04:05Z")),
+        ("yesterday", None),
+    ] {
+        assert_eq!(rfc3339_nano(given).as_deref(), written, "{given}");
+    }
+}

@@ -74,14 +74,32 @@ fn index_values(ty: AttrType, payload: &Payload) -> Vec<Value> {
     }
 }
 
+/// A datetime attribute as lists give it back: the reference's visibility store writes the
+/// time again (`kairos_visibility::compile::rfc3339_nano`); describe and the run keep the
+/// client's text.
+fn as_listed(payload: &mut Payload) {
+    let rewritten = serde_json::from_slice::<String>(&payload.data)
+        .ok()
+        .and_then(|text| kairos_visibility::compile::rfc3339_nano(&text))
+        .and_then(|text| serde_json::to_vec(&text).ok());
+    if let Some(data) = rewritten {
+        payload.data = data;
+    }
+}
+
 /// The visibility row of a run as its state now is.
 pub fn row(ms: &MutableState, custom: &HashMap<String, i32>) -> VisibilityRow {
     let closed = crate::state::is_closed(ms.status);
-    let sa = ms
+    let mut sa = ms
         .search_attributes
         .as_ref()
         .map(|sa| typed(sa, custom))
         .unwrap_or_default();
+    for (name, payload) in sa.indexed_fields.iter_mut() {
+        if attribute_type(name, payload, custom) == Some(AttrType::Datetime) {
+            as_listed(payload);
+        }
+    }
     let mut attributes = Vec::new();
     for (name, payload) in &sa.indexed_fields {
         if let Some(t) = attribute_type(name, payload, custom) {
