@@ -133,7 +133,12 @@ pub(crate) fn writer_loop(
                         );
                         answer(done, &mut syncer, true);
                     }
-                    if syncer.is_some() {
+                    if let Some(syncer) = &syncer {
+                        // A job may read what unsynced groups wrote (this connection sees every
+                        // commit): they are synced first, as for any read. A failure is logged
+                        // and refuses every later write.
+                        let log = syncer.log();
+                        let _ = log.sync(log.committing());
                         set_synchronous(&conn, "FULL");
                         job(&mut conn);
                         set_synchronous(&conn, "NORMAL");
