@@ -859,6 +859,35 @@ async def _user_metadata(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowH
                     current.current_details)
 
 
+async def _start_retried(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A start sent twice with one request id is answered as the first (started, same run);
+    a start with another request id and USE_EXISTING is not started. The workflow waits for a
+    signal, so every start meets it running."""
+    from temporalio.api.common.v1 import Payloads, WorkflowType
+    from temporalio.api.enums.v1 import WorkflowIdConflictPolicy
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import StartWorkflowExecutionRequest
+
+    def start(request_id: str, conflict: int = 0) -> StartWorkflowExecutionRequest:
+        payloads = client.data_converter.payload_converter.to_payloads([1])
+        return StartWorkflowExecutionRequest(
+            namespace="default", workflow_id=wf_id, workflow_type=WorkflowType(name="Collector"),
+            task_queue=TaskQueue(name=tq), request_id=request_id,
+            input=Payloads(payloads=payloads), workflow_id_conflict_policy=conflict,
+        )
+
+    first_id = str(uuid.uuid4())
+    first = await client.workflow_service.start_workflow_execution(start(first_id))
+    again = await client.workflow_service.start_workflow_execution(start(first_id))
+    existing = await client.workflow_service.start_workflow_execution(
+        start(str(uuid.uuid4()), WorkflowIdConflictPolicy.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING))
+    handle = client.get_workflow_handle(wf_id, run_id=first.run_id)
+    await handle.signal(Collector.item, 7)
+    outcome = await _outcome(handle)
+    return handle, (outcome, first.started, again.started, again.run_id == first.run_id,
+                    existing.started, existing.run_id == first.run_id)
+
+
 def _workflow_retries(fatal: bool, attempts: int) -> Scenario:
     async def run(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
         handle = await client.start_workflow(
@@ -1436,6 +1465,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "workflow_retry_non_retryable": _workflow_retries(True, 5),
     "continue_as_new_chain": _chain,
     "user_metadata": _user_metadata,
+    "start_retried_with_its_request_id": _start_retried,
     "cancel_with_compensation": _saga,
     "updates": _updates,
     "queries": _queries,

@@ -86,9 +86,11 @@ impl Engine {
                 } else {
                     None
                 };
+                // A retried start is answered as the start it repeats (the reference says
+                // started); what a retried signal- or update-with-start says is not checked.
                 return Ok(StartOutcome {
                     run_id: current.run_id.clone(),
-                    started: false,
+                    started: signal.is_none() && update.is_none(),
                     eager_task,
                 });
             }
