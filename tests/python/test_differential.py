@@ -264,6 +264,28 @@ class Annotated:
 
 
 @workflow.defn
+class Unfinished:
+    """Ends when signalled, while an update it accepted is still waiting."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.done)
+        return "closed"
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def hold(self) -> str:
+        await workflow.wait_condition(lambda: False)
+        return "never"
+
+
+@workflow.defn
 class Collector:
     """Returns the numbers signalled to it once `want` arrived."""
 
@@ -540,6 +562,7 @@ WORKFLOWS = [
     Resettable,
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Oversized, ManyTimers, Collector, Tipper, Saga,
     Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter, Annotated,
+    Unfinished,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
@@ -812,6 +835,32 @@ async def _updates(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle,
     except RPCError as e:
         late = (e.status.name, e.message)
     return handle, (first, again, outcome, late)
+
+
+async def _update_outlived(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """An accepted update whose workflow completes first: its caller gets the reference's
+    failure (AcceptedUpdateCompletedWorkflow), on a handle taken before and after the close."""
+    from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+
+    handle = await client.start_workflow(Unfinished.run, id=wf_id, task_queue=tq)
+    await _wait_for(handle, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    held = await handle.start_update(
+        Unfinished.hold, id="held", wait_for_stage=WorkflowUpdateStage.ACCEPTED
+    )
+    await handle.signal(Unfinished.finish)
+    outcome = await _outcome(handle)
+
+    async def result(update: Any) -> Any:
+        try:
+            return ("completed", await update.result())
+        except WorkflowUpdateFailedError as e:
+            cause = e.cause
+            return ("failed", type(cause).__name__, getattr(cause, "type", None), str(cause))
+        except RPCError as e:
+            return ("rpc", e.status.name, e.message)
+
+    later = handle.get_update_handle("held")
+    return handle, (outcome, await result(held), await result(later))
 
 
 async def _saga(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
@@ -1468,6 +1517,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "start_retried_with_its_request_id": _start_retried,
     "cancel_with_compensation": _saga,
     "updates": _updates,
+    "update_outlived_by_its_workflow": _update_outlived,
     "queries": _queries,
     "signals": _signals,
     "activities_and_timer": _simple(Delivery.run, "order-1"),

@@ -14,7 +14,8 @@ impl Engine {
 
     /// Waits until the update reaches `wanted` (completed includes rejected) or `deadline`
     /// passes, and returns it as it then is. NOT_FOUND for an unknown update, or when the run
-    /// closes before the update got there.
+    /// closes before the update was accepted; an accepted one then completes with the
+    /// reference's AcceptedUpdateCompletedWorkflow failure.
     pub async fn wait_update(
         &self,
         key: &RunKey,
@@ -41,9 +42,9 @@ impl Engine {
                 ));
             }
             if status_closed(ms.status) {
-                return Err(Error::NotFound(
-                    "workflow execution already completed".into(),
-                ));
+                // An accepted update its run outlived ends with the reference's failure.
+                return crate::state::updates::as_closed(&update)
+                    .ok_or_else(|| Error::NotFound("workflow execution already completed".into()));
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,

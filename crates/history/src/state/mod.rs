@@ -11,7 +11,7 @@ mod reset;
 mod reset_points;
 mod retry;
 mod timers;
-mod updates;
+pub(crate) mod updates;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

@@ -24,16 +24,20 @@ impl Transition<'_> {
     /// workflow task is scheduled to carry it. A known id returns the existing entry (a
     /// completed one with its outcome); a rejected one may be sent again.
     pub fn admit_update(&mut self, request: Request) -> Result<UpdateInfo, StateError> {
-        if closed(self.ms.status) {
-            return Err(StateError::NotFound(
-                "workflow execution already completed".into(),
-            ));
-        }
         let update_id = request
             .meta
             .as_ref()
             .map(|m| m.update_id.clone())
             .unwrap_or_default();
+        if closed(self.ms.status) {
+            // A known update is answered as it ended; any other is refused.
+            return self
+                .update_index(&update_id)
+                .and_then(|pos| as_closed(&self.ms.updates[pos]))
+                .ok_or_else(|| {
+                    StateError::NotFound("workflow execution already completed".into())
+                });
+        }
         if let Some(pos) = self.update_index(&update_id) {
             if !self.ms.updates[pos].rejected {
                 return Ok(self.ms.updates[pos].clone());
@@ -230,6 +234,40 @@ impl Transition<'_> {
             .iter()
             .position(|u| u.update_id == update_id)
     }
+}
+
+/// What an update of a closed run answers: its outcome if it completed, the reference's
+/// failure if it was accepted and its run closed before it completed, nothing (not found)
+/// otherwise.
+pub fn as_closed(update: &UpdateInfo) -> Option<UpdateInfo> {
+    if update.rejected {
+        return None;
+    }
+    if update.stage == Stage::Completed as i32 {
+        return Some(update.clone());
+    }
+    if update.stage != Stage::Accepted as i32 {
+        return None;
+    }
+    let mut outlived = update.clone();
+    outlived.stage = Stage::Completed as i32;
+    outlived.outcome = Some(Outcome {
+        value: Some(outcome::Value::Failure(Failure {
+            message:
+                "Workflow Update failed because the Workflow completed before the Update completed."
+                    .into(),
+            source: "Server".into(),
+            failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
+                ApplicationFailureInfo {
+                    r#type: "AcceptedUpdateCompletedWorkflow".into(),
+                    non_retryable: true,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })),
+    });
+    Some(outlived)
 }
 
 fn unprocessed_update() -> Failure {
