@@ -993,6 +993,37 @@ async def _update_with_start(client: Client, tq: str, wf_id: str) -> Tuple[Workf
     return handle, (first, second, third, await _outcome(handle))
 
 
+async def _update_with_start_known_id(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """Update-with-start naming an update the workflow already has: while it runs, even under
+    conflict policy FAIL, the caller gets that update; once it closed, under each reuse policy,
+    the closed run's outcome and no new run."""
+    from temporalio.common import WorkflowIDReusePolicy
+
+    def op(conflict: Any, reuse: Any = WorkflowIDReusePolicy.ALLOW_DUPLICATE) -> WithStartWorkflowOperation:
+        return WithStartWorkflowOperation(
+            Tipper.run, id=wf_id, task_queue=tq, id_conflict_policy=conflict, id_reuse_policy=reuse,
+        )
+
+    async def tip(amount: int, operation: WithStartWorkflowOperation) -> Any:
+        try:
+            return ("ok", await client.execute_update_with_start_workflow(
+                Tipper.add_tip, amount, id="tip-known", start_workflow_operation=operation))
+        except Exception as e:
+            return (type(e).__name__, str(e))
+
+    first = await tip(5, op(WorkflowIDConflictPolicy.USE_EXISTING))
+    running_fail = await tip(7, op(WorkflowIDConflictPolicy.FAIL))
+    handle = client.get_workflow_handle(wf_id)
+    await handle.signal(Tipper.finish)
+    outcome = await _outcome(handle)
+    after = []
+    for reuse in (WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                  WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY):
+        after.append(await tip(9, op(WorkflowIDConflictPolicy.FAIL, reuse)))
+    runs = [w.run_id async for w in client.list_workflows(f"WorkflowId = '{wf_id}'")]
+    return handle, (first, running_fail, outcome, after, len(runs))
+
+
 async def _closed(handle: WorkflowHandle, deadline_s: float = 30.0) -> None:
     deadline = time.monotonic() + deadline_s
     while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
@@ -1508,6 +1539,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "parent_close_policies": _parent_close_policies,
     "cron": _cron,
     "update_with_start": _update_with_start,
+    "update_with_start_known_update_id": _update_with_start_known_id,
     "external_signal_and_cancel": _external,
     "workflow_retry_succeeds": _workflow_retries(False, 5),
     "workflow_retry_gives_up": _workflow_retries(False, 2),

@@ -3,6 +3,38 @@
 use super::*;
 
 impl Engine {
+    /// Whether the run `run_id` of the workflow answers the update `update` names by itself:
+    /// a running one has it (not rejected), a closed one completed it or outlived its
+    /// acceptance.
+    async fn knows_update(
+        &self,
+        namespace_id: &str,
+        req: &ws::StartWorkflowExecutionRequest,
+        run_id: &str,
+        update: &temporalio_protos::temporal::api::update::v1::Request,
+    ) -> Result<bool> {
+        let Some(update_id) = update.meta.as_ref().map(|m| m.update_id.as_str()) else {
+            return Ok(false);
+        };
+        if update_id.is_empty() {
+            return Ok(false);
+        }
+        let key = RunKey {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: req.workflow_id.clone(),
+            run_id: run_id.to_string(),
+        };
+        let ms = self.read_state(&key).await?;
+        let Some(known) = ms.updates.iter().find(|u| u.update_id == update_id) else {
+            return Ok(false);
+        };
+        Ok(if status_closed(ms.status) {
+            crate::state::updates::as_closed(known).is_some()
+        } else {
+            !known.rejected
+        })
+    }
+
     /// `StartWorkflowExecution`, after the frontend validated the request.
     pub async fn start_workflow(
         &self,
@@ -92,6 +124,19 @@ impl Engine {
                     run_id: current.run_id.clone(),
                     started: signal.is_none() && update.is_none(),
                     eager_task,
+                });
+            }
+            if let Some(update) = &update
+                && self
+                    .knows_update(&ns.id, req, &current.run_id, update)
+                    .await?
+            {
+                // Update-with-start naming an update the workflow has: the caller gets that
+                // update, whatever the policies say (the reference's rule).
+                return Ok(StartOutcome {
+                    run_id: current.run_id.clone(),
+                    started: false,
+                    ..Default::default()
                 });
             }
             let already = |what: &str| Error::AlreadyStarted {
