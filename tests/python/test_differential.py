@@ -931,6 +931,8 @@ async def _start_retried(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowH
     existing = await client.workflow_service.start_workflow_execution(
         start(str(uuid.uuid4()), WorkflowIdConflictPolicy.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING))
     handle = client.get_workflow_handle(wf_id, run_id=first.run_id)
+    # Once the first task is done, so the signal lands at the same place on both servers.
+    await _wait_for(handle, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
     await handle.signal(Collector.item, 7)
     outcome = await _outcome(handle)
     return handle, (outcome, first.started, again.started, again.run_id == first.run_id,

@@ -59,9 +59,24 @@ async fn start_workflow(client: &Client, id: &str, tq: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// Polls until a workflow task comes (a restarted server may need a moment to queue it).
-async fn poll_workflow(client: &Client, tq: &str) -> anyhow::Result<PollWorkflowTaskQueueResponse> {
+/// Polls until a task comes (a restarted server may need a moment to queue it): `poll` sends
+/// one poll and returns its answer and whether it holds a task.
+async fn poll_until<T, F, Fut>(what: &str, mut poll: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(T, bool)>>,
+{
     for _ in 0..5 {
+        let (answer, has_task) = poll().await?;
+        if has_task {
+            return Ok(answer);
+        }
+    }
+    anyhow::bail!("no {what} task came")
+}
+
+async fn poll_workflow(client: &Client, tq: &str) -> anyhow::Result<PollWorkflowTaskQueueResponse> {
+    poll_until("workflow", || async {
         let task = client
             .connection()
             .workflow_service()
@@ -73,15 +88,14 @@ async fn poll_workflow(client: &Client, tq: &str) -> anyhow::Result<PollWorkflow
             }))
             .await?
             .into_inner();
-        if !task.task_token.is_empty() {
-            return Ok(task);
-        }
-    }
-    anyhow::bail!("no workflow task came")
+        let has_task = !task.task_token.is_empty();
+        Ok((task, has_task))
+    })
+    .await
 }
 
 async fn poll_activity(client: &Client, tq: &str) -> anyhow::Result<PollActivityTaskQueueResponse> {
-    for _ in 0..5 {
+    poll_until("activity", || async {
         let task = client
             .connection()
             .workflow_service()
@@ -93,11 +107,10 @@ async fn poll_activity(client: &Client, tq: &str) -> anyhow::Result<PollActivity
             }))
             .await?
             .into_inner();
-        if !task.task_token.is_empty() {
-            return Ok(task);
-        }
-    }
-    anyhow::bail!("no activity task came")
+        let has_task = !task.task_token.is_empty();
+        Ok((task, has_task))
+    })
+    .await
 }
 
 async fn complete_workflow_task(

@@ -252,31 +252,30 @@ pub fn as_closed(update: &UpdateInfo) -> Option<UpdateInfo> {
     let mut outlived = update.clone();
     outlived.stage = Stage::Completed as i32;
     outlived.outcome = Some(Outcome {
-        value: Some(outcome::Value::Failure(Failure {
-            message:
-                "Workflow Update failed because the Workflow completed before the Update completed."
-                    .into(),
-            source: "Server".into(),
-            failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
-                ApplicationFailureInfo {
-                    r#type: "AcceptedUpdateCompletedWorkflow".into(),
-                    non_retryable: true,
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        })),
+        value: Some(outcome::Value::Failure(server_failure(
+            "Workflow Update failed because the Workflow completed before the Update completed.",
+            "AcceptedUpdateCompletedWorkflow",
+        ))),
     });
     Some(outlived)
 }
 
 fn unprocessed_update() -> Failure {
+    server_failure(
+        "Workflow Update is rejected because it wasn't processed by worker. Probably, Workflow Update is not supported by the worker.",
+        "UnprocessedUpdate",
+    )
+}
+
+/// A non-retryable application failure the server itself gives an update, as the reference
+/// words it.
+fn server_failure(message: &str, failure_type: &str) -> Failure {
     Failure {
-        message: "Workflow Update is rejected because it wasn't processed by worker. Probably, Workflow Update is not supported by the worker.".into(),
+        message: message.into(),
         source: "Server".into(),
         failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
             ApplicationFailureInfo {
-                r#type: "UnprocessedUpdate".into(),
+                r#type: failure_type.into(),
                 non_retryable: true,
                 ..Default::default()
             },
