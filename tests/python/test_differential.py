@@ -286,6 +286,18 @@ class Unfinished:
 
 
 @workflow.defn
+class BuildIds:
+    """Reports the build id it sees before and after a timer (replayed from history when the
+    worker keeps no cache)."""
+
+    @workflow.run
+    async def run(self) -> List[str]:
+        first = workflow.info().get_current_build_id()
+        await workflow.sleep(0.1)
+        return [first, workflow.info().get_current_build_id()]
+
+
+@workflow.defn
 class Collector:
     """Returns the numbers signalled to it once `want` arrived."""
 
@@ -562,7 +574,7 @@ WORKFLOWS = [
     Resettable,
     Delivery, Payment, Declined, Rejects, Sleeper, TimesOut, BuggyOnce, Oversized, ManyTimers, Collector, Tipper, Saga,
     Chain, FailsUntilThird, Dispatcher, Kitchen, Restaurant, Abandoner, Counter, Annotated,
-    Unfinished,
+    Unfinished, BuildIds,
 ]
 ACTIVITIES = [prepare, deliver, flaky_payment, decline, hang, heartbeat_then_hang]
 
@@ -937,6 +949,27 @@ async def _start_retried(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowH
     outcome = await _outcome(handle)
     return handle, (outcome, first.started, again.started, again.run_id == first.run_id,
                     existing.started, existing.run_id == first.run_id)
+
+
+async def _build_ids(client: Client, tq: str, wf_id: str) -> Tuple[WorkflowHandle, Any]:
+    """A worker with a build id and no cache: the build id on its workflow task events, and
+    what the workflow reads back while replaying them."""
+    async with Worker(
+        client, task_queue=f"{tq}-built", workflows=[BuildIds], build_id="b-1",
+        max_cached_workflows=0, workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle = await client.start_workflow(BuildIds.run, id=wf_id, task_queue=f"{tq}-built")
+        outcome = await _outcome(handle)
+    stamps = []
+    for e in (await handle.fetch_history()).events:
+        if e.HasField("workflow_task_started_event_attributes"):
+            a = e.workflow_task_started_event_attributes
+            stamps.append(("started", a.worker_version.build_id if a.HasField("worker_version") else None))
+        if e.HasField("workflow_task_completed_event_attributes"):
+            a = e.workflow_task_completed_event_attributes
+            stamps.append(("completed", a.worker_version.build_id if a.HasField("worker_version") else None,
+                           a.binary_checksum))
+    return handle, (outcome, stamps)
 
 
 def _workflow_retries(fatal: bool, attempts: int) -> Scenario:
@@ -1548,6 +1581,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "workflow_retry_non_retryable": _workflow_retries(True, 5),
     "continue_as_new_chain": _chain,
     "user_metadata": _user_metadata,
+    "build_ids_on_workflow_tasks": _build_ids,
     "start_retried_with_its_request_id": _start_retried,
     "cancel_with_compensation": _saga,
     "updates": _updates,

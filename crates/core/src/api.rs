@@ -60,14 +60,21 @@ pub enum Handoff {
 #[derive(Debug)]
 pub struct Reservation {
     identity: String,
+    build_id: String,
     poller: Option<tokio::sync::oneshot::Sender<Handoff>>,
 }
 
 impl Reservation {
-    /// A reservation of the poller that receives on the other end of `poller`.
-    pub fn new(identity: String, poller: tokio::sync::oneshot::Sender<Handoff>) -> Self {
+    /// A reservation of the poller (its identity and build id) that receives on the other end
+    /// of `poller`.
+    pub fn new(
+        identity: String,
+        build_id: String,
+        poller: tokio::sync::oneshot::Sender<Handoff>,
+    ) -> Self {
         Self {
             identity,
+            build_id,
             poller: Some(poller),
         }
     }
@@ -75,6 +82,11 @@ impl Reservation {
     /// The identity the poller gave.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// The build id the poller gave (empty if none).
+    pub fn build_id(&self) -> &str {
+        &self.build_id
     }
 
     /// Hands the poller its started task. False if the poller is gone (its client hung up);

@@ -547,7 +547,10 @@ impl WorkflowService for Frontend {
                 activity_failure_include_heartbeat: true,
                 supports_schedules: false,
                 encoded_failure_attributes: true,
-                build_id_based_versioning: false,
+                // What makes the SDKs send their build id in worker_version_capabilities and
+                // worker_version_stamp (recorded on the workflow task events, read back on
+                // replay), as they do against the reference.
+                build_id_based_versioning: true,
                 upsert_memo: true,
                 eager_workflow_start: true,
                 sdk_metadata: true,
@@ -733,6 +736,14 @@ impl WorkflowService for Frontend {
             .map(|q| q.name.clone())
             .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
+        // The build id a started task records (its WorkflowTaskStarted `worker_version`), as
+        // the reference takes it: from the poll's capabilities, unless the worker uses
+        // deployment-based versioning. (The field is deprecated; the SDKs still send it.)
+        #[allow(deprecated)]
+        let build_id = match (&req.worker_version_capabilities, &req.deployment_options) {
+            (Some(capabilities), None) => capabilities.build_id.clone(),
+            _ => String::new(),
+        };
         let deadline = tokio::time::Instant::now() + budget;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -741,7 +752,14 @@ impl WorkflowService for Frontend {
             }
             let task = match self
                 .matching
-                .poll(&ns.id, &queue, TaskKind::Workflow, remaining, &req.identity)
+                .poll(
+                    &ns.id,
+                    &queue,
+                    TaskKind::Workflow,
+                    remaining,
+                    &req.identity,
+                    &build_id,
+                )
                 .await
             {
                 Some(Handoff::Task(task)) => task,
@@ -774,7 +792,7 @@ impl WorkflowService for Frontend {
             };
             let started = self
                 .engine
-                .record_workflow_task_started(&task, &req.identity, &request_id())
+                .record_workflow_task_started(&task, (&req.identity, &build_id), &request_id())
                 .await;
             match started {
                 Ok(Some(response)) => {
@@ -836,7 +854,14 @@ impl WorkflowService for Frontend {
             }
             let task = match self
                 .matching
-                .poll(&ns.id, &queue, TaskKind::Activity, remaining, &req.identity)
+                .poll(
+                    &ns.id,
+                    &queue,
+                    TaskKind::Activity,
+                    remaining,
+                    &req.identity,
+                    "",
+                )
                 .await
             {
                 Some(Handoff::Task(task)) => task,

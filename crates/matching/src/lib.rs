@@ -21,6 +21,7 @@ struct Waiter {
     /// times out: exactly one of them wins, so a task is never sent to a poll that has given up.
     taken: Arc<AtomicBool>,
     identity: String,
+    build_id: String,
 }
 
 impl Waiter {
@@ -72,6 +73,7 @@ impl Handle {
         kind: TaskKind,
         timeout: Duration,
         identity: &str,
+        build_id: &str,
     ) -> Option<Handoff> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -90,6 +92,7 @@ impl Handle {
                     tx,
                     taken: taken.clone(),
                     identity: identity.to_string(),
+                    build_id: build_id.to_string(),
                 });
                 rx
             };
@@ -205,7 +208,11 @@ impl TaskSink for Handle {
         }
         while let Some(waiter) = queue.waiters.pop_front() {
             if waiter.take() {
-                return Some(Reservation::new(waiter.identity, waiter.tx));
+                return Some(Reservation::new(
+                    waiter.identity,
+                    waiter.build_id,
+                    waiter.tx,
+                ));
             }
         }
         None
@@ -273,7 +280,7 @@ mod tests {
         assert_eq!(
             task_id(
                 matching
-                    .poll("ns", "tq", TaskKind::Workflow, m_timeout(), "w")
+                    .poll("ns", "tq", TaskKind::Workflow, m_timeout(), "w", "")
                     .await
             ),
             Some(1)
@@ -281,7 +288,7 @@ mod tests {
         let waiter = {
             let m = matching.clone();
             tokio::spawn(async move {
-                m.poll("ns", "tq", TaskKind::Workflow, m_timeout(), "w")
+                m.poll("ns", "tq", TaskKind::Workflow, m_timeout(), "w", "")
                     .await
             })
         };
@@ -301,7 +308,8 @@ mod tests {
                     "tq",
                     TaskKind::Activity,
                     Duration::from_millis(20),
-                    "w"
+                    "w",
+                    ""
                 )
                 .await
                 .is_none()
@@ -320,7 +328,7 @@ mod tests {
         let waiter = {
             let m = matching.clone();
             tokio::spawn(async move {
-                m.poll("ns", "tq", TaskKind::Workflow, m_timeout(), "worker-1")
+                m.poll("ns", "tq", TaskKind::Workflow, m_timeout(), "worker-1", "")
                     .await
             })
         };
@@ -351,6 +359,7 @@ mod tests {
                     TaskKind::Activity,
                     Duration::from_millis(1),
                     "worker-2",
+                    "",
                 )
                 .await
             })

@@ -214,7 +214,11 @@ impl Engine {
             let request_id = uuid::Uuid::new_v4().to_string();
             let outcome = match kind {
                 TaskKind::Workflow => t
-                    .start_wft(data.scheduled_event_id, poller.identity(), &request_id)
+                    .start_wft_by(
+                        data.scheduled_event_id,
+                        (poller.identity(), poller.build_id()),
+                        &request_id,
+                    )
                     .map(|wft| {
                         let messages =
                             t.update_messages(wft.scheduled_event_id, wft.started_event_id);

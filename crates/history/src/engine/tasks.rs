@@ -8,14 +8,15 @@ impl Engine {
     pub async fn record_workflow_task_started(
         &self,
         task: &QueuedTask,
-        identity: &str,
+        (identity, build_id): (&str, &str),
         request_id: &str,
     ) -> Result<Option<PollWorkflowTaskAnswer>> {
         let started = self
             .start_task(
                 task,
                 |t| {
-                    let wft = t.start_wft(task.scheduled_event_id, identity, request_id)?;
+                    let wft =
+                        t.start_wft_by(task.scheduled_event_id, (identity, build_id), request_id)?;
                     let messages = t.update_messages(wft.scheduled_event_id, wft.started_event_id);
                     // What the answer needs of the run, not a copy of all of it.
                     Ok((wft, StartedRun::of(t.ms), messages))

@@ -649,6 +649,17 @@ impl<'a> Transition<'a> {
         identity: &str,
         request_id: &str,
     ) -> Result<WorkflowTaskInfo, StateError> {
+        self.start_wft_by(scheduled_event_id, (identity, ""), request_id)
+    }
+
+    /// [`Transition::start_wft`] by a poller that gave its build id (recorded on the started
+    /// event as its `worker_version`, as the reference does).
+    pub fn start_wft_by(
+        &mut self,
+        scheduled_event_id: i64,
+        (identity, build_id): (&str, &str),
+        request_id: &str,
+    ) -> Result<WorkflowTaskInfo, StateError> {
         if closed(self.ms.status) {
             return Err(StateError::NotFound(
                 "workflow execution already completed".into(),
@@ -684,6 +695,12 @@ impl<'a> Transition<'a> {
                 history_size_bytes: self.ms.history_size_bytes,
                 suggest_continue_as_new: !reasons.is_empty(),
                 suggest_continue_as_new_reasons: reasons,
+                worker_version: (!build_id.is_empty()).then(|| {
+                    temporalio_protos::temporal::api::common::v1::WorkerVersionStamp {
+                        build_id: build_id.to_string(),
+                        use_versioning: false,
+                    }
+                }),
                 ..Default::default()
             },
         ));
