@@ -98,15 +98,17 @@ impl LogSync {
         if self.failed() {
             return Err(sync_failed());
         }
-        if file.is_none() {
-            // The writer connection keeps the log (PERSIST_WAL, and the connection lives as
-            // long as the store), so the file opened once stays the log.
-            let opened = std::fs::File::open(&self.path).map_err(|e| {
-                Error::unavailable(format!("failed to open {}", self.path.display()), e)
-            })?;
-            *file = Some(opened);
-        }
-        let outcome = file.as_ref().expect("opened above").sync_data();
+        // The writer connection keeps the log (PERSIST_WAL, and the connection lives as long as
+        // the store), so the file opened once stays the log. A log that cannot be opened fails
+        // like a failed sync: waiting readers are told, nothing later is answered.
+        let outcome = match file.as_ref() {
+            Some(opened) => opened.sync_data(),
+            None => std::fs::File::open(&self.path).and_then(|opened| {
+                let synced = opened.sync_data();
+                *file = Some(opened);
+                synced
+            }),
+        };
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Ok(()) => {

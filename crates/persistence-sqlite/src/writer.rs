@@ -135,13 +135,16 @@ pub(crate) fn writer_loop(
                     }
                     if let Some(syncer) = &syncer {
                         // A job may read what unsynced groups wrote (this connection sees every
-                        // commit): they are synced first, as for any read. A failure is logged
-                        // and refuses every later write.
+                        // commit): they are synced first, as for any read. If that fails the job
+                        // is dropped unrun, and its caller is told the store is unavailable.
                         let log = syncer.log();
-                        let _ = log.sync(log.committing());
-                        set_synchronous(&conn, "FULL");
-                        job(&mut conn);
-                        set_synchronous(&conn, "NORMAL");
+                        if log.sync(log.committing()).is_err() {
+                            drop(job);
+                        } else {
+                            set_synchronous(&conn, "FULL");
+                            job(&mut conn);
+                            set_synchronous(&conn, "NORMAL");
+                        }
                     } else {
                         job(&mut conn);
                     }
