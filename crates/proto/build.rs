@@ -38,6 +38,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc", "::temporalio_protos::google::rpc")
         .compile_fds(set)?;
     name_unimplemented_rpcs()?;
+    internal_service()
+}
+
+/// The cluster's own service (`proto/kairos/internal/v1/node.proto`), parsed in-process (no
+/// `protoc` needed).
+fn internal_service() -> Result<(), Box<dyn std::error::Error>> {
+    let file = "kairos/internal/v1/node.proto";
+    println!("cargo:rerun-if-changed=proto/{file}");
+    let set = protox::compile([file], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(set)?;
     Ok(())
 }
 

@@ -2,13 +2,17 @@
 //! It validates requests, resolves namespaces, composes matching and history, and is the only
 //! crate that knows tonic server types and maps errors to the wire.
 
+pub mod cluster;
 mod deadline;
 mod error;
+mod forward;
 mod health;
 mod inflate;
 mod links;
+mod node;
 mod operator;
 mod panics;
+mod tasks;
 mod validate;
 mod workers;
 mod workflow;
@@ -18,13 +22,16 @@ use std::sync::Arc;
 use kairos_core::ServerOptions;
 use kairos_history::Engine;
 use kairos_proto::health::health_server::HealthServer;
+use kairos_proto::node::node_service_server::NodeServiceServer;
 use kairos_proto::operatorservice::operator_service_server::OperatorServiceServer;
 use kairos_proto::workflowservice::workflow_service_server::WorkflowServiceServer;
 use tonic::codec::CompressionEncoding;
 
 pub use deadline::DeadlineLayer;
 pub use inflate::{InflateLayer, inflate_request};
+pub use node::NodeServer;
 pub use panics::CatchPanicLayer;
+pub use tasks::TaskRouter;
 pub use workflow::Frontend;
 
 /// The three gRPC services, ready to be added to a tonic router.
@@ -35,6 +42,9 @@ pub struct Services {
     pub operator: OperatorServiceServer<operator::Operator>,
     /// grpc.health.v1.Health.
     pub health: HealthServer<health::Health>,
+    /// `kairos.internal.v1.NodeService`, for the other nodes of a cluster (served on the
+    /// internal port); `None` outside a cluster.
+    pub node: Option<NodeServiceServer<NodeServer>>,
 }
 
 /// Builds the services over an engine and the matching handle. Every service accepts gzip
@@ -44,18 +54,30 @@ pub struct Services {
 pub fn services(
     engine: Engine,
     matching: kairos_matching::Handle,
+    cluster: Option<Arc<cluster::Cluster>>,
     options: ServerOptions,
 ) -> Services {
     // `InflateLayer` holds requests to `limits.request_size` first; tonic's own check is a
     // backstop.
     let max = options.limits.request_size.saturating_add(1024);
-    let frontend = Frontend::new(engine.clone(), matching, Arc::new(options));
+    let in_cluster = cluster.is_some();
+    let frontend = Arc::new(Frontend::new(
+        engine.clone(),
+        matching,
+        cluster,
+        Arc::new(options),
+    ));
     Services {
-        workflow: WorkflowServiceServer::new(frontend.clone())
+        node: in_cluster.then(|| {
+            NodeServiceServer::from_arc(Arc::new(NodeServer::new(frontend.clone())))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX)
+        }),
+        workflow: WorkflowServiceServer::from_arc(frontend.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
-        operator: OperatorServiceServer::new(operator::Operator::new(frontend))
+        operator: OperatorServiceServer::new(operator::Operator::new(frontend.as_ref().clone()))
             .accept_compressed(CompressionEncoding::Gzip),
         health: HealthServer::new(health::Health).accept_compressed(CompressionEncoding::Gzip),
     }

@@ -24,11 +24,14 @@ use temporalio_protos::temporal::api::workflowservice::v1::*;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::{Cluster, Owner};
 use crate::error::{
     invalid, multi_operation_failed, namespace_not_found, query_failed, to_status,
     workflow_not_ready,
 };
+use crate::forward::{Hop, Route, workflow_id_of};
 use crate::{links, validate};
+use prost::Message;
 
 /// The reference server version Kairos answers as (GetSystemInfo, GetClusterInfo).
 const SERVER_VERSION: &str = "1.29.0";
@@ -37,7 +40,12 @@ const SERVER_VERSION: &str = "1.29.0";
 #[derive(Clone)]
 pub struct Frontend {
     pub(crate) engine: Engine,
-    matching: kairos_matching::Handle,
+    /// This node's task queues (polls wait here).
+    pub(crate) matching: kairos_matching::Handle,
+    /// Where tasks this frontend makes (query tasks) go: `matching`, or across the cluster.
+    tasks: Arc<dyn TaskSink>,
+    /// The cluster this node belongs to, if it does.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     options: Arc<ServerOptions>,
     queries: Arc<parking_lot::Mutex<HashMap<String, PendingQuery>>>,
     /// Worker heartbeats (`RecordWorkerHeartbeat`), in memory.
@@ -75,7 +83,7 @@ impl Drop for Redeliver<'_> {
 }
 
 /// The deadline a client set on its call (`grpc-timeout`), if any.
-fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
+pub(crate) fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
@@ -172,11 +180,17 @@ impl Frontend {
     pub(crate) fn new(
         engine: Engine,
         matching: kairos_matching::Handle,
+        cluster: Option<Arc<Cluster>>,
         options: Arc<ServerOptions>,
     ) -> Self {
         Self {
             engine,
+            tasks: Arc::new(crate::tasks::TaskRouter::new(
+                matching.clone(),
+                cluster.clone(),
+            )),
             matching,
+            cluster,
             workers: Arc::new(crate::workers::Registry::new(
                 options.worker_heartbeat_ttl,
                 options.worker_heartbeat_max_entries,
@@ -315,12 +329,12 @@ impl Frontend {
             };
             if send_task {
                 let sticky = !state.sticky_task_queue.is_empty()
-                    && self.matching.has_recent_poller(
+                    && self.tasks.has_recent_poller(
                         &ns.id,
                         &state.sticky_task_queue,
                         TaskKind::Workflow,
                     );
-                self.matching.add_task(QueuedTask {
+                self.tasks.add_task(QueuedTask {
                     namespace_id: ns.id.clone(),
                     task_queue: if sticky {
                         state.sticky_task_queue.clone()
@@ -429,6 +443,86 @@ impl Frontend {
             }
         }
         Ok(())
+    }
+
+    /// Who holds the run a queued task belongs to.
+    fn run_owner(&self, task: &QueuedTask) -> Owner {
+        match &self.cluster {
+            Some(cluster) => cluster.run_owner(&task.namespace_id, &task.workflow_id),
+            None => Owner::Here,
+        }
+    }
+
+    /// Starts a queued workflow task of a run this node holds (or, for a query task, reads the
+    /// query it carries from the registry): the poll's answer, `None` when the task is moot.
+    pub(crate) async fn start_workflow_task_here(
+        &self,
+        task: &QueuedTask,
+        identity: &str,
+        build_id: &str,
+    ) -> Result<Option<PollWorkflowTaskAnswer>, Status> {
+        if !task.query_id.is_empty() {
+            // A query task: answered from the registry, never recorded in the run.
+            let pending = self
+                .queries
+                .lock()
+                .get(&task.query_id)
+                .map(|q| (q.key.clone(), q.query.clone()));
+            let Some((key, query)) = pending else {
+                return Ok(None); // its caller gave up
+            };
+            let response = self
+                .engine
+                .query_task(&key, &task.query_id, query)
+                .await
+                .map_err(to_status)?;
+            return Ok(Some(response));
+        }
+        let started = self
+            .engine
+            .record_workflow_task_started(task, (identity, build_id), &request_id())
+            .await
+            .map_err(to_status)?;
+        Ok(started.map(|response| self.finish_workflow_task(response, &task.namespace_id)))
+    }
+
+    /// Starts a queued activity task of a run this node holds: the poll's answer, `None` when
+    /// the task is moot.
+    pub(crate) async fn start_activity_task_here(
+        &self,
+        task: &QueuedTask,
+        identity: &str,
+    ) -> Result<Option<PollActivityTaskQueueResponse>, Status> {
+        self.engine
+            .record_activity_task_started(task, identity, &request_id())
+            .await
+            .map_err(to_status)
+    }
+
+    /// Has the node holding a queued task's run start it (`NodeService.StartTask`): the poll's
+    /// answer encoded, `None` when the task is moot.
+    async fn start_task_there(
+        &self,
+        node: &crate::cluster::Node,
+        task: &QueuedTask,
+        identity: &str,
+        build_id: &str,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        let cluster = self.cluster.as_ref().expect("a remote run needs a cluster");
+        let mut peer = cluster.peer(node)?;
+        let start = peer.start_task(kairos_proto::node::StartTaskRequest {
+            task: Some(crate::node::task_to_wire(task)),
+            identity: identity.to_string(),
+            build_id: build_id.to_string(),
+        });
+        let moved = cluster.until_moved(|| self.run_owner(task) == Owner::There(node.clone()));
+        let answer = tokio::select! {
+            answer = start => answer?.into_inner(),
+            () = moved => {
+                return Err(Status::unavailable(format!("node {} left the cluster", node.name)));
+            }
+        };
+        Ok(answer.started.then_some(answer.response))
     }
 
     async fn run_key(
@@ -704,9 +798,21 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<StartWorkflowExecutionRequest>,
     ) -> Reply<StartWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let mut req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
         self.validate_start(&mut req)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, &req.workflow_id),
+                "StartWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         self.check_search_attributes(&ns, req.search_attributes.as_ref())?;
         let outcome = self
             .engine
@@ -727,6 +833,7 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<PollWorkflowTaskQueueRequest>,
     ) -> Reply<PollWorkflowTaskAnswer> {
+        let hop = Hop::of(&request);
         let budget = poll_budget(&request, self.poll_timeout())?;
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
@@ -736,6 +843,17 @@ impl WorkflowService for Frontend {
             .map(|q| q.name.clone())
             .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::queue(&ns.id, &queue),
+                "PollWorkflowTaskQueue",
+            )
+            .await
+        {
+            return reply;
+        }
         // The build id a started task records (its WorkflowTaskStarted `worker_version`), as
         // the reference takes it: from the poll's capabilities, unless the worker uses
         // deployment-based versioning. (The field is deprecated; the SDKs still send it.)
@@ -769,38 +887,32 @@ impl WorkflowService for Frontend {
                 }
                 _ => return Ok(Response::new(PollWorkflowTaskAnswer::default())),
             };
-            if !task.query_id.is_empty() {
-                // A query task: answered from the registry, never recorded in the run.
-                let pending = self
-                    .queries
-                    .lock()
-                    .get(&task.query_id)
-                    .map(|q| (q.key.clone(), q.query.clone()));
-                let Some((key, query)) = pending else {
-                    continue; // its caller gave up
-                };
-                let response = self
-                    .engine
-                    .query_task(&key, &task.query_id, query)
-                    .await
-                    .map_err(to_status)?;
-                return Ok(Response::new(response));
-            }
             let mut guard = Redeliver {
                 matching: &self.matching,
-                task: Some(task.clone()),
+                task: task.query_id.is_empty().then(|| task.clone()),
             };
-            let started = self
-                .engine
-                .record_workflow_task_started(&task, (&req.identity, &build_id), &request_id())
-                .await;
+            let started = match self.run_owner(&task) {
+                Owner::Here => {
+                    self.start_workflow_task_here(&task, &req.identity, &build_id)
+                        .await
+                }
+                Owner::There(node) => self
+                    .start_task_there(&node, &task, &req.identity, &build_id)
+                    .await
+                    .and_then(|bytes| {
+                        bytes
+                            .map(|b| PollWorkflowTaskAnswer::decode(b.as_slice()))
+                            .transpose()
+                            .map_err(|e| Status::internal(format!("undecodable task: {e}")))
+                    }),
+            };
             match started {
-                Ok(Some(response)) => {
+                Ok(Some(answer)) => {
                     guard.task = None;
-                    return Ok(Response::new(self.finish_workflow_task(response, &ns.id)));
+                    return Ok(Response::new(answer));
                 }
                 Ok(None) => guard.task = None,
-                Err(e) => return Err(to_status(e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -809,8 +921,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondWorkflowTaskCompletedRequest>,
     ) -> Reply<RespondWorkflowTaskCompletedResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RespondWorkflowTaskCompleted",
+            )
+            .await
+        {
+            return reply;
+        }
         self.answer_attached_queries(&req.query_results);
         let response = self
             .engine
@@ -824,8 +948,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondWorkflowTaskFailedRequest>,
     ) -> Reply<RespondWorkflowTaskFailedResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RespondWorkflowTaskFailed",
+            )
+            .await
+        {
+            return reply;
+        }
         self.engine
             .respond_workflow_task_failed(&ns, &req)
             .await
@@ -837,6 +973,7 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<PollActivityTaskQueueRequest>,
     ) -> Reply<PollActivityTaskQueueResponse> {
+        let hop = Hop::of(&request);
         let budget = poll_budget(&request, self.poll_timeout())?;
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
@@ -846,6 +983,17 @@ impl WorkflowService for Frontend {
             .map(|q| q.name.clone())
             .unwrap_or_default();
         validate::required_id(&self.options.limits, "TaskQueue", &queue)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::queue(&ns.id, &queue),
+                "PollActivityTaskQueue",
+            )
+            .await
+        {
+            return reply;
+        }
         let deadline = tokio::time::Instant::now() + budget;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -872,17 +1020,25 @@ impl WorkflowService for Frontend {
                 matching: &self.matching,
                 task: Some(task.clone()),
             };
-            match self
-                .engine
-                .record_activity_task_started(&task, &req.identity, &request_id())
-                .await
-            {
+            let started = match self.run_owner(&task) {
+                Owner::Here => self.start_activity_task_here(&task, &req.identity).await,
+                Owner::There(node) => self
+                    .start_task_there(&node, &task, &req.identity, "")
+                    .await
+                    .and_then(|bytes| {
+                        bytes
+                            .map(|b| PollActivityTaskQueueResponse::decode(b.as_slice()))
+                            .transpose()
+                            .map_err(|e| Status::internal(format!("undecodable task: {e}")))
+                    }),
+            };
+            match started {
                 Ok(Some(response)) => {
                     guard.task = None;
                     return Ok(Response::new(response));
                 }
                 Ok(None) => guard.task = None,
-                Err(e) => return Err(to_status(e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -891,8 +1047,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RecordActivityTaskHeartbeatRequest>,
     ) -> Reply<RecordActivityTaskHeartbeatResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RecordActivityTaskHeartbeat",
+            )
+            .await
+        {
+            return reply;
+        }
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
         let target = self
             .engine
@@ -919,8 +1087,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RecordActivityTaskHeartbeatByIdRequest>,
     ) -> Reply<RecordActivityTaskHeartbeatByIdResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, &req.workflow_id),
+                "RecordActivityTaskHeartbeatById",
+            )
+            .await
+        {
+            return reply;
+        }
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
         let target = self
             .engine
@@ -948,8 +1128,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondActivityTaskCompletedRequest>,
     ) -> Reply<RespondActivityTaskCompletedResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RespondActivityTaskCompleted",
+            )
+            .await
+        {
+            return reply;
+        }
         validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
         let target = self
             .engine
@@ -975,8 +1167,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondActivityTaskCompletedByIdRequest>,
     ) -> Reply<RespondActivityTaskCompletedByIdResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, &req.workflow_id),
+                "RespondActivityTaskCompletedById",
+            )
+            .await
+        {
+            return reply;
+        }
         validate::payloads(&self.options.limits, "Result", req.result.as_ref())?;
         let target = self
             .engine
@@ -1003,8 +1207,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondActivityTaskFailedRequest>,
     ) -> Reply<RespondActivityTaskFailedResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RespondActivityTaskFailed",
+            )
+            .await
+        {
+            return reply;
+        }
         let failure = req
             .failure
             .clone()
@@ -1032,8 +1248,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondActivityTaskFailedByIdRequest>,
     ) -> Reply<RespondActivityTaskFailedByIdResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, &req.workflow_id),
+                "RespondActivityTaskFailedById",
+            )
+            .await
+        {
+            return reply;
+        }
         let failure = req
             .failure
             .clone()
@@ -1064,8 +1292,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondActivityTaskCanceledRequest>,
     ) -> Reply<RespondActivityTaskCanceledResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RespondActivityTaskCanceled",
+            )
+            .await
+        {
+            return reply;
+        }
         let target = self
             .engine
             .activity_token(&ns, &req.task_token)
@@ -1088,8 +1328,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondActivityTaskCanceledByIdRequest>,
     ) -> Reply<RespondActivityTaskCanceledByIdResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, &req.workflow_id),
+                "RespondActivityTaskCanceledById",
+            )
+            .await
+        {
+            return reply;
+        }
         let target = self
             .engine
             .activity_by_id(&ns, &req.workflow_id, &req.run_id, &req.activity_id)
@@ -1115,9 +1367,21 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<GetWorkflowExecutionHistoryRequest>,
     ) -> Reply<GetWorkflowExecutionHistoryResponse> {
+        let hop = Hop::of(&request);
         let client_deadline = grpc_timeout(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.execution.as_ref())),
+                "GetWorkflowExecutionHistory",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         let close_only = req.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
         // A long poll answers (with a token to poll again) a second before the caller's
@@ -1150,8 +1414,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<GetWorkflowExecutionHistoryReverseRequest>,
     ) -> Reply<GetWorkflowExecutionHistoryReverseResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.execution.as_ref())),
+                "GetWorkflowExecutionHistoryReverse",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         let page = self
             .engine
@@ -1170,8 +1446,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<DescribeWorkflowExecutionRequest>,
     ) -> Reply<DescribeWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.execution.as_ref())),
+                "DescribeWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         let response = self.engine.describe(&ns, &key).await.map_err(to_status)?;
         Ok(Response::new(response))
@@ -1181,8 +1469,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RequestCancelWorkflowExecutionRequest>,
     ) -> Reply<RequestCancelWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.workflow_execution.as_ref())),
+                "RequestCancelWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         self.engine
             .request_cancel(&key, &req.reason, &req.identity, &req.request_id)
@@ -1195,10 +1495,22 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<QueryWorkflowRequest>,
     ) -> Reply<QueryWorkflowResponse> {
+        let hop = Hop::of(&request);
         let timeout = grpc_timeout(&request).unwrap_or(Duration::from_secs(60));
         let deadline = kairos_core::time::deadline_after(timeout);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.execution.as_ref())),
+                "QueryWorkflow",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         let query = req
             .query
@@ -1262,8 +1574,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RespondQueryTaskCompletedRequest>,
     ) -> Reply<RespondQueryTaskCompletedResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::Token(&req.task_token),
+                "RespondQueryTaskCompleted",
+            )
+            .await
+        {
+            return reply;
+        }
         let query_id = self
             .engine
             .query_token(&ns, &req.task_token)
@@ -1291,6 +1615,7 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<UpdateWorkflowExecutionRequest>,
     ) -> Reply<UpdateWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let deadline = update_deadline(&request);
         let req = request.into_inner();
         if req.wait_policy.as_ref().map(|p| p.lifecycle_stage)
@@ -1303,6 +1628,17 @@ impl WorkflowService for Frontend {
             ));
         }
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.workflow_execution.as_ref())),
+                "UpdateWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         if !req.first_execution_run_id.is_empty() {
             // A run of another chain than the caller names is, to the caller, not there.
@@ -1324,11 +1660,32 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ExecuteMultiOperationRequest>,
     ) -> Reply<ExecuteMultiOperationResponse> {
+        let hop = Hop::of(&request);
         use execute_multi_operation_request::operation::Operation as Op;
         use execute_multi_operation_response::response::Response as Out;
         let deadline = update_deadline(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(
+                    &ns.id,
+                    req.operations
+                        .first()
+                        .and_then(|o| match &o.operation {
+                            Some(Op::StartWorkflow(s)) => Some(s.workflow_id.as_str()),
+                            _ => None,
+                        })
+                        .unwrap_or(""),
+                ),
+                "ExecuteMultiOperation",
+            )
+            .await
+        {
+            return reply;
+        }
         let mut ops = req.operations.into_iter().map(|o| o.operation);
         let (
             Some(Some(Op::StartWorkflow(mut start))),
@@ -1403,9 +1760,28 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<PollWorkflowExecutionUpdateRequest>,
     ) -> Reply<PollWorkflowExecutionUpdateResponse> {
+        let hop = Hop::of(&request);
         let deadline = update_deadline(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(
+                    &ns.id,
+                    workflow_id_of(
+                        req.update_ref
+                            .as_ref()
+                            .and_then(|r| r.workflow_execution.as_ref()),
+                    ),
+                ),
+                "PollWorkflowExecutionUpdate",
+            )
+            .await
+        {
+            return reply;
+        }
         let reference = req
             .update_ref
             .ok_or_else(|| invalid("Update reference is not set on request."))?;
@@ -1430,8 +1806,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<SignalWorkflowExecutionRequest>,
     ) -> Reply<SignalWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.workflow_execution.as_ref())),
+                "SignalWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let (workflow_id, run_id) = self.execution(req.workflow_execution.as_ref())?;
         let limits = &self.options.limits;
         validate::required_id(limits, "SignalName", &req.signal_name)?;
@@ -1464,8 +1852,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<SignalWithStartWorkflowExecutionRequest>,
     ) -> Reply<SignalWithStartWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, &req.workflow_id),
+                "SignalWithStartWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let limits = &self.options.limits;
         validate::required_id(limits, "SignalName", &req.signal_name)?;
         validate::payloads(limits, "SignalInput", req.signal_input.as_ref())?;
@@ -1534,8 +1934,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<TerminateWorkflowExecutionRequest>,
     ) -> Reply<TerminateWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.workflow_execution.as_ref())),
+                "TerminateWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         validate::payloads(&self.options.limits, "Details", req.details.as_ref())?;
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         self.engine
@@ -1695,8 +2107,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ResetWorkflowExecutionRequest>,
     ) -> Reply<ResetWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.workflow_execution.as_ref())),
+                "ResetWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let (workflow_id, _) = self.execution(req.workflow_execution.as_ref())?;
         validate::required_id(&self.options.limits, "WorkflowId", &workflow_id)?;
         validate::optional_id(&self.options.limits, "RequestId", &req.request_id)?;
@@ -1711,8 +2135,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<DeleteWorkflowExecutionRequest>,
     ) -> Reply<DeleteWorkflowExecutionResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.workflow_execution.as_ref())),
+                "DeleteWorkflowExecution",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.workflow_execution.as_ref()).await?;
         let state = self.engine.read_state(&key).await.map_err(to_status)?;
         if state.status == WorkflowExecutionStatus::Running as i32 {
@@ -1729,8 +2165,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ResetStickyTaskQueueRequest>,
     ) -> Reply<ResetStickyTaskQueueResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::run(&ns.id, workflow_id_of(req.execution.as_ref())),
+                "ResetStickyTaskQueue",
+            )
+            .await
+        {
+            return reply;
+        }
         let key = self.run_key(&ns, req.execution.as_ref()).await?;
         self.engine.reset_sticky(&key).await.map_err(to_status)?;
         Ok(Response::new(ResetStickyTaskQueueResponse {}))
@@ -1740,8 +2188,20 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ShutdownWorkerRequest>,
     ) -> Reply<ShutdownWorkerResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        if let Some(reply) = self
+            .elsewhere(
+                &hop,
+                &req,
+                Route::queue(&ns.id, &req.sticky_task_queue),
+                "ShutdownWorker",
+            )
+            .await
+        {
+            return reply;
+        }
         if !req.sticky_task_queue.is_empty() {
             let stranded =
                 self.matching

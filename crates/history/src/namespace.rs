@@ -81,6 +81,19 @@ impl Namespaces {
         })
     }
 
+    /// Reads every namespace again, so that namespaces another node of a cluster registered or
+    /// changed are seen here.
+    pub async fn reload(&self) -> Result<()> {
+        let rows = self.store.list_namespaces().await?;
+        let mut by_name = HashMap::new();
+        for row in &rows {
+            let ns = decode(row)?;
+            by_name.insert(ns.name.clone(), Arc::new(ns));
+        }
+        *self.by_name.write() = by_name;
+        Ok(())
+    }
+
     /// Looks a namespace up by name.
     pub fn get(&self, name: &str) -> Result<Arc<Namespace>> {
         self.by_name

@@ -16,6 +16,13 @@ pub fn encode(data: &TaskTokenData) -> Vec<u8> {
     data.encode_to_vec()
 }
 
+/// The namespace id and workflow id a token of any kind names, if it decodes: where a cluster
+/// routes the request carrying it.
+pub fn run_of(bytes: &[u8]) -> Option<(String, String)> {
+    let data = TaskTokenData::decode(bytes).ok()?;
+    (!data.workflow_id.is_empty()).then_some((data.namespace_id, data.workflow_id))
+}
+
 /// Decodes a token of the expected kind; anything else is `INVALID_ARGUMENT`.
 pub fn decode(bytes: &[u8], kind: i32) -> Result<TaskTokenData> {
     if bytes.is_empty() {

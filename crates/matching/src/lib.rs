@@ -132,6 +132,26 @@ impl Handle {
         }
     }
 
+    /// Gives up every queue `keep` refuses (a node of a cluster whose queues moved to another
+    /// node): their waiting polls answer empty, and their queued tasks are returned for the
+    /// caller to send to the queues' new owner.
+    pub fn drain_queues(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<QueuedTask> {
+        let mut queues = self.queues.lock();
+        let mut moved = Vec::new();
+        queues.retain(|(namespace_id, task_queue, _), queue| {
+            if keep(namespace_id, task_queue) {
+                return true;
+            }
+            // Dropping a waiter's sender ends its poll empty.
+            queue
+                .waiters
+                .retain(|waiter| waiter.taken.load(Ordering::Acquire));
+            moved.extend(queue.backlog.drain(..));
+            !queue.waiters.is_empty()
+        });
+        moved
+    }
+
     /// Polls waiting (not yet taken, client still there) on queues of that name in any
     /// namespace (for tests).
     pub fn waiting_polls(&self, task_queue: &str, kind: TaskKind) -> usize {

@@ -12,8 +12,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, pin_mut};
 use kairos_core::filter::Filter;
 use kairos_persistence::{
-    CurrentRow, Durability, Error, ExecutionRow, NamespaceRow, PutNamespace, Result, ShardLease,
-    Store, StoreCounters, TimerTask, TransferTask, VisibilityCursor, VisibilityRow, WriteBatch,
+    CurrentRow, Durability, Error, ExecutionRow, MemberRow, NamespaceRow, PutNamespace, Result,
+    ShardLease, Store, StoreCounters, TimerTask, TransferTask, VisibilityCursor, VisibilityRow,
+    WriteBatch,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -22,6 +23,7 @@ mod batch;
 mod config;
 mod error;
 mod history;
+mod members;
 mod schema;
 mod visibility;
 
@@ -543,6 +545,26 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_err("failed to write cluster metadata"))?;
         Ok(())
+    }
+
+    async fn claim_metadata(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>> {
+        let client = self.client().await?;
+        members::claim_metadata(&client, key, &value).await
+    }
+
+    async fn heartbeat_member(&self, member: &MemberRow) -> Result<()> {
+        let client = self.client().await?;
+        members::heartbeat(&client, member).await
+    }
+
+    async fn live_members(&self, within: std::time::Duration) -> Result<Vec<MemberRow>> {
+        let client = self.client().await?;
+        members::live(&client, within).await
+    }
+
+    async fn remove_member(&self, name: &str, session: i64) -> Result<()> {
+        let client = self.client().await?;
+        members::remove(&client, name, session).await
     }
 
     async fn list_visibility(

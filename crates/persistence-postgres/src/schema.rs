@@ -55,6 +55,13 @@ CREATE TABLE visibility_attributes (
     text_value TEXT COLLATE "C");
 CREATE INDEX visibility_attributes_by_run ON visibility_attributes (namespace_id, run_id, name);
 "#,
+    // 2: cluster membership (`kairos server start`): one row per node, heartbeats stamped by
+    // the database's clock.
+    r#"
+CREATE TABLE cluster_members (
+    name TEXT COLLATE "C" PRIMARY KEY, rpc_address TEXT NOT NULL, internal_address TEXT NOT NULL,
+    session BIGINT NOT NULL, heartbeat_at TIMESTAMPTZ NOT NULL);
+"#,
 ];
 
 /// Brings the schema `schema` up to date, or refuses a newer one. Returns the version it is at.

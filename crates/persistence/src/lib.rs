@@ -277,6 +277,27 @@ pub struct StoreCounters {
     pub syncs: u64,
 }
 
+/// A node of a cluster as the membership table holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    /// The node's name, unique in the cluster.
+    pub name: String,
+    /// Where clients reach it (its frontend).
+    pub rpc_address: String,
+    /// Where other nodes reach it (`kairos.internal.v1.NodeService`).
+    pub internal_address: String,
+    /// Chosen at random by each process as it starts: two processes claiming one name differ
+    /// here.
+    pub session: i64,
+}
+
+fn no_membership() -> Error {
+    Error::Unavailable {
+        message: "this store keeps no cluster membership: a cluster runs on PostgreSQL".into(),
+        source: None,
+    }
+}
+
 /// A persistence backend. Every method is one atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -358,6 +379,31 @@ pub trait Store: Send + Sync + 'static {
     async fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a cluster metadata value.
     async fn put_metadata(&self, key: &str, value: Vec<u8>) -> Result<()>;
+    /// Writes `value` under `key` unless a value is there already; returns the value stored
+    /// (the first writer's, when two race).
+    async fn claim_metadata(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>> {
+        if let Some(stored) = self.get_metadata(key).await? {
+            return Ok(stored);
+        }
+        self.put_metadata(key, value.clone()).await?;
+        Ok(value)
+    }
+    /// Records that `member` is alive now (by the database's clock), creating its row.
+    async fn heartbeat_member(&self, member: &MemberRow) -> Result<()> {
+        let _ = member;
+        Err(no_membership())
+    }
+    /// The members whose last heartbeat is at most `within` old (by the database's clock), by
+    /// name.
+    async fn live_members(&self, within: std::time::Duration) -> Result<Vec<MemberRow>> {
+        let _ = within;
+        Err(no_membership())
+    }
+    /// Removes `name`'s row if it is still the one of `session` (a node leaving cleanly).
+    async fn remove_member(&self, name: &str, session: i64) -> Result<()> {
+        let _ = (name, session);
+        Err(no_membership())
+    }
     /// Lists a namespace's runs matching `filter`, newest first (running first, then by close
     /// time, start time and run id, all descending), after `after`, at most `limit`.
     async fn list_visibility(

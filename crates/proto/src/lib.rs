@@ -19,6 +19,12 @@ pub mod health {
     tonic::include_proto!("grpc.health.v1");
 }
 
+/// `kairos.internal.v1.NodeService`: calls between the nodes of a cluster.
+#[allow(clippy::all)]
+pub mod node {
+    tonic::include_proto!("kairos.internal.v1");
+}
+
 pub use temporalio_protos as protos;
 
 /// The encoded `FileDescriptorSet` of every Temporal API message and service, as

@@ -13,7 +13,10 @@ use kairos_persistence_sqlite::{Location, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+mod cluster;
 mod metrics;
+
+pub use cluster::ClusterConfig;
 
 /// Where the server keeps its data.
 #[derive(Debug, Clone)]
@@ -65,6 +68,9 @@ pub struct Config {
     pub listener: Option<std::net::TcpListener>,
     /// Where to serve `/metrics` (port 0 picks a free port); `None` serves none.
     pub metrics: Option<SocketAddr>,
+    /// Run as one node of a cluster on a PostgreSQL database (`kairos server start`); `None`
+    /// holds every shard alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A database being opened while the caller starts its async runtime. `kairos server
@@ -146,6 +152,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             opening: None,
             listener: None,
+            cluster: None,
         }
     }
 }
@@ -161,6 +168,17 @@ pub struct Server {
     engine: Engine,
     /// `/metrics`: where it is served and the task serving it.
     metrics: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    /// This server as a node of a cluster.
+    node: Option<NodeRole>,
+}
+
+/// What a node of a cluster runs beside the frontend.
+struct NodeRole {
+    me: kairos_persistence::MemberRow,
+    internal_addr: SocketAddr,
+    leave: Option<oneshot::Sender<()>>,
+    serving_internal: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    beating: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -200,11 +218,47 @@ impl Server {
             None => open_database(&config.database).await?,
         };
         let serving_store = store.clone();
+        if matches!(config.database, Database::Postgres(_)) || config.cluster.is_some() {
+            cluster::check_shard_count(store.as_ref(), config.options.shard_count).await?;
+        }
+        // A node of a cluster: its NodeService port, bound before it joins (its address goes
+        // into its member row), and its view of the members.
+        let joined = match &config.cluster {
+            Some(cluster_config) => {
+                anyhow::ensure!(
+                    matches!(config.database, Database::Postgres(_)),
+                    "a cluster node keeps its data in PostgreSQL: give it --db-url postgres://..."
+                );
+                let internal = TcpListener::bind(cluster_config.internal_listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "failed to listen on {} for the other nodes",
+                            cluster_config.internal_listen
+                        )
+                    })?;
+                let me = cluster::member_row(cluster_config, addr, internal.local_addr()?);
+                let view = kairos_frontend::cluster::Cluster::new(
+                    kairos_frontend::cluster::Node {
+                        name: me.name.clone(),
+                        internal_address: me.internal_address.clone(),
+                    },
+                    config.options.shard_count,
+                );
+                cluster::join(store.as_ref(), &me, cluster_config, &view).await?;
+                Some((internal, me, view))
+            }
+            None => None,
+        };
+        let view = joined.as_ref().map(|(_, _, view)| view.clone());
         let namespaces = Namespaces::load(store.clone()).await?;
         let matching = kairos_matching::Handle::new(kairos_matching::Options {
             long_poll_timeout: config.options.long_poll_timeout,
             poller_idle: config.options.sticky_poller_idle,
         });
+        let tasks: Arc<dyn kairos_core::api::TaskSink> = Arc::new(
+            kairos_frontend::TaskRouter::new(matching.clone(), view.clone()),
+        );
         // The configured namespaces are created while the engine loads its tasks (neither
         // needs the other; their writes take turns on the one connection).
         let created = async {
@@ -236,13 +290,30 @@ impl Server {
                 eager_workflow_start: config.options.eager_workflow_start,
                 continue_as_new_min_interval: config.options.continue_as_new_min_interval,
                 shard_renew_interval: config.options.shard_renew_interval,
+                hold_every_shard: view.is_none(),
             },
             namespaces.clone(),
-            Arc::new(matching.clone()),
+            tasks.clone(),
         );
         let (engine, created) = tokio::join!(engine, created);
         created?;
         let engine = engine?;
+        let membership = match (&joined, &config.cluster) {
+            (Some((_, me, view)), Some(cluster_config)) => {
+                let membership = cluster::Membership {
+                    store: serving_store.clone(),
+                    me: me.clone(),
+                    config: cluster_config.clone(),
+                    view: view.clone(),
+                    engine: engine.clone(),
+                    matching: matching.clone(),
+                    tasks: tasks.clone(),
+                };
+                membership.balance_shards().await;
+                Some(membership)
+            }
+            _ => None,
+        };
         // The start-up reads and writes ran on this thread; from here on the writer thread
         // takes them.
         serving_store
@@ -260,6 +331,8 @@ impl Server {
                 let sources = metrics::Sources {
                     store: serving_store.clone(),
                     panics: panics.clone(),
+                    engine: engine.clone(),
+                    cluster: view.clone(),
                 };
                 Some((
                     listener.local_addr()?,
@@ -268,8 +341,39 @@ impl Server {
             }
             None => None,
         };
-        let services =
-            kairos_frontend::services(engine.clone(), matching.clone(), config.options.clone());
+        let services = kairos_frontend::services(
+            engine.clone(),
+            matching.clone(),
+            view.clone(),
+            config.options.clone(),
+        );
+        let mut node = None;
+        if let (Some((internal, me, _)), Some(service), Some(membership)) =
+            (joined, services.node, membership)
+        {
+            let internal_addr = internal.local_addr()?;
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
+            let (leave_tx, leave_rx) = oneshot::channel::<()>();
+            let serving_internal = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                    .layer(panics.clone())
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = leave_rx.await;
+                    }),
+            );
+            let beating = tokio::spawn(membership.run());
+            tracing::info!(node = %me.name, internal = %internal_addr, "joined the cluster");
+            node = Some(NodeRole {
+                me,
+                internal_addr,
+                leave: Some(leave_tx),
+                serving_internal,
+                beating,
+            });
+        }
         let (tx, rx) = oneshot::channel::<()>();
         // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
         let incoming =
@@ -296,7 +400,13 @@ impl Server {
             panics,
             engine,
             metrics,
+            node,
         })
+    }
+
+    /// Where this node's `NodeService` listens, if it is a node of a cluster.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.node.as_ref().map(|node| node.internal_addr)
     }
 
     /// Where `/metrics` is served, if it is.
@@ -337,6 +447,26 @@ impl Server {
             let _ = tx.send(());
         }
         (&mut self.serving).await.context("server task failed")??;
+        if let Some(mut node) = self.node.take() {
+            // Leaving at once, rather than after the membership timeout: the other nodes
+            // take this node's shards at their next heartbeat.
+            node.beating.abort();
+            if let Some(tx) = node.leave.take() {
+                let _ = tx.send(());
+            }
+            let _ = (&mut node.serving_internal).await;
+            for shard in self.engine.held_shards() {
+                self.engine.release_shard(shard);
+            }
+            if let Err(e) = self
+                .store
+                .remove_member(&node.me.name, node.me.session)
+                .await
+            {
+                tracing::warn!(error = %e, "failed to leave the cluster's members; the others \
+                    notice after the membership timeout");
+            }
+        }
         // A clean stop leaves nothing for the next start to recover.
         if let Err(e) = self.store.close().await {
             tracing::warn!(error = %e, "failed to close the store cleanly; the next start recovers");
@@ -353,6 +483,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(node) = &mut self.node {
+            node.beating.abort();
+            if let Some(tx) = node.leave.take() {
+                let _ = tx.send(());
+            }
+        }
         if let Some((_, task)) = &self.metrics {
             task.abort();
         }

@@ -12,6 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 pub(crate) struct Sources {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) panics: kairos_frontend::CatchPanicLayer,
+    pub(crate) engine: kairos_history::Engine,
+    /// The live members this node sees, in a cluster.
+    pub(crate) cluster: Option<Arc<kairos_frontend::cluster::Cluster>>,
 }
 
 /// The page `/metrics` answers.
@@ -38,6 +41,23 @@ pub(crate) fn render(sources: &Sources) -> String {
         "Requests whose handler panicked (answered INTERNAL).",
         sources.panics.count(),
     );
+    let mut gauge = |name: &str, help: &str, value: usize| {
+        page.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "kairos_shards_held",
+        "History shards this node holds now.",
+        sources.engine.held_shards().len(),
+    );
+    if let Some(cluster) = &sources.cluster {
+        gauge(
+            "kairos_cluster_members",
+            "Live members of the cluster as this node last saw them (itself included).",
+            cluster.members().len(),
+        );
+    }
     page
 }
 

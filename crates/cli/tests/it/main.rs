@@ -4,6 +4,7 @@
 mod cluster;
 mod crash;
 mod flags;
+mod nodes;
 mod robustness;
 mod support;
 mod task_starts;

@@ -40,9 +40,18 @@ impl Kairos {
         Self::start_on(&store, port, extra)
     }
 
+    /// Starts one node of a cluster (`kairos server start`) with `args` after its port.
+    pub(crate) fn start_node(port: u16, args: &[String]) -> Kairos {
+        Self::spawn("start", port, args, &[])
+    }
+
     fn start_on(store: &[String], port: u16, extra: &[&str]) -> Kairos {
+        Self::spawn("start-dev", port, store, extra)
+    }
+
+    fn spawn(command: &str, port: u16, store: &[String], extra: &[&str]) -> Kairos {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["server", "start-dev", "--port", &port.to_string()])
+            .args(["server", command, "--port", &port.to_string()])
             .args(store)
             .args(["--log-level", "warn"])
             .args(extra)

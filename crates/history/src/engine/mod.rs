@@ -21,7 +21,7 @@ mod timers;
 mod updates;
 pub mod visibility;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,9 @@ pub struct EngineOptions {
     pub continue_as_new_min_interval: Duration,
     /// How often the held shards' leases are confirmed with the store.
     pub shard_renew_interval: Duration,
+    /// Take every shard at start (one node). A node of a cluster starts with none and takes
+    /// the ones its membership gives it (`acquire_shards`).
+    pub hold_every_shard: bool,
 }
 
 type WorkflowLock = Arc<tokio::sync::Mutex<()>>;
@@ -101,6 +104,9 @@ struct Inner {
     namespaces: Namespaces,
     matching: Arc<dyn TaskSink>,
     shards: Shards,
+    /// Shards being acquired: their timers are queued before their leases are installed, and
+    /// one that comes due in between is retried rather than dropped as another node's.
+    acquiring: Mutex<HashSet<i32>>,
     runs: Mutex<RunCache>,
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<RunProgress>>>,
@@ -138,6 +144,16 @@ fn status_closed(status: i32) -> bool {
     status != WorkflowExecutionStatus::Running as i32
 }
 
+/// Transfer tasks history carries out itself (the rest go to matching).
+fn handled_by_history(kind: i32) -> bool {
+    [
+        TransferKind::External as i32,
+        TransferKind::StartChild as i32,
+        TransferKind::CloseExecution as i32,
+    ]
+    .contains(&kind)
+}
+
 fn decode_state(bytes: &[u8]) -> Result<MutableState> {
     MutableState::decode(bytes)
         .map_err(|e| Error::Unavailable(format!("failed to decode mutable state: {e}")))
@@ -161,6 +177,7 @@ impl Engine {
                 namespaces,
                 matching,
                 shards: Shards::default(),
+                acquiring: Mutex::new(HashSet::new()),
                 runs: Mutex::new(RunCache::default()),
                 workflow_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
@@ -168,8 +185,10 @@ impl Engine {
                 cluster_id: tokio::sync::OnceCell::new(),
             }),
         };
-        let every_shard: Vec<i32> = (0..engine.inner.options.shard_count).collect();
-        engine.acquire_shards(&every_shard).await?;
+        if engine.inner.options.hold_every_shard {
+            let every_shard: Vec<i32> = (0..engine.inner.options.shard_count).collect();
+            engine.acquire_shards(&every_shard).await?;
+        }
         tokio::spawn(timers::run(engine.clone()));
         tokio::spawn(shards::renew(
             engine.clone(),
@@ -193,6 +212,11 @@ impl Engine {
     }
 
     fn dispatch_row(&self, task: &TransferTask) {
+        self.dispatch_row_if(task, |_| true)
+    }
+
+    /// `dispatch_row` for rows whose kind passes `wanted`.
+    fn dispatch_row_if(&self, task: &TransferTask, wanted: impl Fn(i32) -> bool) {
         let Ok(data) = TransferData::decode(task.data.as_slice()) else {
             tracing::error!(
                 task_id = task.task_id,
@@ -200,12 +224,10 @@ impl Engine {
             );
             return;
         };
-        let handled_here = [
-            TransferKind::External as i32,
-            TransferKind::StartChild as i32,
-            TransferKind::CloseExecution as i32,
-        ];
-        if handled_here.contains(&data.kind) {
+        if !wanted(data.kind) {
+            return;
+        }
+        if handled_by_history(data.kind) {
             let engine = self.clone();
             let source = RunKey {
                 namespace_id: task.namespace_id.clone(),

@@ -84,13 +84,28 @@ impl Engine {
         // The lease write and the two scans run together. Timers go into the queue row by row
         // (one per open workflow, so they are most of the memory a restart needs); a timer
         // that fires before the leases are installed is refused and retried.
+        self.inner.acquiring.lock().extend(wanted.iter().copied());
+        let acquired = self.acquire_wanted(&wanted).await;
+        let mut acquiring = self.inner.acquiring.lock();
+        for shard in &wanted {
+            acquiring.remove(shard);
+        }
+        acquired
+    }
+
+    /// Whether `shard_id` is being acquired right now.
+    pub(super) fn is_acquiring(&self, shard_id: i32) -> bool {
+        self.inner.acquiring.lock().contains(&shard_id)
+    }
+
+    async fn acquire_wanted(&self, wanted: &[i32]) -> Result<()> {
         let store = &self.inner.store;
         let queued = self.inner.timers.clone();
         let (leases, transfers, ()) = tokio::try_join!(
-            store.acquire_shards(&wanted),
-            store.load_transfers(&wanted),
+            store.acquire_shards(wanted),
+            store.load_transfers(wanted),
             store.scan_timers(
-                &wanted,
+                wanted,
                 Box::new(move |timer| queued.push(timers::Queued::of(&timer)))
             )
         )?;
@@ -102,6 +117,22 @@ impl Engine {
         }
         for task in &transfers {
             self.dispatch_row(task);
+        }
+        Ok(())
+    }
+
+    /// Hands every pending transfer task of the held shards to matching again: after a node
+    /// of a cluster died, the tasks its task queues held in memory exist only as these rows.
+    /// A task queued twice is harmless: the second start finds it moot.
+    pub async fn redispatch_transfers(&self) -> Result<()> {
+        let held = self.held_shards();
+        if held.is_empty() {
+            return Ok(());
+        }
+        for task in self.inner.store.load_transfers(&held).await? {
+            if self.shard(task.shard_id).is_ok() {
+                self.dispatch_row_if(&task, |kind| !super::handled_by_history(kind));
+            }
         }
         Ok(())
     }

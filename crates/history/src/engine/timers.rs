@@ -166,8 +166,15 @@ pub(super) async fn run(engine: Engine) {
             tokio::spawn(async move {
                 for timer in timers {
                     if let Err(e) = fire(&engine, &timer).await {
-                        if matches!(e, crate::Error::ShardOwnershipLost { .. }) {
+                        let moved = matches!(e, crate::Error::ShardOwnershipLost { .. });
+                        if moved && !engine.is_acquiring(timer.shard_id) {
                             // The shard's new owner fires it.
+                            continue;
+                        }
+                        if moved {
+                            // Due before its shard's lease is installed: retried.
+                            let now_ms = to_millis(engine.inner.clock.now());
+                            engine.inner.timers.retry(&timer, now_ms);
                             continue;
                         }
                         tracing::warn!(error = %e, task_id = timer.task_id, "failed to fire a timer; retrying in 1s");
