@@ -177,6 +177,44 @@ impl Cluster {
     }
 }
 
+/// History's way to runs another node holds: a `RunOp` goes to the owner of its target's
+/// shard, and is tried again (against whoever owns it then) while the owner is unreachable or
+/// the shard moves.
+#[tonic::async_trait]
+impl kairos_history::engine::RemoteRuns for Cluster {
+    fn elsewhere(&self, namespace_id: &str, workflow_id: &str) -> bool {
+        self.run_owner(namespace_id, workflow_id) != Owner::Here
+    }
+
+    async fn send(
+        &self,
+        op: &kairos_history::engine::RunOp,
+    ) -> kairos_history::Result<kairos_history::engine::RunOpOutcome> {
+        use prost::Message;
+        let Owner::There(node) = self.run_owner(&op.namespace_id, &op.workflow_id) else {
+            return Err(kairos_history::Error::Unavailable(
+                "the run's shard moved to this node; trying again".into(),
+            ));
+        };
+        let unavailable =
+            |e: tonic::Status| kairos_history::Error::Unavailable(e.message().to_string());
+        let request = kairos_proto::node::ApplyRunOpRequest {
+            op: op.encode_to_vec(),
+        };
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.peer(&node).map_err(unavailable)?.apply_run_op(request),
+        )
+        .await
+        .map_err(|_| kairos_history::Error::Unavailable(format!("node {} did not answer", node.name)))?
+        .map_err(unavailable)?
+        .into_inner();
+        kairos_history::engine::RunOpOutcome::decode(answer.outcome.as_slice()).map_err(|e| {
+            kairos_history::Error::Unavailable(format!("undecodable answer from {}: {e}", node.name))
+        })
+    }
+}
+
 fn shard_key(shard_id: i32) -> Vec<u8> {
     let mut key = b"shard/".to_vec();
     key.extend_from_slice(&shard_id.to_be_bytes());

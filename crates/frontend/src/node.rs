@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
 use kairos_proto::node::node_service_server::NodeService;
 use kairos_proto::node::{
-    AddTaskRequest, AddTaskResponse, ForwardRequest, ForwardResponse, StartTaskRequest,
+    AddTaskRequest, AddTaskResponse, ApplyRunOpRequest, ApplyRunOpResponse, ForwardRequest, ForwardResponse, StartTaskRequest,
     StartTaskResponse,
 };
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
@@ -164,6 +164,18 @@ impl NodeService for NodeServer {
         let task = task_from_wire(request.into_inner().task)?;
         self.frontend.matching.add_task(task);
         Ok(Response::new(AddTaskResponse {}))
+    }
+
+    async fn apply_run_op(
+        &self,
+        request: Request<ApplyRunOpRequest>,
+    ) -> Result<Response<ApplyRunOpResponse>, Status> {
+        let op = kairos_history::engine::RunOp::decode(request.into_inner().op.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("undecodable run operation: {e}")))?;
+        let outcome = self.frontend.engine.run_op_here(op).await;
+        Ok(Response::new(ApplyRunOpResponse {
+            outcome: outcome.encode_to_vec(),
+        }))
     }
 
     async fn start_task(

@@ -298,6 +298,9 @@ impl Server {
         let (engine, created) = tokio::join!(engine, created);
         created?;
         let engine = engine?;
+        if let Some(view) = &view {
+            engine.set_remote(view.clone());
+        }
         let membership = match (&joined, &config.cluster) {
             (Some((_, me, view)), Some(cluster_config)) => {
                 let membership = cluster::Membership {

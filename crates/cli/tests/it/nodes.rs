@@ -1,6 +1,6 @@
 //! A cluster of real `kairos server start` processes on the machine's PostgreSQL: any node
-//! serves any request (the worker on one node, the client on another, results read from a
-//! third), a node killed with SIGKILL has its shards taken over within seconds and every
+//! serves any request (workers on two nodes, starts, signals and reads through three, children
+//! on whichever node their id lands), a node killed with SIGKILL has its shards taken over within seconds and every
 //! workflow completes, and a node paused with SIGSTOP past its membership timeout rejoins
 //! without duplicating or losing anything. Skipped, saying so, without
 //! `KAIROS_TEST_POSTGRES_URL`.
@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use temporalio_client::{
     Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
-    WorkflowStartOptions,
+    WorkflowSignalOptions, WorkflowStartOptions,
 };
-use temporalio_common::data_converters::{PayloadConverter, RawValue};
+use temporalio_common::protos::temporal::api::history::v1::{HistoryEvent, history_event};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowResult,
+    ActivityOptions, ApplicationFailure, ChildWorkflowOptions, Runtime, SyncWorkflowContext,
+    Worker, WorkerOptions, WorkflowContext, WorkflowResult,
 };
 
 use crate::support::{Kairos, connect, free_port};
@@ -45,13 +46,16 @@ impl Legs {
 
 #[workflow]
 #[derive(Default)]
-struct Delivery;
+struct Delivery {
+    tips: u32,
+}
 
 #[workflow_methods]
 impl Delivery {
-    /// Three legs, each an activity, with a durable timer between them.
+    /// Three legs, each an activity followed by a durable timer; then a receipt as a child
+    /// workflow (placed by its own id, so often on another node); then a tip, by signal.
     #[run(name = "delivery")]
-    async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<u32> {
+    async fn run(ctx: &mut WorkflowContext<Self>, id: String) -> WorkflowResult<u32> {
         let mut at = 0;
         for _ in 0..3 {
             at = ctx
@@ -63,7 +67,42 @@ impl Delivery {
                 .await?;
             ctx.timer(Duration::from_millis(300)).await;
         }
-        Ok(at)
+        let receipt = ChildWorkflowOptions::builder()
+            .workflow_id(format!("{id}-receipt"))
+            .build();
+        let receipt = ctx
+            .start_child_workflow(Receipt::run, at, receipt)
+            .await
+            .map_err(|e| ApplicationFailure::new(format!("receipt: {e}")))?
+            .result()
+            .await
+            .map_err(|e| ApplicationFailure::new(format!("receipt: {e}")))?;
+        ctx.wait_condition(|s| s.tips > 0).await?;
+        Ok(receipt + ctx.state(|s| s.tips))
+    }
+
+    #[signal(name = "tip")]
+    fn tip(&mut self, _ctx: &mut SyncWorkflowContext<Self>, n: u32) {
+        self.tips += n;
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+struct Receipt;
+
+#[workflow_methods]
+impl Receipt {
+    /// One more leg.
+    #[run(name = "receipt")]
+    async fn run(ctx: &mut WorkflowContext<Self>, at: u32) -> WorkflowResult<u32> {
+        Ok(ctx
+            .execute_activity(
+                Legs::leg,
+                at,
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(5)),
+            )
+            .await?)
     }
 }
 
@@ -155,48 +194,77 @@ fn worker(rt: &Runtime, client: &Client, tq: &str, legs: Legs) -> anyhow::Result
         .graceful_shutdown_period(Duration::from_secs(1))
         .register_activities(legs)
         .register_workflow::<Delivery>()?
+        .register_workflow::<Receipt>()?
         .build();
     Ok(Worker::new(rt, client.clone(), options)?)
 }
 
-async fn start_all(client: &Client, tq: &str, ids: &[String]) -> anyhow::Result<()> {
-    for id in ids {
-        client
+/// Starts `ids` and tips each, through the clients in turn.
+async fn start_all(clients: &[&Client], tq: &str, ids: &[String]) -> anyhow::Result<()> {
+    for (i, id) in ids.iter().enumerate() {
+        let client = clients[i % clients.len()];
+        let handle = client
             .start_workflow(
-                UntypedWorkflow::new("delivery"),
-                RawValue::new(vec![]),
+                Delivery::run,
+                id.clone(),
                 WorkflowStartOptions::new(tq, id.as_str()).build(),
             )
+            .await?;
+        let tipper = clients[(i + 1) % clients.len()];
+        tipper
+            .get_workflow_handle::<Delivery>(handle.info().workflow_id.as_str())
+            .signal(Delivery::tip, 1, WorkflowSignalOptions::default())
             .await?;
     }
     Ok(())
 }
 
-/// Every workflow returns 3 and its history is numbered 1..n with no gap.
+/// Every workflow returns 5 (three legs, the receipt's leg, one tip), and its history and its
+/// receipt's are numbered 1..n with no gap, with no activity completed twice for one scheduled
+/// event, every timer fired once, and the tip delivered once.
 async fn check_all(client: &Client, ids: &[String]) -> anyhow::Result<()> {
-    let pc = PayloadConverter::default();
     for id in ids {
-        let handle = client.get_workflow_handle::<UntypedWorkflow>(id.as_str());
+        let handle = client.get_workflow_handle::<Delivery>(id.as_str());
         let result = tokio::time::timeout(
             Duration::from_secs(60),
             handle.get_result(WorkflowGetResultOptions::default()),
         )
         .await??;
-        let at: u32 = result.to_value(&pc);
-        assert_eq!(at, 3, "workflow {id} ran its three legs");
-        let events = handle
-            .fetch_history(WorkflowFetchHistoryOptions::builder().build())
-            .into_events()
-            .await?;
-        for (i, event) in events.iter().enumerate() {
-            assert_eq!(
-                event.event_id,
-                i as i64 + 1,
-                "workflow {id}: history has a gap"
-            );
+        assert_eq!(result, 5, "workflow {id}: three legs, a receipt and a tip");
+        for run in [id.clone(), format!("{id}-receipt")] {
+            let events = client
+                .get_workflow_handle::<UntypedWorkflow>(run.as_str())
+                .fetch_history(WorkflowFetchHistoryOptions::builder().build())
+                .into_events()
+                .await?;
+            audit(&run, &events);
         }
     }
     Ok(())
+}
+
+fn audit(run: &str, events: &[HistoryEvent]) {
+    use history_event::Attributes as A;
+    let mut completed = std::collections::HashSet::new();
+    let (mut timers_started, mut timers_fired, mut tips) = (0, 0, 0);
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.event_id, i as i64 + 1, "{run}: history has a gap");
+        match &event.attributes {
+            Some(A::ActivityTaskCompletedEventAttributes(a)) => assert!(
+                completed.insert(a.scheduled_event_id),
+                "{run}: activity {} completed twice",
+                a.scheduled_event_id
+            ),
+            Some(A::TimerStartedEventAttributes(_)) => timers_started += 1,
+            Some(A::TimerFiredEventAttributes(_)) => timers_fired += 1,
+            Some(A::WorkflowExecutionSignaledEventAttributes(_)) => tips += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(timers_fired, timers_started, "{run}: every timer fired once");
+    if !run.ends_with("-receipt") {
+        assert_eq!((timers_started, tips), (3, 1), "{run}: three timers, one tip");
+    }
 }
 
 fn signal(pid: u32, which: &str) {
@@ -227,35 +295,31 @@ async fn a_cluster_serves_from_any_node_and_survives_losing_one() -> anyhow::Res
     let d = Node::start(&url, "d");
     wait_for_balance(&[&a, &b, &c, &d], 4, Duration::from_secs(20));
 
-    // The worker talks to a, the client starts workflows through b and reads through d.
+    // Workers on a and b; clients on a, b and d take turns starting and signalling.
     let rt = Runtime::from_current_tokio(
         RuntimeOptions::builder()
             .heartbeat_interval(None)
             .build()
             .map_err(anyhow::Error::msg)?,
     )?;
-    let worker_client = connect(&a.process.url()).await?;
-    let starter = connect(&b.process.url()).await?;
-    let reader = connect(&d.process.url()).await?;
+    let on_a = connect(&a.process.url()).await?;
+    let on_b = connect(&b.process.url()).await?;
+    let on_d = connect(&d.process.url()).await?;
     let tq = format!("nodes-{}", uuid::Uuid::new_v4());
     let legs = Legs::default();
-    let mut w = worker(&rt, &worker_client, &tq, legs.clone())?;
-    let shutdown = w.shutdown_handle();
+    let mut w1 = worker(&rt, &on_a, &tq, legs.clone())?;
+    let mut w2 = worker(&rt, &on_b, &tq, legs.clone())?;
+    let (stop1, stop2) = (w1.shutdown_handle(), w2.shutdown_handle());
     let batch = |name: &str| -> Vec<String> {
-        (0..12)
-            .map(|i| format!("{name}-{i}-{}", uuid::Uuid::new_v4()))
-            .collect()
+        (0..20).map(|i| format!("{name}-{i}-{}", uuid::Uuid::new_v4())).collect()
     };
-    let first = batch("first");
-    let second = batch("second");
-    let third = batch("third");
+    let (first, second, third) = (batch("first"), batch("second"), batch("third"));
     let mut c = Some(c);
     let scenario = async {
-        start_all(&starter, &tq, &first).await?;
-        eprintln!("first batch started");
+        start_all(&[&on_a, &on_b, &on_d], &tq, &first).await?;
         // Mid-flight, c dies: its shards and task queues move to a, b and d.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while legs.runs.load(Ordering::SeqCst) < 6 {
+        while legs.runs.load(Ordering::SeqCst) < 10 {
             anyhow::ensure!(Instant::now() < deadline, "no progress before the kill");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -264,29 +328,31 @@ async fn a_cluster_serves_from_any_node_and_survives_losing_one() -> anyhow::Res
             wait_for_balance(&[&a, &b, &d], 3, Duration::from_secs(20))
         });
         eprintln!("c's shards were taken over {took:?} after the kill was seen");
-        start_all(&starter, &tq, &second).await?;
-        eprintln!("second batch started");
-        check_all(&reader, &first).await?;
-        eprintln!("first batch done");
-        check_all(&reader, &second).await?;
-        eprintln!("second batch done");
+        start_all(&[&on_b, &on_d, &on_a], &tq, &second).await?;
+        check_all(&on_d, &first).await?;
+        check_all(&on_a, &second).await?;
 
-        // d pauses past its membership timeout while work goes on, then resumes: it finds its
-        // shards taken, and rejoins; nothing it held is lost or written twice.
+        // d pauses past its membership timeout while work goes on, then resumes: its writes
+        // are refused (another node took its shards), it rejoins, and nothing it held is lost
+        // or written twice.
         signal(d.process.pid(), "-STOP");
-        start_all(&starter, &tq, &third).await?;
+        start_all(&[&on_a, &on_b], &tq, &third).await?;
         tokio::task::block_in_place(|| wait_for_balance(&[&a, &b], 2, Duration::from_secs(20)));
         signal(d.process.pid(), "-CONT");
-        tokio::task::block_in_place(|| wait_for_balance(&[&a, &b, &d], 3, Duration::from_secs(20)));
-        check_all(&reader, &third).await?;
-        check_all(&starter, &first).await?;
-        shutdown();
+        tokio::task::block_in_place(|| {
+            wait_for_balance(&[&a, &b, &d], 3, Duration::from_secs(20))
+        });
+        check_all(&on_d, &third).await?;
+        check_all(&on_b, &first).await?;
+        stop1();
+        stop2();
         anyhow::Ok(())
     };
-    let (run, outcome) = tokio::join!(w.run(), scenario);
+    let (run1, run2, outcome) = tokio::join!(w1.run(), w2.run(), scenario);
     outcome?;
-    run?;
+    run1?;
+    run2?;
     // Every leg ran at least once; a leg whose completion died with c ran again.
-    assert!(legs.runs.load(Ordering::SeqCst) >= 3 * 36);
+    assert!(legs.runs.load(Ordering::SeqCst) >= 4 * 60);
     Ok(())
 }

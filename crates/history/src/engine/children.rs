@@ -10,6 +10,7 @@ use temporalio_protos::temporal::api::enums::v1::{
 use temporalio_protos::temporal::api::history::v1::history_event::Attributes as A;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 
+use super::remote::{CancelOp, ChildClosedOp, Op, RunOp, StartChildOp, TerminateOp};
 use super::{Delivery, Engine};
 use crate::error::Error;
 use crate::state::{ChildStart, ParentInfo, is_closed};
@@ -97,11 +98,18 @@ impl Engine {
                     workflow_id: parent.workflow_id.clone(),
                     run_id: parent.run_id.clone(),
                 });
-                match self
-                    .start_workflow_with(&ns, &req, None, None, Some((info, root)))
-                    .await
-                {
-                    Ok(out) => ChildStart::Started { run_id: out.run_id },
+                let op = RunOp {
+                    namespace_id: ns.id.clone(),
+                    workflow_id: a.workflow_id.clone(),
+                    run_id: String::new(),
+                    op: Some(Op::StartChild(StartChildOp {
+                        request: Some(req),
+                        parent: Some(info),
+                        root: Some(root),
+                    })),
+                };
+                match self.run_op(op).await {
+                    Ok((run_id, _)) => ChildStart::Started { run_id },
                     Err(Error::AlreadyStarted { .. }) => ChildStart::Failed(
                         StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
                     ),
@@ -229,16 +237,20 @@ impl Engine {
                 workflow_id: parent.workflow_id.clone(),
                 run_id: parent.run_id.clone(),
             };
-            self.transact(&key, None, |t| {
-                t.cancel_source = Some((requester, 0));
-                t.request_cancel("", HISTORY_IDENTITY, &request_id)
-            })
-            .await
+            let op = Op::Cancel(CancelOp {
+                reason: String::new(),
+                identity: HISTORY_IDENTITY.into(),
+                request_id,
+                sender: Some(requester),
+                initiated: 0,
+            });
+            self.run_op(RunOp::on(&key, op)).await.map(|_| ())
         } else {
-            self.transact(&key, None, |t| {
-                t.terminate(CLOSE_POLICY_REASON, None, HISTORY_IDENTITY)
-            })
-            .await
+            let op = Op::Terminate(TerminateOp {
+                reason: CLOSE_POLICY_REASON.into(),
+                identity: HISTORY_IDENTITY.into(),
+            });
+            self.run_op(RunOp::on(&key, op)).await.map(|_| ())
         };
         match result {
             Ok(()) | Err(Error::NotFound(_)) => Ok(()),
@@ -336,15 +348,15 @@ impl Engine {
         };
         // The parent, then at most a few reset successors of it.
         for _ in 0..4 {
-            match self
-                .transact(&parent_key, None, |t| {
-                    t.child_closed(initiated, child_run.clone(), close)
-                })
-                .await
-            {
-                Ok(true) => return Delivery::Done,
+            let op = Op::ChildClosed(ChildClosedOp {
+                initiated,
+                child: Some(child_run.clone()),
+                close: Some(close.clone()),
+            });
+            match self.run_op(RunOp::on(&parent_key, op)).await {
+                Ok((_, true)) => return Delivery::Done,
                 // The parent has not recorded the child's start yet.
-                Ok(false) => return Delivery::Retry,
+                Ok((_, false)) => return Delivery::Retry,
                 Err(Error::NotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!(run = %run, error = %e, "failed to report a child's close to its parent; retrying");

@@ -1,5 +1,6 @@
 //! Signals and cancel requests from one run to another, delivered by history in the target's
 //! own transaction.
+use super::remote::{CancelOp, Op, RunOp, SignalOp};
 use super::*;
 
 impl Engine {
@@ -40,23 +41,25 @@ impl Engine {
                     return Delivery::Retry;
                 }
                 Ok(target) => {
-                    let result = if request.cancel {
-                        self.transact(&target, None, |t| {
-                            t.cancel_source = Some((sender.clone(), initiated));
-                            t.request_cancel(&request.reason, "history-service", &request_id)
+                    let op = if request.cancel {
+                        Op::Cancel(CancelOp {
+                            reason: request.reason.clone(),
+                            identity: "history-service".into(),
+                            request_id: request_id.clone(),
+                            sender: Some(sender.clone()),
+                            initiated,
                         })
-                        .await
                     } else {
-                        let signal = Signal {
+                        Op::Signal(SignalOp {
                             name: request.signal_name.clone(),
                             input: request.input.clone(),
-                            identity: "history-service".into(),
                             header: request.header.clone(),
+                            identity: "history-service".into(),
                             request_id: request_id.clone(),
-                            external: Some(sender.clone()),
-                        };
-                        self.transact(&target, None, |t| t.signal(signal)).await
+                            sender: Some(sender.clone()),
+                        })
                     };
+                    let result = self.run_op(RunOp::on(&target, op)).await.map(|_| ());
                     match result {
                         Ok(()) => true,
                         Err(Error::NotFound(_)) => false,

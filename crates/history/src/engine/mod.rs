@@ -12,6 +12,7 @@ mod external;
 mod operations;
 mod plan;
 mod reads;
+mod remote;
 mod reset;
 mod runs;
 mod shards;
@@ -62,6 +63,7 @@ use runs::*;
 use shards::*;
 
 pub use reads::{HistoryPage, RunProgress};
+pub use remote::{RemoteRuns, RunOp, RunOpOutcome};
 pub use tasks::ActivityTarget;
 
 /// Options of the engine.
@@ -107,6 +109,8 @@ struct Inner {
     /// Shards being acquired: their timers are queued before their leases are installed, and
     /// one that comes due in between is retried rather than dropped as another node's.
     acquiring: Mutex<HashSet<i32>>,
+    /// The way to runs other nodes hold (a node of a cluster).
+    remote: std::sync::OnceLock<Arc<dyn remote::RemoteRuns>>,
     runs: Mutex<RunCache>,
     workflow_locks: Mutex<HashMap<(String, String), WorkflowLock>>,
     watchers: Mutex<HashMap<RunKey, watch::Sender<RunProgress>>>,
@@ -178,6 +182,7 @@ impl Engine {
                 matching,
                 shards: Shards::default(),
                 acquiring: Mutex::new(HashSet::new()),
+                remote: std::sync::OnceLock::new(),
                 runs: Mutex::new(RunCache::default()),
                 workflow_locks: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
