@@ -385,9 +385,16 @@ pub(crate) fn with_config_file(
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("failed to read the configuration file {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map_or(1, |span| {
+            text[..span.start.min(text.len())].lines().count().max(1)
+        });
+        anyhow::anyhow!(
+            "{} is not valid TOML: {} (line {line})",
+            path.display(),
+            e.message().trim()
+        )
+    })?;
     let known: Vec<String> = <Start as clap::CommandFactory>::command()
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_string))

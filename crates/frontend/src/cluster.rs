@@ -206,11 +206,16 @@ impl kairos_history::engine::RemoteRuns for Cluster {
             self.peer(&node).map_err(unavailable)?.apply_run_op(request),
         )
         .await
-        .map_err(|_| kairos_history::Error::Unavailable(format!("node {} did not answer", node.name)))?
+        .map_err(|_| {
+            kairos_history::Error::Unavailable(format!("node {} did not answer", node.name))
+        })?
         .map_err(unavailable)?
         .into_inner();
         kairos_history::engine::RunOpOutcome::decode(answer.outcome.as_slice()).map_err(|e| {
-            kairos_history::Error::Unavailable(format!("undecodable answer from {}: {e}", node.name))
+            kairos_history::Error::Unavailable(format!(
+                "undecodable answer from {}: {e}",
+                node.name
+            ))
         })
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
 use kairos_proto::node::node_service_server::NodeService;
 use kairos_proto::node::{
-    AddTaskRequest, AddTaskResponse, ApplyRunOpRequest, ApplyRunOpResponse, ForwardRequest, ForwardResponse, StartTaskRequest,
-    StartTaskResponse,
+    AddTaskRequest, AddTaskResponse, ApplyRunOpRequest, ApplyRunOpResponse, ForwardRequest,
+    ForwardResponse, StartTaskRequest, StartTaskResponse,
 };
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
 use prost::Message;

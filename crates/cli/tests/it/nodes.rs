@@ -261,9 +261,16 @@ fn audit(run: &str, events: &[HistoryEvent]) {
             _ => {}
         }
     }
-    assert_eq!(timers_fired, timers_started, "{run}: every timer fired once");
+    assert_eq!(
+        timers_fired, timers_started,
+        "{run}: every timer fired once"
+    );
     if !run.ends_with("-receipt") {
-        assert_eq!((timers_started, tips), (3, 1), "{run}: three timers, one tip");
+        assert_eq!(
+            (timers_started, tips),
+            (3, 1),
+            "{run}: three timers, one tip"
+        );
     }
 }
 
@@ -311,7 +318,9 @@ async fn a_cluster_serves_from_any_node_and_survives_losing_one() -> anyhow::Res
     let mut w2 = worker(&rt, &on_b, &tq, legs.clone())?;
     let (stop1, stop2) = (w1.shutdown_handle(), w2.shutdown_handle());
     let batch = |name: &str| -> Vec<String> {
-        (0..20).map(|i| format!("{name}-{i}-{}", uuid::Uuid::new_v4())).collect()
+        (0..20)
+            .map(|i| format!("{name}-{i}-{}", uuid::Uuid::new_v4()))
+            .collect()
     };
     let (first, second, third) = (batch("first"), batch("second"), batch("third"));
     let mut c = Some(c);
@@ -339,9 +348,7 @@ async fn a_cluster_serves_from_any_node_and_survives_losing_one() -> anyhow::Res
         start_all(&[&on_a, &on_b], &tq, &third).await?;
         tokio::task::block_in_place(|| wait_for_balance(&[&a, &b], 2, Duration::from_secs(20)));
         signal(d.process.pid(), "-CONT");
-        tokio::task::block_in_place(|| {
-            wait_for_balance(&[&a, &b, &d], 3, Duration::from_secs(20))
-        });
+        tokio::task::block_in_place(|| wait_for_balance(&[&a, &b, &d], 3, Duration::from_secs(20)));
         check_all(&on_d, &third).await?;
         check_all(&on_b, &first).await?;
         stop1();
@@ -354,5 +361,114 @@ async fn a_cluster_serves_from_any_node_and_survives_losing_one() -> anyhow::Res
     run2?;
     // Every leg ran at least once; a leg whose completion died with c ran again.
     assert!(legs.runs.load(Ordering::SeqCst) >= 4 * 60);
+    Ok(())
+}
+
+/// Runs `kairos server start ARGS` expecting it to refuse to start; returns its stderr.
+fn refused(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["server", "start", "--port", &free_port().to_string()])
+        .args(["--internal-port", &free_port().to_string()])
+        .args(args)
+        .output()
+        .expect("kairos runs");
+    assert!(!out.status.success(), "started with {args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_node_refuses_a_config_file_it_does_not_understand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "db-url = \"postgres://x@127.0.0.1:1/x\"\nshards = 3\n",
+    )
+    .expect("write");
+    let err = refused(&["--config", file.to_str().expect("utf-8")]);
+    assert!(err.contains("unknown setting \"shards\""), "{err}");
+    std::fs::write(&file, "port = [").expect("write");
+    let err = refused(&["--config", file.to_str().expect("utf-8")]);
+    assert!(err.contains("is not valid TOML"), "{err}");
+    let err = refused(&[
+        "--services",
+        "frontend,matching",
+        "--db-url",
+        "postgres://x@127.0.0.1:1/x",
+    ]);
+    assert!(err.contains("leaves out history, worker"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_settings_from_its_file_and_refuses_conflicts() -> anyhow::Result<()> {
+    let Ok(base) = std::env::var("KAIROS_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set (the cluster runs on PostgreSQL)");
+        return Ok(());
+    };
+    let schema = format!(
+        "kairos_conf_{}_{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}schema={schema}");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "db_url = \"{url}\"\nnode-name = \"from-file\"\nnum-history-shards = 5\n\
+             namespace = [\"orders\"]\nport = 1\n"
+        ),
+    )?;
+    // The command line's --port wins over the file's.
+    let port = free_port();
+    let args: Vec<String> = ["--config", file.to_str().expect("utf-8")]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--internal-port".to_string(), free_port().to_string()])
+        .collect();
+    let node = Kairos::start_node(port, &args);
+    let client = connect(&node.url()).await?;
+    let info = client
+        .connection()
+        .workflow_service()
+        .get_cluster_info(tonic::Request::new(
+            temporalio_common::protos::temporal::api::workflowservice::v1::GetClusterInfoRequest {},
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(info.history_shard_count, 5, "from the file");
+    let namespaces = client
+        .connection()
+        .workflow_service()
+        .describe_namespace(tonic::Request::new(
+            temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest {
+                namespace: "orders".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert!(
+        namespaces.is_ok(),
+        "the file's namespace exists: {namespaces:?}"
+    );
+
+    let err = refused(&["--db-url", &url, "--num-history-shards", "7"]);
+    assert!(err.contains("created with 5 history shards"), "{err}");
+    let err = refused(&[
+        "--db-url",
+        &url,
+        "--node-name",
+        "from-file",
+        "--num-history-shards",
+        "5",
+    ]);
+    assert!(
+        err.contains("node name \"from-file\" is in use by a live node"),
+        "{err}"
+    );
     Ok(())
 }

@@ -102,11 +102,11 @@ impl Engine {
                     namespace_id: ns.id.clone(),
                     workflow_id: a.workflow_id.clone(),
                     run_id: String::new(),
-                    op: Some(Op::StartChild(StartChildOp {
+                    op: Some(Op::StartChild(Box::new(StartChildOp {
                         request: Some(req),
                         parent: Some(info),
                         root: Some(root),
-                    })),
+                    }))),
                 };
                 match self.run_op(op).await {
                     Ok((run_id, _)) => ChildStart::Started { run_id },
@@ -348,11 +348,11 @@ impl Engine {
         };
         // The parent, then at most a few reset successors of it.
         for _ in 0..4 {
-            let op = Op::ChildClosed(ChildClosedOp {
+            let op = Op::ChildClosed(Box::new(ChildClosedOp {
                 initiated,
                 child: Some(child_run.clone()),
                 close: Some(close.clone()),
-            });
+            }));
             match self.run_op(RunOp::on(&parent_key, op)).await {
                 Ok((_, true)) => return Delivery::Done,
                 // The parent has not recorded the child's start yet.

@@ -41,11 +41,11 @@ pub enum Op {
     #[prost(message, tag = "6")]
     Terminate(TerminateOp),
     /// A child's close, reported to its parent.
-    #[prost(message, tag = "7")]
-    ChildClosed(ChildClosedOp),
+    #[prost(message, boxed, tag = "7")]
+    ChildClosed(Box<ChildClosedOp>),
     /// A child to start for its parent.
-    #[prost(message, tag = "8")]
-    StartChild(StartChildOp),
+    #[prost(message, boxed, tag = "8")]
+    StartChild(Box<StartChildOp>),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -219,7 +219,9 @@ impl Engine {
                     request_id: s.request_id,
                     external: s.sender,
                 };
-                self.transact(&key, None, |t| t.signal(signal)).await.map(|()| none())
+                self.transact(&key, None, |t| t.signal(signal))
+                    .await
+                    .map(|()| none())
             }
             Some(Op::Cancel(c)) => self
                 .transact(&key, None, |t| {
@@ -233,6 +235,7 @@ impl Engine {
                 .await
                 .map(|()| none()),
             Some(Op::ChildClosed(c)) => {
+                let c = *c;
                 let close = c.close.unwrap_or_default();
                 let child = c.child.unwrap_or_default();
                 self.transact(&key, None, |t| t.child_closed(c.initiated, child, &close))
@@ -240,6 +243,7 @@ impl Engine {
                     .map(|recorded| (String::new(), recorded))
             }
             Some(Op::StartChild(s)) => {
+                let s = *s;
                 let ns = self
                     .inner
                     .namespaces
