@@ -32,6 +32,8 @@ pub struct Cluster {
     peers: Mutex<HashMap<String, NodeServiceClient<Channel>>>,
     /// Bumped at every change of the member list.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Set as the node leaves: it owns nothing from then on.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// Who serves a key.
@@ -52,7 +54,16 @@ impl Cluster {
             members: RwLock::new(Arc::new(vec![me])),
             peers: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::Sender::new(0),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// This node is leaving: from now on every shard and task queue is another node's (the
+    /// owner the others agree on once this node's row is gone).
+    pub fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.changes.send_modify(|version| *version += 1);
     }
 
     /// Resolves once a change of the member list makes `still_owner` false: a call waiting on
@@ -113,8 +124,10 @@ impl Cluster {
     /// The member that wins `key` (highest rendezvous score).
     fn winner(&self, key: &[u8]) -> Owner {
         let members = self.members.read();
+        let leaving = self.leaving.load(std::sync::atomic::Ordering::Acquire);
         let best = members
             .iter()
+            .filter(|node| !(leaving && node.name == self.name))
             .max_by_key(|node| (score(&node.name, key), node.name.clone()));
         match best {
             Some(node) if node.name != self.name => Owner::There(node.clone()),

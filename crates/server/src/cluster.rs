@@ -166,6 +166,35 @@ impl Membership {
         }
     }
 
+    /// Removes the members whose internal port refuses connections: their process is gone
+    /// (a live node listens from before it joins until after it leaves), so the others need
+    /// not wait for the membership timeout to take over. A paused or unreachable node does
+    /// not refuse (its connections hang or time out): it waits for the timeout. Removing a
+    /// live node by mistake costs a moment: its next heartbeat writes its row again.
+    async fn evict_dead(&self, live: &mut Vec<MemberRow>) {
+        let mut gone = Vec::new();
+        for member in live.iter().filter(|m| m.name != self.me.name) {
+            let probe = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(member.internal_address.as_str()),
+            )
+            .await;
+            if let Ok(Err(e)) = probe
+                && e.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                gone.push(member.clone());
+            }
+        }
+        for member in gone {
+            tracing::warn!(node = %member.name, address = %member.internal_address,
+                "node refuses connections on its internal port: removed from the members");
+            if let Err(e) = self.store.remove_member(&member.name, member.session).await {
+                tracing::warn!(error = %e, "failed to remove a dead node's row");
+            }
+            live.retain(|m| m.name != member.name);
+        }
+    }
+
     /// One heartbeat: records this node alive, reads the members, and moves shards and queues
     /// if they changed. Returns whether the heartbeat was recorded.
     async fn beat(&self) -> bool {
@@ -176,7 +205,7 @@ impl Membership {
                 false
             }
         };
-        let live = match self
+        let mut live = match self
             .store
             .live_members(self.config.membership_timeout)
             .await
@@ -187,6 +216,7 @@ impl Membership {
                 return recorded;
             }
         };
+        self.evict_dead(&mut live).await;
         let before: BTreeSet<String> = self.view.members().iter().map(|n| n.name.clone()).collect();
         let changed = self.view.set_members(live.iter().map(node).collect());
         if changed {

@@ -172,9 +172,14 @@ pub struct Server {
     node: Option<NodeRole>,
 }
 
+/// How long a leaving node lets requests in flight finish.
+const LEAVE_GRACE: Duration = Duration::from_secs(5);
+
 /// What a node of a cluster runs beside the frontend.
 struct NodeRole {
     me: kairos_persistence::MemberRow,
+    view: Arc<kairos_frontend::cluster::Cluster>,
+    tasks: Arc<dyn kairos_core::api::TaskSink>,
     internal_addr: SocketAddr,
     leave: Option<oneshot::Sender<()>>,
     serving_internal: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -371,6 +376,8 @@ impl Server {
             tracing::info!(node = %me.name, internal = %internal_addr, "joined the cluster");
             node = Some(NodeRole {
                 me,
+                view: view.clone().expect("a node has a view"),
+                tasks: tasks.clone(),
                 internal_addr,
                 leave: Some(leave_tx),
                 serving_internal,
@@ -446,21 +453,13 @@ impl Server {
 
     /// Stops accepting requests and waits for in-flight ones to finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.serving).await.context("server task failed")??;
-        if let Some(mut node) = self.node.take() {
-            // Leaving at once, rather than after the membership timeout: the other nodes
-            // take this node's shards at their next heartbeat.
+        // A node of a cluster leaves first: it stops routing to itself, removes its member
+        // row (the others take its shards at their next heartbeat, not after the timeout),
+        // hands its queued tasks to their new owners and gives up its shards. Requests still
+        // arriving are forwarded to the new owners (retried there until they have taken over).
+        if let Some(node) = &mut self.node {
             node.beating.abort();
-            if let Some(tx) = node.leave.take() {
-                let _ = tx.send(());
-            }
-            let _ = (&mut node.serving_internal).await;
-            for shard in self.engine.held_shards() {
-                self.engine.release_shard(shard);
-            }
+            node.view.leave();
             if let Err(e) = self
                 .store
                 .remove_member(&node.me.name, node.me.session)
@@ -469,6 +468,36 @@ impl Server {
                 tracing::warn!(error = %e, "failed to leave the cluster's members; the others \
                     notice after the membership timeout");
             }
+            for task in self.matching.drain_queues(|_, _| false) {
+                node.tasks.add_task(task);
+            }
+            for shard in self.engine.held_shards() {
+                self.engine.release_shard(shard);
+            }
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut node) = self.node.take() {
+            // Long polls forwarded through this node would hold the stop for up to a minute;
+            // their workers poll again through another address once the port closes.
+            if tokio::time::timeout(LEAVE_GRACE, &mut self.serving)
+                .await
+                .is_err()
+            {
+                self.serving.abort();
+            }
+            if let Some(tx) = node.leave.take() {
+                let _ = tx.send(());
+            }
+            if tokio::time::timeout(LEAVE_GRACE, &mut node.serving_internal)
+                .await
+                .is_err()
+            {
+                node.serving_internal.abort();
+            }
+        } else {
+            (&mut self.serving).await.context("server task failed")??;
         }
         // A clean stop leaves nothing for the next start to recover.
         if let Err(e) = self.store.close().await {

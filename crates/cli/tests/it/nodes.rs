@@ -355,7 +355,10 @@ async fn a_cluster_serves_from_any_node_and_survives_losing_one() -> anyhow::Res
         stop2();
         anyhow::Ok(())
     };
-    let (run1, run2, outcome) = tokio::join!(w1.run(), w2.run(), scenario);
+    let all = async { tokio::join!(w1.run(), w2.run(), scenario) };
+    let (run1, run2, outcome) = tokio::time::timeout(Duration::from_secs(240), all)
+        .await
+        .map_err(|_| anyhow::anyhow!("the cluster scenario did not finish in 4 minutes"))?;
     outcome?;
     run1?;
     run2?;

@@ -158,7 +158,7 @@ impl Engine {
     /// lease), says so in the log once, and releases it.
     pub(super) fn shard_lost(&self, shard: &Shard) {
         if shard.stop() {
-            tracing::error!(
+            tracing::warn!(
                 shard_id = shard.id,
                 range_id = shard.range_id,
                 "shard ownership lost: another server took this shard's lease; this server \
