@@ -500,14 +500,14 @@ impl Frontend {
     }
 
     /// Has the node holding a queued task's run start it (`NodeService.StartTask`): the poll's
-    /// answer encoded, `None` when the task is moot.
-    async fn start_task_there(
+    /// answer, `None` when the task is moot.
+    async fn start_task_there<T: Message + Default>(
         &self,
         node: &crate::cluster::Node,
         task: &QueuedTask,
         identity: &str,
         build_id: &str,
-    ) -> Result<Option<Vec<u8>>, Status> {
+    ) -> Result<Option<T>, Status> {
         let cluster = self.cluster.as_ref().expect("a remote run needs a cluster");
         let mut peer = cluster.peer(node)?;
         let start = peer.start_task(kairos_proto::node::StartTaskRequest {
@@ -522,7 +522,14 @@ impl Frontend {
                 return Err(Status::unavailable(format!("node {} left the cluster", node.name)));
             }
         };
-        Ok(answer.started.then_some(answer.response))
+        if !answer.started {
+            return Ok(None);
+        }
+        T::decode(answer.response.as_slice())
+            .map(Some)
+            .map_err(|e| {
+                Status::internal(format!("node {} sent an undecodable task: {e}", node.name))
+            })
     }
 
     async fn run_key(
@@ -896,15 +903,10 @@ impl WorkflowService for Frontend {
                     self.start_workflow_task_here(&task, &req.identity, &build_id)
                         .await
                 }
-                Owner::There(node) => self
-                    .start_task_there(&node, &task, &req.identity, &build_id)
-                    .await
-                    .and_then(|bytes| {
-                        bytes
-                            .map(|b| PollWorkflowTaskAnswer::decode(b.as_slice()))
-                            .transpose()
-                            .map_err(|e| Status::internal(format!("undecodable task: {e}")))
-                    }),
+                Owner::There(node) => {
+                    self.start_task_there(&node, &task, &req.identity, &build_id)
+                        .await
+                }
             };
             match started {
                 Ok(Some(answer)) => {
@@ -1022,15 +1024,7 @@ impl WorkflowService for Frontend {
             };
             let started = match self.run_owner(&task) {
                 Owner::Here => self.start_activity_task_here(&task, &req.identity).await,
-                Owner::There(node) => self
-                    .start_task_there(&node, &task, &req.identity, "")
-                    .await
-                    .and_then(|bytes| {
-                        bytes
-                            .map(|b| PollActivityTaskQueueResponse::decode(b.as_slice()))
-                            .transpose()
-                            .map_err(|e| Status::internal(format!("undecodable task: {e}")))
-                    }),
+                Owner::There(node) => self.start_task_there(&node, &task, &req.identity, "").await,
             };
             match started {
                 Ok(Some(response)) => {
