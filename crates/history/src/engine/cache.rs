@@ -77,6 +77,10 @@ pub(super) struct Cached {
     /// largest variant), the encoded one a hundred bytes or so.
     pub(super) tail: Vec<Vec<u8>>,
     pub(super) tail_first: i64,
+    /// The lease (`range_id`) of the run's shard this copy is known current under; 0 when
+    /// none. A copy from an earlier hold of the shard is never trusted: another node may have
+    /// changed the run in between.
+    pub(super) lease: i64,
 }
 
 /// Events kept per cached run at most (a run with no completed task for long).
@@ -91,6 +95,7 @@ impl Cached {
             ms,
             version,
             tail: encoded,
+            lease: 0,
         };
         cached.trim_tail();
         cached

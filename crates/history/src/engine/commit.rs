@@ -54,7 +54,7 @@ impl Engine {
     pub(super) async fn start_task<T, A>(
         &self,
         task: &QueuedTask,
-        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+        f: impl Fn(&mut Transition<'_>) -> std::result::Result<T, StateError>,
         answer: impl FnOnce(&T, &Cached, (i64, &[Vec<u8>])) -> A,
     ) -> Result<(T, A)> {
         let key = RunKey {
@@ -62,13 +62,33 @@ impl Engine {
             workflow_id: task.workflow_id.clone(),
             run_id: task.run_id.clone(),
         };
-        let decision = self.decide(&key, None, f, None).await?;
-        let (Some(plan), Some(held)) = (decision.plan, decision.held) else {
-            // A start always changes the run: nothing to commit means nothing started.
-            return Err(Error::NotFound("the task was not started".into()));
+        // A task found moot is dropped (its row deleted): decided on the cached copy first,
+        // and, if moot there, once more on a fresh read, so that a cached copy that fell
+        // behind the store can never drop a live task.
+        let mut fresh = false;
+        let (plan, held, out) = loop {
+            let decision = match self.decide(&key, None, &f, None).await {
+                Err(Error::NotFound(_)) if !fresh => None,
+                decided => Some(decided?),
+            };
+            match decision {
+                Some(Decision {
+                    out,
+                    plan: Some(plan),
+                    held: Some(held),
+                }) => break (plan, held, out),
+                // A start always changes the run: nothing to commit means nothing started.
+                Some(_) if fresh => {
+                    return Err(Error::NotFound("the task was not started".into()));
+                }
+                _ => {
+                    fresh = true;
+                    *self.slot(&key).lock_owned().await = None;
+                }
+            }
         };
         let before = held.as_ref().expect("loaded before the transition");
-        let built = answer(&decision.out, before, plan.new_events());
+        let built = answer(&out, before, plan.new_events());
         let engine = self.clone();
         let task = task.clone();
         tokio::spawn(async move {
@@ -78,7 +98,7 @@ impl Engine {
                 engine.inner.matching.add_task(task);
             }
         });
-        Ok((decision.out, built))
+        Ok((out, built))
     }
 
     /// Loads the run and applies `f` to it as one transition, without committing: the result,
@@ -93,10 +113,14 @@ impl Engine {
     ) -> Result<Decision<T>> {
         let slot = self.slot(key);
         let mut guard = slot.lock_owned().await;
-        self.load(key, &mut guard).await?;
-        let cached = guard.as_ref().expect("loaded");
         let shard_id = self.shard_of(&key.namespace_id, &key.workflow_id);
         let shard = self.shard(shard_id)?;
+        if guard.as_ref().is_some_and(|c| c.lease != shard.range_id) {
+            // Cached under an earlier hold of the shard (or by a read without one).
+            *guard = None;
+        }
+        self.load(key, &mut guard).await?;
+        let cached = guard.as_ref().expect("loaded");
         let mut ms = cached.ms.clone();
         let now = self.inner.clock.now();
         let env = self.env_for(&ms);

@@ -312,6 +312,10 @@ impl Engine {
 
     async fn load(&self, key: &RunKey, slot: &mut Option<Cached>) -> Result<()> {
         if slot.is_none() {
+            // The lease held before the read: a copy read under it is current under it.
+            let lease = self
+                .shard(self.shard_of(&key.namespace_id, &key.workflow_id))
+                .map_or(0, |shard| shard.range_id);
             let row = self
                 .inner
                 .store
@@ -323,11 +327,9 @@ impl Engine {
                         key.run_id
                     ))
                 })?;
-            *slot = Some(Cached::new(
-                decode_state(&row.state)?,
-                row.db_version,
-                Vec::new(),
-            ));
+            let mut cached = Cached::new(decode_state(&row.state)?, row.db_version, Vec::new());
+            cached.lease = lease;
+            *slot = Some(cached);
         }
         Ok(())
     }

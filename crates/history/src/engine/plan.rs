@@ -232,7 +232,23 @@ impl Engine {
     /// let go before the polls are answered), queues its timers, hands its tasks to matching,
     /// wakes the run's watchers and answers the polls it started tasks for. A failed commit
     /// empties `held`: the stored copy is read again next time.
+    ///
+    /// Runs to its end even if its caller is dropped (a client cancelled its call, a node that
+    /// forwarded it gave up): once a batch may have committed, what follows it (the cache
+    /// advanced, its timers queued, its tasks handed out) must happen, or the committed run
+    /// would wait for a timer or task that exists only as a row.
     pub(super) async fn apply(
+        &self,
+        plan: Plan,
+        held: Option<tokio::sync::OwnedMutexGuard<Option<Cached>>>,
+    ) -> Result<()> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.apply_to_end(plan, held).await })
+            .await
+            .unwrap_or_else(|e| Err(Error::Unavailable(format!("a commit failed: {e}"))))
+    }
+
+    async fn apply_to_end(
         &self,
         plan: Plan,
         held: Option<tokio::sync::OwnedMutexGuard<Option<Cached>>>,
@@ -250,6 +266,7 @@ impl Engine {
         let timer_rows: Vec<timers::Queued> =
             batch.timers_add.iter().map(timers::Queued::of).collect();
         let transfer_rows = batch.transfers_add.clone();
+        let lease = batch.range_id;
         if let Err(e) = self.commit_batch(batch).await {
             if let Some(mut held) = held {
                 *held = None;
@@ -285,7 +302,9 @@ impl Engine {
                 let slot = self.slot(&key);
                 let mut held = slot.lock().await;
                 if held.is_none() {
-                    *held = Some(Cached::new(*ms, 1, encoded));
+                    let mut cached = Cached::new(*ms, 1, encoded);
+                    cached.lease = lease;
+                    *held = Some(cached);
                 }
                 let cached = held.as_ref().expect("cached above");
                 self.answers(&key, cached, handoffs)
@@ -313,7 +332,9 @@ impl Engine {
             let slot = self.slot(&next_key);
             let mut held = slot.lock().await;
             if held.is_none() {
-                *held = Some(Cached::new(ms, 1, encoded));
+                let mut cached = Cached::new(ms, 1, encoded);
+                cached.lease = lease;
+                *held = Some(cached);
             }
         }
         for task in &transfer_rows {

@@ -81,7 +81,7 @@ impl Engine {
         if wanted.is_empty() {
             return Ok(());
         }
-        // The lease write and the two scans run together. Timers go into the queue row by row
+        // Timers go into the queue row by row
         // (one per open workflow, so they are most of the memory a restart needs); a timer
         // that fires before the leases are installed is refused and retried.
         self.inner.acquiring.lock().extend(wanted.iter().copied());
@@ -101,8 +101,12 @@ impl Engine {
     async fn acquire_wanted(&self, wanted: &[i32]) -> Result<()> {
         let store = &self.inner.store;
         let queued = self.inner.timers.clone();
-        let (leases, transfers, ()) = tokio::try_join!(
-            store.acquire_shards(wanted),
+        // The lease first, then the scans: once the lease is bumped the previous holder
+        // commits nothing more, so the scans see every timer and task it ever wrote. (Read
+        // beside the lease write, a timer the previous holder committed just after the scan
+        // was lost: its holder dropped it as the shard's, and the new owner never saw it.)
+        let leases = store.acquire_shards(wanted).await?;
+        let (transfers, ()) = tokio::try_join!(
             store.load_transfers(wanted),
             store.scan_timers(
                 wanted,
@@ -115,6 +119,14 @@ impl Engine {
                 held.insert(lease.shard_id, Arc::new(Shard::new(lease)));
             }
         }
+        // Nothing cached from an earlier hold of these shards is trusted: another node may
+        // have changed those runs since (a run loaded just as the shard was released can
+        // linger in the cache).
+        let count = self.inner.options.shard_count;
+        self.inner
+            .runs
+            .lock()
+            .retain(|key| !wanted.contains(&shard_for(&key.namespace_id, &key.workflow_id, count)));
         for task in &transfers {
             self.dispatch_row(task);
         }
