@@ -41,12 +41,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     internal_service()
 }
 
-/// The cluster's own service (`proto/kairos/internal/v1/node.proto`), parsed in-process (no
-/// `protoc` needed).
+/// Kairos's own services (`proto/kairos/internal/v1/node.proto` between nodes,
+/// `proto/kairos/cluster/v1/cluster.proto` for operators), parsed in-process (no `protoc`
+/// needed).
 fn internal_service() -> Result<(), Box<dyn std::error::Error>> {
-    let file = "kairos/internal/v1/node.proto";
-    println!("cargo:rerun-if-changed=proto/{file}");
-    let set = protox::compile([file], ["proto"])?;
+    let files = [
+        "kairos/internal/v1/node.proto",
+        "kairos/cluster/v1/cluster.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed=proto/{file}");
+    }
+    let set = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

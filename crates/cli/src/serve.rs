@@ -238,18 +238,29 @@ pub(crate) async fn start_dev(plan: DevPlan, began: Instant) -> anyhow::Result<(
     }
     let storage = config.database.describe();
     let node_name = config.cluster.as_ref().map(|c| c.node_name.clone());
+    let roles = config.cluster.as_ref().map(|c| c.roles);
     let namespaces = config.namespaces.clone();
     let server = Server::start(config).await?;
-    println!(
-        "Kairos server listening on {} (started in {:.1} ms)",
-        server.addr(),
-        began.elapsed().as_secs_f64() * 1000.0
-    );
+    if roles.is_none_or(|r| r.frontend) {
+        println!(
+            "Kairos server listening on {} (started in {:.1} ms)",
+            server.addr(),
+            began.elapsed().as_secs_f64() * 1000.0
+        );
+    } else {
+        println!(
+            "Kairos node listening on {} for the other nodes only, no frontend (started in \
+             {:.1} ms)",
+            server.addr(),
+            began.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     println!("Data: {storage}");
     if let Some(addr) = server.internal_addr() {
         println!(
-            "Cluster node {} (other nodes reach it at {addr}; shards held: {})",
+            "Cluster node {} (other nodes reach it at {addr}; services: {}; shards held: {})",
             node_name.unwrap_or_default(),
+            roles.unwrap_or(kairos_server::Roles::ALL).names().join(","),
             server.held_shards().len()
         );
     }
@@ -286,8 +297,8 @@ pub(crate) struct Start {
     #[arg(long)]
     node_name: Option<String>,
     /// The roles this node runs (frontend, history, matching, worker; comma-separated or
-    /// repeated). Every node runs all of them: the flag is accepted for the reference's
-    /// command lines, and refused when it leaves one out.
+    /// repeated; default all): history nodes hold shards, matching nodes own task queues,
+    /// frontend nodes serve clients on --port. Any node forwards what it does not hold.
     #[arg(long, value_delimiter = ',')]
     services: Vec<String>,
     /// History shards: fixed when the database is first used; a node configured otherwise is
@@ -310,25 +321,18 @@ pub(crate) fn start_plan(args: Start) -> anyhow::Result<DevPlan> {
          in --config, or KAIROS_DB_URL)",
     )?;
     let database = postgres_database(url)?;
-    let roles = ["frontend", "history", "matching", "worker"];
+    let known = kairos_server::Roles::NAMES;
     for service in &args.services {
         anyhow::ensure!(
-            roles.contains(&service.as_str()),
+            known.contains(&service.as_str()),
             "unknown --services value {service:?}: use frontend, history, matching, worker"
         );
     }
-    if !args.services.is_empty() {
-        let missing: Vec<&str> = roles
-            .iter()
-            .copied()
-            .filter(|r| !args.services.iter().any(|s| s == r))
-            .collect();
-        anyhow::ensure!(
-            missing.is_empty(),
-            "every Kairos node runs all roles; --services leaves out {}",
-            missing.join(", ")
-        );
-    }
+    let roles = if args.services.is_empty() {
+        kairos_server::Roles::ALL
+    } else {
+        kairos_server::Roles::from_names(&args.services)
+    };
     anyhow::ensure!(
         (1..=16384).contains(&args.num_history_shards),
         "--num-history-shards must be between 1 and 16384"
@@ -359,6 +363,7 @@ pub(crate) fn start_plan(args: Start) -> anyhow::Result<DevPlan> {
         advertised.to_string()
     };
     cluster.membership_timeout = timeout;
+    cluster.roles = roles;
     cluster.heartbeat_interval = (timeout / 10).clamp(
         std::time::Duration::from_millis(50),
         std::time::Duration::from_secs(1),

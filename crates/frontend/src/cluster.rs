@@ -18,6 +18,71 @@ pub struct Node {
     pub name: String,
     /// Where its `NodeService` listens (`host:port`).
     pub internal_address: String,
+    /// Where clients reach it (empty when it runs no frontend).
+    pub rpc_address: String,
+    /// The roles it runs.
+    pub roles: Roles,
+    /// Its process's session: a node restarted under the same name is another node (what
+    /// the old process held in memory is gone).
+    pub session: i64,
+}
+
+/// The roles a node runs (`--services`). Every node can serve every request; the roles
+/// decide what is placed on it: shards on history nodes, task queues on matching nodes, and
+/// clients only reach nodes with a frontend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves the public API (WorkflowService, OperatorService) on its port.
+    pub frontend: bool,
+    /// Holds history shards.
+    pub history: bool,
+    /// Owns task queues.
+    pub matching: bool,
+    /// Runs background system work (accepted for the reference's command lines: Kairos has
+    /// no system workflows yet, so it carries nothing).
+    pub worker: bool,
+}
+
+impl Roles {
+    /// The role names, in their canonical order.
+    pub const NAMES: [&'static str; 4] = ["frontend", "history", "matching", "worker"];
+
+    /// Every role.
+    pub const ALL: Roles = Roles {
+        frontend: true,
+        history: true,
+        matching: true,
+        worker: true,
+    };
+
+    /// The roles named in `names` (unknown names are ignored; the command line refuses them).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Roles {
+        let has = |role: &str| names.iter().any(|n| n.as_ref() == role);
+        Roles {
+            frontend: has("frontend"),
+            history: has("history"),
+            matching: has("matching"),
+            worker: has("worker"),
+        }
+    }
+
+    /// The names of the roles held, in canonical order.
+    pub fn names(&self) -> Vec<String> {
+        let held = [self.frontend, self.history, self.matching, self.worker];
+        Self::NAMES
+            .iter()
+            .zip(held)
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+}
+
+/// The role a key is placed by.
+#[derive(Clone, Copy)]
+enum Placed {
+    Shard,
+    Queue,
 }
 
 /// This node's view of the cluster (shared by the frontend, the task router and the
@@ -66,6 +131,11 @@ impl Cluster {
         self.changes.send_modify(|version| *version += 1);
     }
 
+    /// Whether this node is leaving the cluster.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Resolves once a change of the member list makes `still_owner` false: a call waiting on
     /// a node that the others now count dead (paused, cut off) is abandoned and tried again
     /// against the new owner. (What the abandoned call might still do there is fenced: the
@@ -90,6 +160,16 @@ impl Cluster {
     /// The number of history shards.
     pub fn shard_count(&self) -> i32 {
         self.shard_count
+    }
+
+    /// This node as its members see it.
+    pub fn me(&self) -> Node {
+        self.members
+            .read()
+            .iter()
+            .find(|n| n.name == self.name)
+            .cloned()
+            .expect("a node stays in its own view")
     }
 
     /// The live members as last seen, by name.
@@ -121,14 +201,28 @@ impl Cluster {
         true
     }
 
-    /// The member that wins `key` (highest rendezvous score).
-    fn winner(&self, key: &[u8]) -> Owner {
+    /// The member that wins `key` (highest rendezvous score) among those running the role
+    /// that places it; among every member if none runs it (a cluster whose only history
+    /// node died keeps serving on the others rather than refusing everything).
+    fn winner(&self, key: &[u8], placed: Placed) -> Owner {
         let members = self.members.read();
         let leaving = self.leaving.load(std::sync::atomic::Ordering::Acquire);
-        let best = members
-            .iter()
-            .filter(|node| !(leaving && node.name == self.name))
-            .max_by_key(|node| (score(&node.name, key), node.name.clone()));
+        let candidates = || {
+            members
+                .iter()
+                .filter(move |node| !(leaving && node.name == self.name))
+        };
+        let runs = |node: &&Node| match placed {
+            Placed::Shard => node.roles.history,
+            Placed::Queue => node.roles.matching,
+        };
+        let best = if candidates().any(|node| runs(&node)) {
+            candidates()
+                .filter(runs)
+                .max_by_key(|node| (score(&node.name, key), node.name.clone()))
+        } else {
+            candidates().max_by_key(|node| (score(&node.name, key), node.name.clone()))
+        };
         match best {
             Some(node) if node.name != self.name => Owner::There(node.clone()),
             _ => Owner::Here,
@@ -137,7 +231,7 @@ impl Cluster {
 
     /// Who owns history shard `shard_id`.
     pub fn shard_owner(&self, shard_id: i32) -> Owner {
-        self.winner(&shard_key(shard_id))
+        self.winner(&shard_key(shard_id), Placed::Shard)
     }
 
     /// Who owns the run of `workflow_id` in the namespace `namespace_id`.
@@ -155,7 +249,7 @@ impl Cluster {
         key.extend_from_slice(namespace_id.as_bytes());
         key.push(0);
         key.extend_from_slice(task_queue.as_bytes());
-        self.winner(&key)
+        self.winner(&key, Placed::Queue)
     }
 
     /// The shards this node owns under the current member list.
@@ -263,6 +357,9 @@ mod tests {
         Node {
             name: name.to_string(),
             internal_address: format!("{name}:1"),
+            rpc_address: format!("{name}:2"),
+            roles: Roles::ALL,
+            session: 1,
         }
     }
 
@@ -328,5 +425,45 @@ mod tests {
             "a leaving node owns nothing"
         );
         assert_eq!(view.queue_owner("ns", "tq"), Owner::There(node("b")));
+    }
+
+    #[test]
+    fn shards_go_to_history_nodes_and_queues_to_matching_nodes() {
+        let frontend_only = Node {
+            roles: Roles::from_names(&["frontend"]),
+            ..node("f")
+        };
+        let history_only = Node {
+            roles: Roles::from_names(&["history"]),
+            ..node("h")
+        };
+        let view = Cluster::new(frontend_only.clone(), 16);
+        view.set_members(vec![frontend_only, history_only, node("m")]);
+        let owners = owners(&view);
+        assert!(
+            !owners.contains(&"f".to_string()),
+            "no shard on a frontend: {owners:?}"
+        );
+        assert!(owners.contains(&"h".to_string()) && owners.contains(&"m".to_string()));
+        for queue in 0..16 {
+            assert_eq!(
+                view.queue_owner("ns", &format!("tq{queue}")),
+                Owner::There(node("m")),
+                "the only matching node owns every queue"
+            );
+        }
+        // With no matching node left, every member takes queues again.
+        view.set_members(vec![Node {
+            roles: Roles::from_names(&["history"]),
+            ..node("h")
+        }]);
+        let placed: std::collections::BTreeSet<bool> = (0..32)
+            .map(|q| view.queue_owner("ns", &format!("tq{q}")) == Owner::Here)
+            .collect();
+        assert_eq!(placed.len(), 2, "queues spread over both nodes");
+        assert_eq!(
+            Roles::from_names(&["worker", "frontend"]).names(),
+            ["frontend", "worker"]
+        );
     }
 }

@@ -108,6 +108,12 @@ impl Frontend {
         Req: Message,
         Resp: Message + Default,
     {
+        // A leaving node answers polls empty at once, its own and forwarded ones alike: the
+        // queues it owned are drained and their new owners serve the next poll.
+        let is_poll = matches!(route, Route::Queue { .. });
+        if is_poll && self.cluster.as_ref().is_some_and(|c| c.is_leaving()) {
+            return Some(Ok(Response::new(Resp::default())));
+        }
         if hop.forwarded {
             return None;
         }
@@ -127,6 +133,12 @@ impl Frontend {
                 outcome = self.forward_once(&node, method, &body, hop, started) => outcome,
                 () = cluster.until_moved(|| self.owner(&route) == Owner::There(node.clone())) => {
                     Err(Status::unavailable(format!("node {} left the cluster", node.name)))
+                }
+                // A poll this node forwards ends empty as this node leaves, like the polls
+                // waiting on its own queues: the worker polls again (and reaches this node's
+                // successor) instead of holding the node's stop for a whole long poll.
+                () = cluster.until_moved(|| !cluster.is_leaving()), if is_poll => {
+                    return Some(Ok(Response::new(Resp::default())));
                 }
             };
             match outcome {

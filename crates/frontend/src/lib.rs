@@ -9,6 +9,7 @@ mod forward;
 mod health;
 mod inflate;
 mod links;
+mod members;
 mod node;
 mod operator;
 mod panics;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use kairos_core::ServerOptions;
 use kairos_history::Engine;
+use kairos_proto::cluster::cluster_service_server::ClusterServiceServer;
 use kairos_proto::health::health_server::HealthServer;
 use kairos_proto::node::node_service_server::NodeServiceServer;
 use kairos_proto::operatorservice::operator_service_server::OperatorServiceServer;
@@ -42,6 +44,8 @@ pub struct Services {
     pub operator: OperatorServiceServer<operator::Operator>,
     /// grpc.health.v1.Health.
     pub health: HealthServer<health::Health>,
+    /// `kairos.cluster.v1.ClusterService` (the members and their shards).
+    pub cluster: ClusterServiceServer<members::Members>,
     /// `kairos.internal.v1.NodeService`, for the other nodes of a cluster (served on the
     /// internal port); `None` outside a cluster.
     pub node: Option<NodeServiceServer<NodeServer>>,
@@ -80,5 +84,7 @@ pub fn services(
         operator: OperatorServiceServer::new(operator::Operator::new(frontend.as_ref().clone()))
             .accept_compressed(CompressionEncoding::Gzip),
         health: HealthServer::new(health::Health).accept_compressed(CompressionEncoding::Gzip),
+        cluster: ClusterServiceServer::new(members::Members::new(frontend.clone()))
+            .accept_compressed(CompressionEncoding::Gzip),
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use kairos_core::api::{QueuedTask, TaskKind, TaskSink};
 use kairos_proto::node::node_service_server::NodeService;
 use kairos_proto::node::{
-    AddTaskRequest, AddTaskResponse, ApplyRunOpRequest, ApplyRunOpResponse, ForwardRequest,
-    ForwardResponse, StartTaskRequest, StartTaskResponse,
+    AddTaskRequest, AddTaskResponse, ApplyRunOpRequest, ApplyRunOpResponse, DescribeNodeRequest,
+    DescribeNodeResponse, ForwardRequest, ForwardResponse, StartTaskRequest, StartTaskResponse,
 };
 use kairos_proto::workflowservice::workflow_service_server::WorkflowService;
 use prost::Message;
@@ -162,8 +162,30 @@ impl NodeService for NodeServer {
         request: Request<AddTaskRequest>,
     ) -> Result<Response<AddTaskResponse>, Status> {
         let task = task_from_wire(request.into_inner().task)?;
-        self.frontend.matching.add_task(task);
+        // A task for a queue this node does not own (the sender's view is behind, or this
+        // node is leaving) goes on to the owner; kept here, no poll would ever see it.
+        let owner = match &self.frontend.cluster {
+            Some(cluster) => cluster.queue_owner(&task.namespace_id, &task.task_queue),
+            None => crate::cluster::Owner::Here,
+        };
+        match owner {
+            crate::cluster::Owner::Here => self.frontend.matching.add_task(task),
+            crate::cluster::Owner::There(_) => self.frontend.tasks.add_task(task),
+        }
         Ok(Response::new(AddTaskResponse {}))
+    }
+
+    async fn describe_node(
+        &self,
+        _request: Request<DescribeNodeRequest>,
+    ) -> Result<Response<DescribeNodeResponse>, Status> {
+        let mut shards = self.frontend.engine.held_shards();
+        shards.sort_unstable();
+        let services = match &self.frontend.cluster {
+            Some(cluster) => cluster.me().roles.names(),
+            None => crate::cluster::Roles::ALL.names(),
+        };
+        Ok(Response::new(DescribeNodeResponse { shards, services }))
     }
 
     async fn apply_run_op(

@@ -34,7 +34,7 @@ use crate::{links, validate};
 use prost::Message;
 
 /// The reference server version Kairos answers as (GetSystemInfo, GetClusterInfo).
-const SERVER_VERSION: &str = "1.29.0";
+pub(crate) const SERVER_VERSION: &str = "1.29.0";
 
 /// The WorkflowService implementation (cheap clone).
 #[derive(Clone)]
@@ -43,10 +43,10 @@ pub struct Frontend {
     /// This node's task queues (polls wait here).
     pub(crate) matching: kairos_matching::Handle,
     /// Where tasks this frontend makes (query tasks) go: `matching`, or across the cluster.
-    tasks: Arc<dyn TaskSink>,
+    pub(crate) tasks: Arc<dyn TaskSink>,
     /// The cluster this node belongs to, if it does.
     pub(crate) cluster: Option<Arc<Cluster>>,
-    options: Arc<ServerOptions>,
+    pub(crate) options: Arc<ServerOptions>,
     queries: Arc<parking_lot::Mutex<HashMap<String, PendingQuery>>>,
     /// Worker heartbeats (`RecordWorkerHeartbeat`), in memory.
     workers: Arc<crate::workers::Registry>,
@@ -69,7 +69,8 @@ type Reply<T> = Result<Response<T>, Status>;
 
 /// Gives a task back to matching if the poll that took it ends before history recorded it.
 struct Redeliver<'a> {
-    matching: &'a kairos_matching::Handle,
+    /// The task router: the queue may have moved to another node while the start ran.
+    matching: &'a dyn TaskSink,
     task: Option<QueuedTask>,
 }
 
@@ -895,7 +896,7 @@ impl WorkflowService for Frontend {
                 _ => return Ok(Response::new(PollWorkflowTaskAnswer::default())),
             };
             let mut guard = Redeliver {
-                matching: &self.matching,
+                matching: self.tasks.as_ref(),
                 task: task.query_id.is_empty().then(|| task.clone()),
             };
             let started = match self.run_owner(&task) {
@@ -1019,7 +1020,7 @@ impl WorkflowService for Frontend {
                 _ => return Ok(Response::new(PollActivityTaskQueueResponse::default())),
             };
             let mut guard = Redeliver {
-                matching: &self.matching,
+                matching: self.tasks.as_ref(),
                 task: Some(task.clone()),
             };
             let started = match self.run_owner(&task) {

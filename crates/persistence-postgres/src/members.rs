@@ -8,16 +8,17 @@ pub(crate) async fn heartbeat(client: &tokio_postgres::Client, member: &MemberRo
     client
         .execute(
             "INSERT INTO cluster_members
-                 (name, rpc_address, internal_address, session, heartbeat_at)
-             VALUES ($1, $2, $3, $4, clock_timestamp())
+                 (name, rpc_address, internal_address, session, services, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, clock_timestamp())
              ON CONFLICT (name) DO UPDATE SET rpc_address = EXCLUDED.rpc_address,
                  internal_address = EXCLUDED.internal_address, session = EXCLUDED.session,
-                 heartbeat_at = EXCLUDED.heartbeat_at",
+                 services = EXCLUDED.services, heartbeat_at = EXCLUDED.heartbeat_at",
             &[
                 &member.name,
                 &member.rpc_address,
                 &member.internal_address,
                 &member.session,
+                &member.services.join(","),
             ],
         )
         .await
@@ -31,7 +32,7 @@ pub(crate) async fn live(
 ) -> Result<Vec<MemberRow>> {
     let rows = client
         .query(
-            "SELECT name, rpc_address, internal_address, session FROM cluster_members
+            "SELECT name, rpc_address, internal_address, session, services FROM cluster_members
              WHERE heartbeat_at > clock_timestamp() - make_interval(secs => $1)
              ORDER BY name",
             &[&within.as_secs_f64()],
@@ -45,6 +46,12 @@ pub(crate) async fn live(
             rpc_address: row.get(1),
             internal_address: row.get(2),
             session: row.get(3),
+            services: row
+                .get::<_, String>(4)
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
         .collect())
 }

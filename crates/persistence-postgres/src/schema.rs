@@ -62,6 +62,11 @@ CREATE TABLE cluster_members (
     name TEXT COLLATE "C" PRIMARY KEY, rpc_address TEXT NOT NULL, internal_address TEXT NOT NULL,
     session BIGINT NOT NULL, heartbeat_at TIMESTAMPTZ NOT NULL);
 "#,
+    // 3: the roles each node runs (`--services`), comma-separated.
+    r#"
+ALTER TABLE cluster_members ADD COLUMN services TEXT NOT NULL
+    DEFAULT 'frontend,history,matching,worker';
+"#,
 ];
 
 /// Brings the schema `schema` up to date, or refuses a newer one. Returns the version it is at.

@@ -289,6 +289,8 @@ pub struct MemberRow {
     /// Chosen at random by each process as it starts: two processes claiming one name differ
     /// here.
     pub session: i64,
+    /// The roles it runs (`frontend`, `history`, `matching`, `worker`), in that order.
+    pub services: Vec<String>,
 }
 
 fn no_membership() -> Error {

@@ -25,6 +25,11 @@ pub mod node {
     tonic::include_proto!("kairos.internal.v1");
 }
 
+/// Kairos's operator API (`kairos.cluster.v1`): the cluster's members and what each holds.
+pub mod cluster {
+    tonic::include_proto!("kairos.cluster.v1");
+}
+
 pub use temporalio_protos as protos;
 
 /// The encoded `FileDescriptorSet` of every Temporal API message and service, as

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kairos_core::api::TaskSink;
-use kairos_frontend::cluster::{Cluster, Node, Owner};
+use kairos_frontend::cluster::{Cluster, Node, Owner, Roles};
 use kairos_history::Engine;
 use kairos_persistence::{MemberRow, Store};
 
@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub membership_timeout: Duration,
     /// How often the node records its heartbeat and reads the membership.
     pub heartbeat_interval: Duration,
+    /// The roles it runs (`--services`).
+    pub roles: Roles,
 }
 
 impl ClusterConfig {
@@ -38,6 +40,7 @@ impl ClusterConfig {
             advertise_internal: String::new(),
             membership_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
+            roles: Roles::ALL,
         }
     }
 }
@@ -63,10 +66,10 @@ pub(crate) async fn check_shard_count(store: &dyn Store, shard_count: i32) -> an
     Ok(())
 }
 
-/// This process's member row.
+/// This process's member row (`rpc` is `None` when it runs no frontend).
 pub(crate) fn member_row(
     config: &ClusterConfig,
-    rpc: SocketAddr,
+    rpc: Option<SocketAddr>,
     internal: SocketAddr,
 ) -> MemberRow {
     let nanos = std::time::SystemTime::now()
@@ -75,20 +78,24 @@ pub(crate) fn member_row(
         .unwrap_or_default();
     MemberRow {
         name: config.node_name.clone(),
-        rpc_address: rpc.to_string(),
+        rpc_address: rpc.map(|a| a.to_string()).unwrap_or_default(),
         internal_address: if config.advertise_internal.is_empty() {
             internal.to_string()
         } else {
             config.advertise_internal.clone()
         },
         session: nanos ^ (i64::from(std::process::id()) << 40),
+        services: config.roles.names(),
     }
 }
 
-fn node(row: &MemberRow) -> Node {
+pub(crate) fn node(row: &MemberRow) -> Node {
     Node {
         name: row.name.clone(),
         internal_address: row.internal_address.clone(),
+        rpc_address: row.rpc_address.clone(),
+        roles: Roles::from_names(&row.services),
+        session: row.session,
     }
 }
 
@@ -217,16 +224,23 @@ impl Membership {
             }
         };
         self.evict_dead(&mut live).await;
-        let before: BTreeSet<String> = self.view.members().iter().map(|n| n.name.clone()).collect();
+        let processes = |view: &Cluster| -> BTreeSet<(String, i64)> {
+            view.members()
+                .iter()
+                .map(|n| (n.name.clone(), n.session))
+                .collect()
+        };
+        let before = processes(&self.view);
         let changed = self.view.set_members(live.iter().map(node).collect());
         if changed {
-            let after: BTreeSet<String> =
-                self.view.members().iter().map(|n| n.name.clone()).collect();
-            tracing::info!(members = ?after, "cluster membership changed");
+            let after = processes(&self.view);
+            let names: Vec<&str> = after.iter().map(|(name, _)| name.as_str()).collect();
+            tracing::info!(members = ?names, "cluster membership changed");
             self.rehome_queues();
             self.balance_shards().await;
             if before.difference(&after).next().is_some() {
-                // A node left: the tasks its queues held in memory exist only as rows.
+                // A node left or restarted: the tasks its queues held in memory exist only
+                // as rows.
                 if let Err(e) = self.engine.redispatch_transfers().await {
                     tracing::warn!(error = %e, "failed to hand out the held shards' tasks again");
                 }

@@ -17,6 +17,7 @@ mod cluster;
 mod metrics;
 
 pub use cluster::ClusterConfig;
+pub use kairos_frontend::cluster::Roles;
 
 /// Where the server keeps its data.
 #[derive(Debug, Clone)]
@@ -193,13 +194,18 @@ impl Server {
         // Bound first: a taken port fails before the store is used (an `Opening` may already
         // have created its file), and clients that connect while the store opens wait in the
         // accept backlog (a few ms) instead of being refused and backing off.
+        // A node of a cluster without the frontend role serves no public port.
+        let serves_clients = config.cluster.as_ref().is_none_or(|c| c.roles.frontend);
         let bound = match config.listener.take() {
-            Some(listener) => listener
-                .set_nonblocking(true)
-                .and_then(|()| TcpListener::from_std(listener)),
-            None => TcpListener::bind(config.listen).await,
+            _ if !serves_clients => None,
+            Some(listener) => Some(
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener)),
+            ),
+            None => Some(TcpListener::bind(config.listen).await),
         };
-        let listener = match bound {
+        let listener = match bound.transpose() {
             Ok(listener) => listener,
             Err(e) => {
                 // The open runs to its end first, so that the process exiting on this error
@@ -210,7 +216,7 @@ impl Server {
                 return Err(e).with_context(|| format!("failed to listen on {}", config.listen));
             }
         };
-        let addr = listener.local_addr()?;
+        let public_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
         // Without an `Opening`, opened on this thread, blocking it for the 1-3 ms the open
         // takes, before anything is served: handing the open to the blocking pool cost a thread
         // start and a wake-up, 0.3 ms of every start.
@@ -242,12 +248,9 @@ impl Server {
                             cluster_config.internal_listen
                         )
                     })?;
-                let me = cluster::member_row(cluster_config, addr, internal.local_addr()?);
+                let me = cluster::member_row(cluster_config, public_addr, internal.local_addr()?);
                 let view = kairos_frontend::cluster::Cluster::new(
-                    kairos_frontend::cluster::Node {
-                        name: me.name.clone(),
-                        internal_address: me.internal_address.clone(),
-                    },
+                    cluster::node(&me),
                     config.options.shard_count,
                 );
                 cluster::join(store.as_ref(), &me, cluster_config, &view).await?;
@@ -385,22 +388,36 @@ impl Server {
             });
         }
         let (tx, rx) = oneshot::channel::<()>();
-        // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms per call.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serving = tokio::spawn(
-            tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .layer(panics.clone())
-                .layer(kairos_frontend::DeadlineLayer)
-                .layer(inflate)
-                .add_service(services.workflow)
-                .add_service(services.operator)
-                .add_service(services.health)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = rx.await;
-                }),
-        );
+        let serving = match listener {
+            Some(listener) => {
+                // No Nagle: replies are small and latency-bound; delayed ACKs would add ~40 ms
+                // per call.
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                        .layer(panics.clone())
+                        .layer(kairos_frontend::DeadlineLayer)
+                        .layer(inflate)
+                        .add_service(services.workflow)
+                        .add_service(services.operator)
+                        .add_service(services.health)
+                        .add_service(services.cluster)
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = rx.await;
+                        }),
+                )
+            }
+            None => tokio::spawn(async {
+                let _ = rx.await;
+                Ok(())
+            }),
+        };
+        // A node without a frontend is known by its internal address.
+        let addr = public_addr
+            .or(node.as_ref().map(|n| n.internal_addr))
+            .context("a server serves a port")?;
         Ok(Server {
             addr,
             shutdown: Some(tx),

@@ -73,6 +73,9 @@ pub enum ClusterCommand {
     Health,
     /// Server version and capabilities.
     System,
+    /// The cluster: its shard count and store, its nodes, their roles and the shards each
+    /// holds.
+    Describe,
 }
 
 impl Client {
@@ -99,6 +102,9 @@ impl Client {
                     bail!("not serving (status {})", resp.status)
                 }
             }
+            OperatorCommand::Cluster {
+                command: ClusterCommand::Describe,
+            } => self.describe_cluster().await,
             OperatorCommand::Cluster {
                 command: ClusterCommand::System,
             } => {
@@ -132,6 +138,70 @@ impl Client {
                 Ok(())
             }
         }
+    }
+
+    async fn describe_cluster(&mut self) -> anyhow::Result<()> {
+        let mut members = kairos_proto::cluster::cluster_service_client::ClusterServiceClient::new(
+            self.channel(),
+        );
+        let resp = members
+            .describe_cluster(kairos_proto::cluster::DescribeClusterRequest {})
+            .await
+            .map_err(rpc("failed describing the cluster"))?
+            .into_inner();
+        if self.output == Output::Json {
+            let nodes: Vec<Value> = resp
+                .members
+                .iter()
+                .map(|m| {
+                    json!({"name": m.name, "rpcAddress": m.rpc_address,
+                        "internalAddress": m.internal_address, "services": m.services,
+                        "shards": m.shards, "reachable": m.reachable, "answering": m.answering})
+                })
+                .collect();
+            print_json(&json!({"clusterName": resp.cluster_name,
+                "serverVersion": resp.server_version,
+                "persistenceStore": resp.persistence_store,
+                "historyShardCount": resp.history_shard_count, "nodes": nodes}));
+            return Ok(());
+        }
+        print_record(
+            None,
+            &[
+                ("ClusterName", resp.cluster_name.clone()),
+                ("ServerVersion", resp.server_version.clone()),
+                ("PersistenceStore", resp.persistence_store.clone()),
+                ("HistoryShardCount", resp.history_shard_count.to_string()),
+            ],
+        );
+        println!();
+        let rows: Vec<Vec<String>> = resp
+            .members
+            .iter()
+            .map(|m| {
+                let shards = if m.reachable {
+                    format!("{} ({})", m.shards.len(), shard_ranges(&m.shards))
+                } else {
+                    "unreachable".into()
+                };
+                vec![
+                    if m.answering {
+                        format!("{} *", m.name)
+                    } else {
+                        m.name.clone()
+                    },
+                    m.rpc_address.clone(),
+                    m.internal_address.clone(),
+                    m.services.join(","),
+                    shards,
+                ]
+            })
+            .collect();
+        print_table(
+            &["Node", "Address", "InternalAddress", "Services", "Shards"],
+            &rows,
+        );
+        Ok(())
     }
 
     fn channel(&self) -> Channel {
@@ -368,4 +438,36 @@ pub(crate) fn indexed_value_type(name: &str) -> anyhow::Result<IndexedValueType>
             "unknown search attribute type {other:?}: use Text, Keyword, Int, Double, Bool, Datetime or KeywordList"
         ),
     })
+}
+
+/// Shard ids as ranges: `0-3,7,9-10` (`-` for none).
+fn shard_ranges(shards: &[i32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let mut j = i;
+        while j + 1 < shards.len() && shards[j + 1] == shards[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            shards[i].to_string()
+        } else {
+            format!("{}-{}", shards[i], shards[j])
+        });
+        i = j + 1;
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shards_print_as_ranges() {
+        assert_eq!(super::shard_ranges(&[0, 1, 2, 3, 7, 9, 10]), "0-3,7,9-10");
+        assert_eq!(super::shard_ranges(&[]), "-");
+    }
 }

@@ -52,13 +52,27 @@ impl Kairos {
     fn spawn(command: &str, port: u16, store: &[String], extra: &[&str]) -> Kairos {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(["server", command, "--port", &port.to_string()])
-            .args(store)
             .args(["--log-level", "warn"])
+            .args(store)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("kairos binary starts");
+        // Its log, each line marked with the node's name (or port), so that the logs of the
+        // processes of one test can be told apart.
+        let tag = store
+            .iter()
+            .position(|a| a == "--node-name")
+            .and_then(|i| store.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| port.to_string());
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{tag}] {line}");
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().expect("a line").expect("readable");
@@ -82,6 +96,28 @@ impl Kairos {
     pub(crate) fn kill9(mut self) {
         self.child.kill().expect("SIGKILL delivered");
         self.child.wait().expect("reaped");
+    }
+
+    /// Stops the process with SIGTERM (a graceful stop) and waits for it to exit; panics if it
+    /// is still running after `within`.
+    pub(crate) fn terminate(mut self, within: Duration) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("waitable") {
+                assert!(exit.success(), "a graceful stop exits cleanly: {exit}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
