@@ -4,6 +4,7 @@
 //! nodes (losing a node, a rolling restart, roles).
 mod cluster;
 mod crash;
+mod fencing;
 mod flags;
 mod nodes;
 mod robustness;

@@ -124,6 +124,11 @@ impl Node {
 
     /// [`Node::start`] with extra flags.
     pub(crate) fn start_with(url: &str, name: &str, extra: &[&str]) -> Node {
+        Self::start_env(url, name, extra, &[])
+    }
+
+    /// [`Node::start_with`] with extra environment variables.
+    pub(crate) fn start_env(url: &str, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let (port, metrics) = (free_port(), free_port());
         let args: Vec<String> = [
             "--db-url",
@@ -144,7 +149,7 @@ impl Node {
         .map(|s| s.to_string())
         .collect();
         Node {
-            process: Kairos::start_node(port, &args),
+            process: Kairos::start_node_env(port, &args, env),
             port,
             args,
             metrics,
@@ -331,7 +336,7 @@ pub(crate) fn cluster_url(prefix: &str) -> Option<String> {
     Some(format!("{base}{separator}schema={schema}"))
 }
 
-fn signal(pid: u32, which: &str) {
+pub(crate) fn signal(pid: u32, which: &str) {
     let status = std::process::Command::new("kill")
         .args([which, &pid.to_string()])
         .status()

@@ -32,6 +32,18 @@ fn describe(address: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// The shards the node named `name` holds, as `kairos operator cluster describe` through
+/// `address` shows them.
+pub(crate) fn shards_of(address: &str, name: &str) -> Vec<i32> {
+    let described = describe(address);
+    member(&described, name)
+        .and_then(|n| n["shards"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.as_i64().map(|s| s as i32))
+        .collect()
+}
+
 /// The node named `name` in a describe answer.
 fn member<'a>(described: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
     described["nodes"]

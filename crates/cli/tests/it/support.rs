@@ -9,6 +9,8 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Ur
 pub(crate) struct Kairos {
     child: Child,
     port: u16,
+    /// Every line it wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Kairos {
@@ -42,19 +44,31 @@ impl Kairos {
 
     /// Starts one node of a cluster (`kairos server start`) with `args` after its port.
     pub(crate) fn start_node(port: u16, args: &[String]) -> Kairos {
-        Self::spawn("start", port, args, &[])
+        Self::spawn("start", port, args, &[], &[])
+    }
+
+    /// [`Kairos::start_node`] with extra environment variables.
+    pub(crate) fn start_node_env(port: u16, args: &[String], env: &[(&str, &str)]) -> Kairos {
+        Self::spawn("start", port, args, &[], env)
     }
 
     fn start_on(store: &[String], port: u16, extra: &[&str]) -> Kairos {
-        Self::spawn("start-dev", port, store, extra)
+        Self::spawn("start-dev", port, store, extra, &[])
     }
 
-    fn spawn(command: &str, port: u16, store: &[String], extra: &[&str]) -> Kairos {
+    fn spawn(
+        command: &str,
+        port: u16,
+        store: &[String],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Kairos {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(["server", command, "--port", &port.to_string()])
             .args(["--log-level", "warn"])
             .args(store)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -68,9 +82,12 @@ impl Kairos {
             .cloned()
             .unwrap_or_else(|| port.to_string());
         let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[{tag}] {line}");
+                kept.lock().expect("log lock").push(line);
             }
         });
         let stdout = child.stdout.take().expect("piped stdout");
@@ -82,7 +99,16 @@ impl Kairos {
         );
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Kairos { child, port }
+        Kairos { child, port, log }
+    }
+
+    /// Whether a line of its log so far contains `text`.
+    pub(crate) fn log_contains(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|line| line.contains(text))
     }
 
     pub(crate) fn pid(&self) -> u32 {

@@ -267,6 +267,7 @@ impl Engine {
             batch.timers_add.iter().map(timers::Queued::of).collect();
         let transfer_rows = batch.transfers_add.clone();
         let lease = batch.range_id;
+        test_gate(&key.workflow_id).await;
         if let Err(e) = self.commit_batch(batch).await {
             if let Some(mut held) = held {
                 *held = None;
@@ -471,4 +472,28 @@ fn fill_batch(
     batch
         .transfers_delete
         .extend(transfers_done.iter().copied().filter(|id| *id != 0));
+}
+
+/// A test hook: with `KAIROS_TEST_HOLD_COMMITS=DIR` in the environment, a commit for workflow
+/// `W` waits right before it is sent while the file `DIR/W` exists, so that a test can hold a
+/// node between deciding a transition and committing it (the cluster's fencing test). Without
+/// the variable it costs one load of a set-once value.
+async fn test_gate(workflow_id: &str) {
+    static GATES: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(dir) = GATES
+        .get_or_init(|| std::env::var_os("KAIROS_TEST_HOLD_COMMITS").map(std::path::PathBuf::from))
+    else {
+        return;
+    };
+    let gate = dir.join(workflow_id);
+    if !gate.exists() {
+        return;
+    }
+    tracing::warn!(
+        workflow_id,
+        "commit held at the test gate (KAIROS_TEST_HOLD_COMMITS)"
+    );
+    while gate.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
