@@ -34,6 +34,10 @@ impl Hop {
     }
 }
 
+/// The pseudo task queue whose owner keeps a namespace's worker heartbeats (a NUL, which no
+/// task queue name may hold).
+const WORKERS_KEY: &str = "\0workers";
+
 /// What a call names, for routing.
 pub(crate) enum Route<'a> {
     /// A run: the owner of its history shard serves it.
@@ -48,6 +52,9 @@ pub(crate) enum Route<'a> {
         namespace_id: &'a str,
         task_queue: &'a str,
     },
+    /// A namespace's worker heartbeats: one node keeps them all (placed like a task queue
+    /// whose name no real queue can have).
+    Workers { namespace_id: &'a str },
 }
 
 impl<'a> Route<'a> {
@@ -73,7 +80,66 @@ pub(crate) fn workflow_id_of(
     execution.map_or("", |e| e.workflow_id.as_str())
 }
 
+/// How long a forwarded call waits for its shard to be held here before it is served anyway
+/// (and refused, if the shard is not).
+const FORWARDED_SHARD_WAIT: Duration = Duration::from_secs(2);
+
+/// How waiting for a run's shard ended.
+enum ShardWait {
+    /// This node holds it (or the call names no shard).
+    Held,
+    /// The view moved the run to another node.
+    Moved(Node),
+    /// Neither before the deadline: the shard's id.
+    TimedOut(i32),
+}
+
 impl Frontend {
+    /// The history shard a route names, if it names a run.
+    fn shard_of(&self, route: &Route<'_>) -> Option<i32> {
+        let cluster = self.cluster.as_ref()?;
+        let (namespace_id, workflow_id) = match route {
+            Route::Run {
+                namespace_id,
+                workflow_id,
+            } if !workflow_id.is_empty() => (namespace_id.to_string(), workflow_id.to_string()),
+            Route::Token(bytes) => kairos_history::token::run_of(bytes)?,
+            _ => return None,
+        };
+        Some(kairos_core::ids::shard_for(
+            &namespace_id,
+            &workflow_id,
+            cluster.shard_count(),
+        ))
+    }
+
+    /// Waits until this node holds the shard `route` names, the view moves the run elsewhere
+    /// (only if `follow` says so), or `deadline`.
+    async fn until_shard_held(
+        &self,
+        route: &Route<'_>,
+        deadline: tokio::time::Instant,
+        follow: impl Fn() -> bool,
+    ) -> ShardWait {
+        let Some(shard) = self.shard_of(route) else {
+            return ShardWait::Held;
+        };
+        loop {
+            if self.engine.holds_shard(shard) {
+                return ShardWait::Held;
+            }
+            if follow()
+                && let Owner::There(node) = self.owner(route)
+            {
+                return ShardWait::Moved(node);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return ShardWait::TimedOut(shard);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn owner(&self, route: &Route<'_>) -> Owner {
         let Some(cluster) = self.cluster.as_ref() else {
             return Owner::Here;
@@ -91,6 +157,7 @@ impl Frontend {
                 namespace_id,
                 task_queue,
             } if !task_queue.is_empty() => cluster.queue_owner(namespace_id, task_queue),
+            Route::Workers { namespace_id } => cluster.queue_owner(namespace_id, WORKERS_KEY),
             _ => Owner::Here,
         }
     }
@@ -114,14 +181,31 @@ impl Frontend {
         if is_poll && self.cluster.as_ref().is_some_and(|c| c.is_leaving()) {
             return Some(Ok(Response::new(Resp::default())));
         }
-        if hop.forwarded {
-            return None;
-        }
-        let Owner::There(mut node) = self.owner(&route) else {
-            return None;
-        };
         let started = tokio::time::Instant::now();
         let give_up = started + hop.timeout.unwrap_or(RETRY_WITHOUT_DEADLINE);
+        if hop.forwarded {
+            // The sender counts this node the owner: served here, once the shard is (it may
+            // be taking it over right now).
+            let soon = give_up.min(started + FORWARDED_SHARD_WAIT);
+            let _ = self.until_shard_held(&route, soon, || false).await;
+            return None;
+        }
+        let mut node = match self.owner(&route) {
+            Owner::There(node) => node,
+            Owner::Here => {
+                // Owned here by the view; served once the shard is held (a shard moving here
+                // is being acquired, one moving away is about to leave the view).
+                match self.until_shard_held(&route, give_up, || true).await {
+                    ShardWait::Held => return None,
+                    ShardWait::Moved(node) => node,
+                    ShardWait::TimedOut(shard) => {
+                        return Some(Err(Status::unavailable(format!(
+                            "shard {shard} is moving between nodes; try again"
+                        ))));
+                    }
+                }
+            }
+        };
         let body = message.encode_to_vec();
         let mut pause = Duration::from_millis(50);
         loop {

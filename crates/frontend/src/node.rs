@@ -153,6 +153,10 @@ impl NodeService for NodeServer {
             "DeleteWorkflowExecution" => delete_workflow_execution(DeleteWorkflowExecutionRequest),
             "ResetStickyTaskQueue" => reset_sticky_task_queue(ResetStickyTaskQueueRequest),
             "ShutdownWorker" => shutdown_worker(ShutdownWorkerRequest),
+            "RecordWorkerHeartbeat" => record_worker_heartbeat(RecordWorkerHeartbeatRequest),
+            "ListWorkers" => list_workers(ListWorkersRequest),
+            "CountWorkers" => count_workers(CountWorkersRequest),
+            "DescribeWorker" => describe_worker(DescribeWorkerRequest),
         });
         Ok(Response::new(ForwardResponse { response }))
     }

@@ -2214,8 +2214,15 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<RecordWorkerHeartbeatRequest>,
     ) -> Reply<RecordWorkerHeartbeatResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        let route = Route::Workers {
+            namespace_id: &ns.id,
+        };
+        if let Some(reply) = self.elsewhere(&hop, &req, route, "RecordWorkerHeartbeat").await {
+            return reply;
+        }
         crate::workers::rpc::record(&self.workers, &ns.id, req);
         Ok(Response::new(RecordWorkerHeartbeatResponse::default()))
     }
@@ -2224,8 +2231,15 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ListWorkersRequest>,
     ) -> Reply<ListWorkersResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        let route = Route::Workers {
+            namespace_id: &ns.id,
+        };
+        if let Some(reply) = self.elsewhere(&hop, &req, route, "ListWorkers").await {
+            return reply;
+        }
         crate::workers::rpc::list(&self.workers, &ns.id, &req).map(Response::new)
     }
 
@@ -2233,8 +2247,15 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<CountWorkersRequest>,
     ) -> Reply<CountWorkersResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        let route = Route::Workers {
+            namespace_id: &ns.id,
+        };
+        if let Some(reply) = self.elsewhere(&hop, &req, route, "CountWorkers").await {
+            return reply;
+        }
         crate::workers::rpc::count(&self.workers, &ns.id, &req).map(Response::new)
     }
 
@@ -2242,8 +2263,15 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<DescribeWorkerRequest>,
     ) -> Reply<DescribeWorkerResponse> {
+        let hop = Hop::of(&request);
         let req = request.into_inner();
         let ns = self.namespace(&req.namespace)?;
+        let route = Route::Workers {
+            namespace_id: &ns.id,
+        };
+        if let Some(reply) = self.elsewhere(&hop, &req, route, "DescribeWorker").await {
+            return reply;
+        }
         crate::workers::rpc::describe(&self.workers, &ns.id, &req).map(Response::new)
     }
 }

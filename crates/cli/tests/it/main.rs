@@ -6,6 +6,7 @@ mod cluster;
 mod crash;
 mod fencing;
 mod flags;
+mod heartbeats;
 mod nodes;
 mod robustness;
 mod roles;

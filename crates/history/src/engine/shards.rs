@@ -59,6 +59,11 @@ impl Engine {
         }
     }
 
+    /// Whether this server holds the shard `shard_id` now (its lease installed, not lost).
+    pub fn holds_shard(&self, shard_id: i32) -> bool {
+        self.shard(shard_id).is_ok()
+    }
+
     /// The ids of the shards this server holds, in order.
     pub fn held_shards(&self) -> Vec<i32> {
         let mut ids: Vec<i32> = self.inner.shards.read().keys().copied().collect();
