@@ -2220,7 +2220,10 @@ impl WorkflowService for Frontend {
         let route = Route::Workers {
             namespace_id: &ns.id,
         };
-        if let Some(reply) = self.elsewhere(&hop, &req, route, "RecordWorkerHeartbeat").await {
+        if let Some(reply) = self
+            .elsewhere(&hop, &req, route, "RecordWorkerHeartbeat")
+            .await
+        {
             return reply;
         }
         crate::workers::rpc::record(&self.workers, &ns.id, req);

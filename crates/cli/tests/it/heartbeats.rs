@@ -65,7 +65,7 @@ async fn a_worker_heartbeating_through_one_node_is_listed_through_all() -> anyho
             .filter_map(|w| w.worker_heartbeat.as_ref())
             .map(|h| h.worker_instance_key.clone())
             .collect();
-        assert_eq!(keys, [key.clone()], "listed through node {i}");
+        assert_eq!(keys, std::slice::from_ref(&key), "listed through node {i}");
         let counted = service
             .count_workers(tonic::Request::new(CountWorkersRequest {
                 namespace: "default".into(),
@@ -79,10 +79,12 @@ async fn a_worker_heartbeating_through_one_node_is_listed_through_all() -> anyho
             .describe_worker(tonic::Request::new(DescribeWorkerRequest {
                 namespace: "default".into(),
                 worker_instance_key: key.clone(),
-                ..Default::default()
             }))
             .await;
-        assert!(described.is_ok(), "described through node {i}: {described:?}");
+        assert!(
+            described.is_ok(),
+            "described through node {i}: {described:?}"
+        );
     }
     Ok(())
 }
