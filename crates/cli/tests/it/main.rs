@@ -2,6 +2,7 @@
 //! database file's safety, hostile requests, SIGKILL crashes of the server in the middle of a
 //! workflow, task starts answered before they are synced, and clusters of `kairos server start`
 //! nodes (losing a node, a rolling restart, roles).
+mod cancelled;
 mod cluster;
 mod crash;
 mod fencing;

@@ -36,6 +36,12 @@ impl Kairos {
         Self::start_sqlite_with(db, port, &[])
     }
 
+    /// [`Kairos::start_sqlite`] with extra environment variables.
+    pub(crate) fn start_sqlite_env(db: &Path, port: u16, env: &[(&str, &str)]) -> Kairos {
+        let store = ["--db-filename".to_string(), db.display().to_string()];
+        Self::spawn("start-dev", port, &store, &[], env)
+    }
+
     /// [`Kairos::start_sqlite`] with extra flags.
     pub(crate) fn start_sqlite_with(db: &Path, port: u16, extra: &[&str]) -> Kairos {
         let store = ["--db-filename".to_string(), db.display().to_string()];

@@ -34,14 +34,14 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
     StartWorkflowExecutionRequest,
 };
 
-fn queue(name: &str) -> Option<TaskQueue> {
+pub(crate) fn queue(name: &str) -> Option<TaskQueue> {
     Some(TaskQueue {
         name: name.into(),
         ..Default::default()
     })
 }
 
-async fn start_workflow(client: &Client, id: &str, tq: &str) -> anyhow::Result<()> {
+pub(crate) async fn start_workflow(client: &Client, id: &str, tq: &str) -> anyhow::Result<()> {
     client
         .connection()
         .workflow_service()
@@ -75,7 +75,10 @@ where
     anyhow::bail!("no {what} task came")
 }
 
-async fn poll_workflow(client: &Client, tq: &str) -> anyhow::Result<PollWorkflowTaskQueueResponse> {
+pub(crate) async fn poll_workflow(
+    client: &Client,
+    tq: &str,
+) -> anyhow::Result<PollWorkflowTaskQueueResponse> {
     poll_until("workflow", || async {
         let task = client
             .connection()

@@ -267,7 +267,7 @@ impl Engine {
             batch.timers_add.iter().map(timers::Queued::of).collect();
         let transfer_rows = batch.transfers_add.clone();
         let lease = batch.range_id;
-        test_gate(&key.workflow_id).await;
+        test_gate(Gate::Commit, &key.workflow_id).await;
         if let Err(e) = self.commit_batch(batch).await {
             if let Some(mut held) = held {
                 *held = None;
@@ -275,6 +275,7 @@ impl Engine {
             tracing::warn!(run = %key, error = %e, "failed to commit a transition");
             return Err(e);
         }
+        test_gate(Gate::Effects, &key.workflow_id).await;
         let answers = match cache {
             CacheStep::Keep => Vec::new(),
             CacheStep::Advance {
@@ -474,26 +475,36 @@ fn fill_batch(
         .extend(transfers_done.iter().copied().filter(|id| *id != 0));
 }
 
-/// A test hook: with `KAIROS_TEST_HOLD_COMMITS=DIR` in the environment, a commit for workflow
-/// `W` waits right before it is sent while the file `DIR/W` exists, so that a test can hold a
-/// node between deciding a transition and committing it (the cluster's fencing test). Without
-/// the variable it costs one load of a set-once value.
-async fn test_gate(workflow_id: &str) {
-    static GATES: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let Some(dir) = GATES
-        .get_or_init(|| std::env::var_os("KAIROS_TEST_HOLD_COMMITS").map(std::path::PathBuf::from))
-    else {
+/// Where a test can hold a commit (see `test_gate`).
+#[derive(Clone, Copy)]
+enum Gate {
+    /// Right before the batch is sent (`KAIROS_TEST_HOLD_COMMITS`).
+    Commit,
+    /// Right after it committed, before what follows it (`KAIROS_TEST_HOLD_EFFECTS`).
+    Effects,
+}
+
+/// A test hook: with `KAIROS_TEST_HOLD_COMMITS=DIR` (or `KAIROS_TEST_HOLD_EFFECTS=DIR`) in the
+/// environment, a commit for workflow `W` waits right before it is sent (or right after it
+/// committed) while the file `DIR/W` exists, so that a test can hold a node between deciding a
+/// transition and committing it (the cluster's fencing test), or between a commit and its
+/// effects (the cancelled-call test). Without the variables it costs one load of a set-once
+/// value.
+async fn test_gate(gate: Gate, workflow_id: &str) {
+    static DIRS: std::sync::OnceLock<[Option<std::path::PathBuf>; 2]> = std::sync::OnceLock::new();
+    let dirs = DIRS.get_or_init(|| {
+        ["KAIROS_TEST_HOLD_COMMITS", "KAIROS_TEST_HOLD_EFFECTS"]
+            .map(|var| std::env::var_os(var).map(std::path::PathBuf::from))
+    });
+    let Some(dir) = &dirs[gate as usize] else {
         return;
     };
-    let gate = dir.join(workflow_id);
-    if !gate.exists() {
+    let file = dir.join(workflow_id);
+    if !file.exists() {
         return;
     }
-    tracing::warn!(
-        workflow_id,
-        "commit held at the test gate (KAIROS_TEST_HOLD_COMMITS)"
-    );
-    while gate.exists() {
+    tracing::warn!(workflow_id, "commit held at the test gate");
+    while file.exists() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
