@@ -171,12 +171,23 @@ fn schema_url(url: &str, db: &Path) -> String {
     format!("{url}{separator}schema={schema}")
 }
 
+/// A port free now and never handed out before in this process: a node restarted on its port
+/// (the rolling restart) must not find it taken by another test of the same run, which the
+/// operating system would otherwise give the port to while the node is down.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut given = GIVEN.lock().expect("ports lock");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {

@@ -54,7 +54,7 @@ impl Engine {
     pub(super) async fn start_task<T, A>(
         &self,
         task: &QueuedTask,
-        f: impl Fn(&mut Transition<'_>) -> std::result::Result<T, StateError>,
+        f: impl FnOnce(&mut Transition<'_>) -> std::result::Result<T, StateError>,
         answer: impl FnOnce(&T, &Cached, (i64, &[Vec<u8>])) -> A,
     ) -> Result<(T, A)> {
         let key = RunKey {
@@ -62,31 +62,12 @@ impl Engine {
             workflow_id: task.workflow_id.clone(),
             run_id: task.run_id.clone(),
         };
-        // A task found moot is dropped (its row deleted): decided on the cached copy first,
-        // and, if moot there, once more on a fresh read, so that a cached copy that fell
-        // behind the store can never drop a live task.
-        let mut fresh = false;
-        let (plan, held, out) = loop {
-            let decision = match self.decide(&key, None, &f, None).await {
-                Err(Error::NotFound(_)) if !fresh => None,
-                decided => Some(decided?),
-            };
-            match decision {
-                Some(Decision {
-                    out,
-                    plan: Some(plan),
-                    held: Some(held),
-                }) => break (plan, held, out),
-                // A start always changes the run: nothing to commit means nothing started.
-                Some(_) if fresh => {
-                    return Err(Error::NotFound("the task was not started".into()));
-                }
-                _ => {
-                    fresh = true;
-                    *self.slot(&key).lock_owned().await = None;
-                }
-            }
+        let decision = self.decide(&key, None, f, None).await?;
+        let (Some(plan), Some(held)) = (decision.plan, decision.held) else {
+            // A start always changes the run: nothing to commit means nothing started.
+            return Err(Error::NotFound("the task was not started".into()));
         };
+        let out = decision.out;
         let before = held.as_ref().expect("loaded before the transition");
         let built = answer(&out, before, plan.new_events());
         let engine = self.clone();
