@@ -135,12 +135,14 @@ async fn a_rolling_restart_under_load_fails_nothing() -> anyhow::Result<()> {
     let (stop1, stop2) = (w1.shutdown_handle(), w2.shutdown_handle());
 
     let restarted = AtomicBool::new(false);
+    let started = AtomicU32::new(0);
     let retried = AtomicU32::new(0);
     let clients = [&on_a, &on_b, &on_c];
     // Three loops of clients start and tip workflows through every node until the restarts
     // are over.
     let starter = |lane: usize| {
         let (restarted, retried, clients, tq) = (&restarted, &retried, &clients, &tq);
+        let started = &started;
         async move {
             let mut ids = Vec::new();
             let mut i = lane;
@@ -149,6 +151,7 @@ async fn a_rolling_restart_under_load_fails_nothing() -> anyhow::Result<()> {
                 start(clients, i, tq, &id, retried).await?;
                 tip(clients, i + 1, &id, retried).await?;
                 ids.push(id);
+                started.fetch_add(1, Ordering::SeqCst);
                 i += 3;
             }
             anyhow::Ok(ids)
@@ -161,7 +164,15 @@ async fn a_rolling_restart_under_load_fails_nothing() -> anyhow::Result<()> {
     // Each node in turn stops gracefully and comes back on the same ports; the next waits
     // until the cluster has settled again.
     let restarts = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The restarts begin once workflows are in flight.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while started.load(Ordering::SeqCst) < 6 {
+            assert!(
+                Instant::now() < deadline,
+                "no workflow started before the restarts"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for which in 0..nodes.len() {
             let node = nodes[which].take().expect("running");
             let began = Instant::now();
